@@ -1,0 +1,61 @@
+"""Orbax checkpoints of a grid: the stacked state plus JSON metadata.
+
+``RUN_DIR/checkpoints/<step>/`` holds ``state`` (the unpadded :class:`GridState`:
+stacked parameters, Adam states and dead-latent counters, one entry per
+latent-size group) and ``meta`` (JSON: grid, resolved config, normalisation,
+loss history, package version). Saves are atomic (orbax writes to a temporary
+folder and renames it), so a run killed mid-save resumes from the previous step.
+
+Restoring builds an abstract target with shardings for the devices present now,
+so a checkpoint written with the model axis over 8 devices loads on 1 CPU.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+__all__ = ["CHECKPOINT_DIR", "open_manager", "save_checkpoint", "latest_step", "restore_checkpoint"]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def open_manager(run_dir: str | Path, keep: int = 2) -> ocp.CheckpointManager:
+    """A synchronous checkpoint manager for ``RUN_DIR/checkpoints``."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    return ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINT_DIR, options=options,
+                                 item_names=("state", "meta"))
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Save ``state`` (a pytree of arrays) and ``meta`` (JSON) at ``step``."""
+    manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+
+
+def latest_step(run_dir: str | Path) -> int | None:
+    """The newest complete checkpoint step of a run, or ``None``."""
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    if not ckpt.exists():
+        return None
+    with open_manager(run_dir) as manager:
+        return manager.latest_step()
+
+
+def restore_checkpoint(run_dir: str | Path, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """Restore ``(state, meta, step)``; ``abstract_state`` fixes shapes and shardings."""
+    with open_manager(run_dir) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{run_dir}: no checkpoint found under {CHECKPOINT_DIR}/.")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"], int(step)
+
+
+def replicated_sharding() -> jax.sharding.Sharding:
+    """Where restored arrays go by default: the first local device."""
+    return jax.sharding.SingleDeviceSharding(jax.devices()[0])

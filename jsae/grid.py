@@ -1,0 +1,281 @@
+"""The grid: every model of a sweep in one stacked state, trained by one jitted step.
+
+Models are grouped by latent size ``L`` (and activation). Inside a group the
+parameters carry a leading model axis ``n`` and the step is a ``vmap`` over it:
+TopK runs ``top_k`` at the group's largest k and masks ranks ``≥ k`` per model,
+so each model computes exactly its own TopK_k. Groups are unrolled inside the
+same jitted function, so one host call trains the whole grid. The loss of the
+grid is the sum of the models' losses: each model's gradient is its own, and
+its Adam state, dead-latent counters and batches are its own too — a grid
+member trains exactly as it would alone.
+
+The model axis can be sharded over devices (mesh axis ``"model"``); groups are
+padded to a multiple of the device count with zero-weight copies that are
+dropped before anything is saved.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from . import sae
+from .config import GridConfig, OptimConfig, SAEConfig
+
+__all__ = [
+    "ModelSpec",
+    "GroupSpec",
+    "GroupState",
+    "GridState",
+    "make_groups",
+    "make_optimizer",
+    "GridTrainer",
+]
+
+_SINCE_FIRED_CAP = 2**30
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the grid. ``k`` is 0 for ReLU+L1 models (``l1_coef`` then)."""
+
+    latent_size: int
+    k: int = 0
+    activation: str = "topk"
+    l1_coef: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.activation == "topk":
+            return f"k{self.k}_L{self.latent_size}"
+        return f"l1_{self.l1_coef:g}_L{self.latent_size}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "latent_size": self.latent_size, "activation": self.activation,
+                "l1_coef": self.l1_coef, "name": self.name}
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Models sharing one latent size (and activation): one vmapped stack."""
+
+    latent_size: int
+    activation: str
+    models: tuple[ModelSpec, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.models)
+
+    @property
+    def k_max(self) -> int:
+        return max(m.k for m in self.models)
+
+    def sparsity(self) -> np.ndarray:
+        """Per-model sparsity parameter: k (int32) for TopK, l1_coef (float32) for ReLU+L1."""
+        if self.activation == "topk":
+            return np.array([m.k for m in self.models], np.int32)
+        return np.array([m.l1_coef for m in self.models], np.float32)
+
+
+def make_groups(grid: GridConfig) -> tuple[GroupSpec, ...]:
+    """Group the grid's models by latent size; models sorted by k (or l1_coef)."""
+    groups = []
+    for L in sorted(grid.latent_size):
+        if grid.activation == "topk":
+            models = tuple(ModelSpec(L, int(k), "topk") for k in sorted(grid.k))
+        else:
+            models = tuple(ModelSpec(L, 0, "relu_l1", float(c)) for c in sorted(grid.l1_coef))
+        groups.append(GroupSpec(L, grid.activation, models))
+    return tuple(groups)
+
+
+class GroupState(struct.PyTreeNode):
+    """Stacked state of one group; every leaf has a leading model axis ``[n, ...]``."""
+
+    params: sae.SAEParams
+    opt_state: Any
+    since_fired: jax.Array  # [n, L] int32: training samples since the latent last fired
+
+
+class GridState(struct.PyTreeNode):
+    step: jax.Array  # int32 scalar
+    groups: tuple[GroupState, ...]
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    """Adam (β₁, β₂, ε) with optional warm-up and per-model global-norm clipping."""
+    lr = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+    parts = []
+    if cfg.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+    parts.append(optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+    return optax.chain(*parts)
+
+
+def _model_key(key: jax.Array, spec: ModelSpec) -> jax.Array:
+    """A model's init key depends only on (seed, its spec), never on its grid position."""
+    return jax.random.fold_in(key, zlib.crc32(spec.name.encode()) & 0x7FFFFFFF)
+
+
+class GridTrainer:
+    """Static description of a grid plus its pure, jittable step functions.
+
+    Args:
+      groups: from :func:`make_groups`.
+      dim: embedding dimension ``M``.
+      sae_cfg, optim_cfg: model/loss and optimiser options.
+      mesh: optional device mesh with an axis ``"model"``; ``None`` = one device.
+      matmul_dtype: ``float32`` or ``bfloat16`` for the encoder GEMM.
+    """
+
+    def __init__(self, groups: Sequence[GroupSpec], dim: int, sae_cfg: SAEConfig, optim_cfg: OptimConfig,
+                 *, mesh: Mesh | None = None, matmul_dtype: str = "float32"):
+        self.groups = tuple(groups)
+        self.dim = int(dim)
+        self.sae_cfg = sae_cfg
+        self.tx = make_optimizer(optim_cfg)
+        self.mesh = mesh
+        self.matmul_dtype = jnp.bfloat16 if matmul_dtype == "bfloat16" else jnp.float32
+        ndev = 1 if mesh is None else mesh.shape["model"]
+        self.padded_sizes = tuple(-(-g.size // ndev) * ndev for g in self.groups)
+        self.k_aux = tuple(min(sae_cfg.k_aux or dim // 2, g.latent_size) for g in self.groups)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def specs(self) -> tuple[ModelSpec, ...]:
+        return tuple(m for g in self.groups for m in g.models)
+
+    def init(self, key: jax.Array, b_pre: np.ndarray) -> GridState:
+        """Fresh, unpadded state: per-model params, Adam state, zeroed counters."""
+        groups = []
+        for g in self.groups:
+            keys = jnp.stack([_model_key(key, m) for m in g.models])
+            params = jax.vmap(lambda k: sae.init_params(k, self.dim, g.latent_size, jnp.asarray(b_pre)))(keys)
+            opt_state = jax.vmap(self.tx.init)(params)
+            since = jnp.zeros((g.size, g.latent_size), jnp.int32)
+            groups.append(GroupState(params, opt_state, since))
+        return GridState(step=jnp.zeros((), jnp.int32), groups=tuple(groups))
+
+    def abstract_state(self, sharding: jax.sharding.Sharding | None = None) -> GridState:
+        """Shapes/dtypes of an unpadded state (for restoring a checkpoint)."""
+        shapes = jax.eval_shape(lambda: self.init(jax.random.key(0), np.zeros(self.dim, np.float32)))
+        if sharding is None:
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+    def pad(self, state: GridState) -> GridState:
+        """Pad each group's model axis to a multiple of the device count and shard it."""
+        groups = []
+        for g, n_pad, gs in zip(self.groups, self.padded_sizes, state.groups):
+            if n_pad > g.size:
+                extra = n_pad - g.size
+                gs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), gs)
+            groups.append(gs)
+        state = state.replace(groups=tuple(groups))
+        if self.mesh is not None:
+            model_sharded = NamedSharding(self.mesh, P("model"))
+            replicated = NamedSharding(self.mesh, P())
+            state = GridState(
+                step=jax.device_put(state.step, replicated),
+                groups=jax.tree.map(lambda a: jax.device_put(a, model_sharded), state.groups),
+            )
+        return state
+
+    def unpad(self, state: GridState) -> GridState:
+        """Drop padding copies (the inverse of :meth:`pad`)."""
+        groups = tuple(jax.tree.map(lambda a, n=g.size: a[:n], gs) for g, gs in zip(self.groups, state.groups))
+        return state.replace(groups=groups)
+
+    def _padded_sparsity(self, gi: int) -> tuple[np.ndarray, np.ndarray]:
+        g, n_pad = self.groups[gi], self.padded_sizes[gi]
+        s = g.sparsity()
+        w = np.ones(n_pad, np.float32)
+        if n_pad > g.size:
+            s = np.concatenate([s, np.repeat(s[-1:], n_pad - g.size)])
+            w[g.size:] = 0.0
+        return s, w
+
+    # ------------------------------------------------------------------ math
+    def _group_loss(self, gi: int, params: sae.SAEParams, x: jax.Array, dead: jax.Array):
+        g = self.groups[gi]
+        s, w = self._padded_sparsity(gi)
+        c = self.sae_cfg
+
+        def losses(with_auxk: bool):
+            if g.activation == "topk":
+                fn = partial(sae.topk_loss, k_max=g.k_max, k_aux=self.k_aux[gi], auxk_coef=c.auxk_coef,
+                             fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype, with_auxk=with_auxk)
+            else:
+                fn = partial(sae.relu_l1_loss, fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype)
+            ls, outs = jax.vmap(lambda p, si, d: fn(p, x, si, d))(params, jnp.asarray(s), dead)
+            return jnp.sum(ls * jnp.asarray(w)), (ls, outs)
+
+        if g.activation != "topk" or c.auxk_coef <= 0:
+            return losses(False)
+        # The AuxK top-k is only paid for while some model of the group has a dead latent.
+        return jax.lax.cond(jnp.any(dead), lambda: losses(True), lambda: losses(False))
+
+    def _group_step(self, gi: int, gs: GroupState, x: jax.Array):
+        dead = gs.since_fired >= self.sae_cfg.dead_after_samples
+        grads, (losses, outs) = jax.grad(partial(self._group_loss, gi), argnums=0, has_aux=True)(gs.params, x, dead)
+        grads = jax.vmap(sae.project_decoder_grad)(gs.params, grads)
+        updates, opt_state = jax.vmap(self.tx.update)(grads, gs.opt_state, gs.params)
+        params = jax.vmap(sae.normalize_decoder)(optax.apply_updates(gs.params, updates))
+        since = jnp.where(outs.fired, 0, jnp.minimum(gs.since_fired + x.shape[0], _SINCE_FIRED_CAP))
+        metrics = {"loss": losses, "nmse": outs.nmse, "auxk": outs.auxk, "l0": outs.l0,
+                   "dead_fraction": jnp.mean(dead, axis=-1)}
+        return GroupState(params, opt_state, since), metrics
+
+    def step(self, state: GridState, x: jax.Array) -> tuple[GridState, tuple[dict[str, jax.Array], ...]]:
+        """One optimisation step of every model on the batch ``x [B, M]`` (normalised)."""
+        new_groups, metrics = [], []
+        for gi, gs in enumerate(state.groups):
+            ngs, m = self._group_step(gi, gs, x)
+            new_groups.append(ngs)
+            metrics.append(m)
+        return GridState(state.step + 1, tuple(new_groups)), tuple(metrics)
+
+    def run_steps(self, state: GridState, data: jax.Array, batch_index: jax.Array | None = None):
+        """``lax.scan`` of :meth:`step`.
+
+        Either ``data [N, M]`` on device plus ``batch_index [S, B]`` (rows of each
+        step's batch), or ``data [S, B, M]`` (streamed batches) with no index.
+        Returns the new state and per-step metrics (leaves ``[S, n]``).
+        """
+        if batch_index is None:
+            return jax.lax.scan(self.step, state, data)
+        return jax.lax.scan(lambda st, idx: self.step(st, jnp.take(data, idx, axis=0)), state, batch_index)
+
+    def jit_run_steps(self):
+        """``run_steps`` jitted once, with the state buffers donated."""
+        return jax.jit(self.run_steps, donate_argnums=0)
+
+    # ------------------------------------------------------------ evaluation
+    def eval_sums(self, state: GridState, x: jax.Array, scale: jax.Array):
+        """Per-model sums over a validation block ``x [B, M]`` (normalised).
+
+        Returns per group: squared error in the raw space (``Σ ((x̂ − x)·s)²``),
+        number of active latents, and ``[n, L]`` bool of latents that fired.
+        """
+        out = []
+        for g, gs in zip(self.groups, state.groups):
+            s = jnp.asarray(g.sparsity())
+            params = jax.tree.map(lambda a, n=g.size: a[:n], gs.params)
+
+            def one(p, si, g=g):
+                v = sae.encode(p, x, si, g.k_max if g.activation == "topk" else None, g.activation,
+                               matmul_dtype=self.matmul_dtype)
+                err = jnp.sum(jnp.square((sae.decode(p, v) - x) * scale))
+                return err, jnp.sum(v > 0), jnp.any(v > self.sae_cfg.fire_threshold, axis=0)
+
+            out.append(jax.vmap(one)(params, s))
+        return tuple(out)

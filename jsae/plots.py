@@ -1,0 +1,91 @@
+"""Figures of a sweep: metric heatmaps over K × latent size, and loss curves."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
+
+
+def grid_matrix(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, list, list]:
+    """``(values [n_sparsity, n_L], sparsity values, latent sizes)`` of a metric.
+
+    The sparsity axis is ``k`` for TopK sweeps, ``l1_coef`` for ReLU+L1.
+    """
+    axis = "k" if all(r["activation"] == "topk" for r in records) else "l1_coef"
+    rows = sorted({r[axis] for r in records})
+    cols = sorted({r["latent_size"] for r in records})
+    m = np.full((len(rows), len(cols)), np.nan)
+    for r in records:
+        m[rows.index(r[axis]), cols.index(r["latent_size"])] = r[key]
+    return m, rows, cols
+
+
+def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, *, title: str | None = None,
+                 fmt: str = ".3f", cmap: str = "viridis") -> Path:
+    """A K × latent-size heatmap of ``key`` with the values written in the cells."""
+    m, rows, cols = grid_matrix(records, key)
+    axis = "k" if all(r["activation"] == "topk" for r in records) else "l1_coef"
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.5 * len(rows)))
+    im = ax.imshow(m, cmap=cmap, aspect="auto", origin="lower")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    ax.set_xlabel("latent size L")
+    ax.set_ylabel("K" if axis == "k" else "L1 coefficient")
+    ax.set_title(title or key)
+    if m.size <= 200:
+        finite = m[np.isfinite(m)]
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] < mid else "black")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curves(history: dict[str, list], names: Sequence[str], path: str | Path, key: str = "loss") -> Path:
+    """Training loss (mean per host call) of every model against the step."""
+    steps = np.asarray(history["step"])
+    values = np.asarray(history[key])  # [calls, n_models]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.cm.viridis(np.linspace(0, 1, max(1, len(names))))
+    for i, name in enumerate(names):
+        ax.plot(steps, values[:, i], color=colors[i], lw=0.8, label=name if len(names) <= 12 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training {key}")
+    ax.set_title(f"{len(names)} models")
+    if len(names) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(run_dir: str | Path, records: Sequence[dict[str, Any]], history: dict[str, list],
+               names: Sequence[str]) -> list[Path]:
+    """Write the sweep's standard figures into ``run_dir``."""
+    run_dir = Path(run_dir)
+    out = [
+        plot_heatmap(records, "val_nmse", run_dir / "val_nmse.png", title="validation NMSE (FVU)"),
+        plot_heatmap(records, "dead_fraction", run_dir / "dead_fraction.png",
+                     title="dead-latent fraction (never active on validation)", cmap="magma"),
+        plot_heatmap(records, "mean_l0", run_dir / "mean_l0.png", title="mean L0 on validation", fmt=".1f"),
+    ]
+    if history.get("step"):
+        out.append(plot_loss_curves(history, names, run_dir / "loss_curves.png"))
+    return out

@@ -1,0 +1,225 @@
+"""The sparse autoencoder, for one model and one example (OpenAI TopK formulation).
+
+Notation: input ``x ∈ R^M`` (already normalised, see :mod:`jsae.normalize`),
+``L`` latents.
+
+* encode: ``pre = (x − b_pre) W_enc + b_enc ∈ R^L``;
+  TopK: ``v = ReLU(TopK_k(pre))`` — the k largest entries kept, all others 0;
+  ReLU+L1 (the paper's rejected alternative): ``v = ReLU(pre)``.
+* decode: ``x̂ = Σ_ℓ v_ℓ d_ℓ + b_pre``, where ``d_ℓ`` (row ℓ of ``W_dec``, the
+  paper's column ℓ of its decoder matrix) has unit norm.
+* loss (per batch ``X ∈ R^{B×M}``):
+  ``NMSE = Σ_b ‖x̂_b − x_b‖² / Σ_b ‖x_b − mean_b(x)‖²``
+  + ``auxk_coef`` · AuxK, where AuxK is the NMSE with which the top ``k_aux``
+  pre-activations of the *dead* latents reconstruct the residual ``e = x − x̂``
+  (``x̂`` detached, ``b_pre`` not counted twice); AuxK = 0 when nothing is dead.
+  ReLU+L1 instead adds ``l1_coef · mean_b Σ_ℓ |v_ℓ|·‖d_ℓ‖``.
+
+Shapes: ``W_enc [M, L]``, ``b_enc [L]``, ``W_dec [L, M]``, ``b_pre [M]``.
+Every function here is for one model; the batch of examples is a plain leading
+axis or a ``vmap``; the grid of models is a ``vmap`` in :mod:`jsae.grid`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+__all__ = [
+    "SAEParams",
+    "LossOutput",
+    "init_params",
+    "pre_activation",
+    "topk_codes",
+    "encode",
+    "encode_sparse",
+    "decode",
+    "decode_sparse",
+    "reconstruct",
+    "normalized_mse",
+    "auxk_loss",
+    "topk_loss",
+    "relu_l1_loss",
+    "project_decoder_grad",
+    "normalize_decoder",
+]
+
+
+class SAEParams(struct.PyTreeNode):
+    """Parameters of one SAE (or of a stack of them, with a leading model axis)."""
+
+    W_enc: jax.Array  # [M, L]
+    b_enc: jax.Array  # [L]
+    W_dec: jax.Array  # [L, M], unit-norm rows d_ℓ
+    b_pre: jax.Array  # [M]
+
+    @property
+    def latent_size(self) -> int:
+        return self.W_enc.shape[-1]
+
+    @property
+    def dim(self) -> int:
+        return self.W_enc.shape[-2]
+
+
+class LossOutput(NamedTuple):
+    """Per-batch diagnostics of one model (scalars unless noted)."""
+
+    nmse: jax.Array
+    auxk: jax.Array
+    l1: jax.Array
+    l0: jax.Array  # mean number of active latents per example
+    fired: jax.Array  # [L] bool: latent fired (> threshold) for some example of the batch
+
+
+def init_params(key: jax.Array, dim: int, latent_size: int, b_pre: jax.Array | None = None) -> SAEParams:
+    """Random unit directions ``d_ℓ``; ``W_dec = D``, ``W_enc = Dᵀ``, ``b_enc = 0``.
+
+    ``b_pre`` defaults to 0 (pass the geometric median or mean of the data).
+    """
+    d = jax.random.normal(key, (latent_size, dim), jnp.float32)
+    d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+    if b_pre is None:
+        b_pre = jnp.zeros((dim,), jnp.float32)
+    return SAEParams(W_enc=d.T, b_enc=jnp.zeros((latent_size,), jnp.float32), W_dec=d,
+                     b_pre=jnp.asarray(b_pre, jnp.float32))
+
+
+def pre_activation(p: SAEParams, x: jax.Array, matmul_dtype=jnp.float32) -> jax.Array:
+    """``(x − b_pre) W_enc + b_enc``: ``x [..., M] → [..., L]``.
+
+    ``matmul_dtype=bfloat16`` runs the GEMM in bf16 with float32 accumulation.
+    """
+    xc = (x - p.b_pre).astype(matmul_dtype)
+    pre = jnp.matmul(xc, p.W_enc.astype(matmul_dtype), preferred_element_type=jnp.float32)
+    return pre + p.b_enc
+
+
+def topk_codes(pre: jax.Array, k: jax.Array | int, k_max: int) -> tuple[jax.Array, jax.Array]:
+    """Sparse TopK codes: ``(values [..., k_max], indices [..., k_max])``.
+
+    The ``k_max`` largest pre-activations are found; ranks ``≥ k`` are zeroed, so a
+    traced ``k ≤ k_max`` gives exactly the TopK_k of a model with that k. Values
+    are passed through ReLU.
+    """
+    vals, idx = jax.lax.top_k(pre, k_max)
+    keep = jnp.arange(k_max) < k
+    return jnp.where(keep, jax.nn.relu(vals), 0.0), idx
+
+
+def _scatter(vals: jax.Array, idx: jax.Array, latent_size: int) -> jax.Array:
+    out = jnp.zeros(vals.shape[:-1] + (latent_size,), vals.dtype)
+    if vals.ndim == 1:
+        return out.at[idx].set(vals)
+    flat_out = out.reshape(-1, latent_size)
+    rows = jnp.arange(flat_out.shape[0])[:, None]
+    flat_out = flat_out.at[rows, idx.reshape(-1, idx.shape[-1])].set(vals.reshape(-1, vals.shape[-1]))
+    return flat_out.reshape(out.shape)
+
+
+def encode_sparse(p: SAEParams, x: jax.Array, k: jax.Array | int, k_max: int | None = None,
+                  matmul_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """TopK codes of ``x [..., M]`` as ``(values, indices) [..., k_max]``."""
+    k_max = int(k) if k_max is None else k_max
+    return topk_codes(pre_activation(p, x, matmul_dtype), k, k_max)
+
+
+def encode(p: SAEParams, x: jax.Array, k: jax.Array | int | None, k_max: int | None = None,
+           activation: str = "topk", matmul_dtype=jnp.float32) -> jax.Array:
+    """Dense latent codes ``v [..., L]`` (TopK, or ReLU for ``activation='relu_l1'``)."""
+    pre = pre_activation(p, x, matmul_dtype)
+    if activation == "relu_l1":
+        return jax.nn.relu(pre)
+    k_max = int(k) if k_max is None else k_max
+    vals, idx = topk_codes(pre, k, k_max)
+    return _scatter(vals, idx, pre.shape[-1])
+
+
+def decode(p: SAEParams, v: jax.Array) -> jax.Array:
+    """``x̂ = v W_dec + b_pre``: ``v [..., L] → [..., M]``."""
+    return v @ p.W_dec + p.b_pre
+
+
+def decode_sparse(p: SAEParams, vals: jax.Array, idx: jax.Array, *, with_bias: bool = True) -> jax.Array:
+    """``Σ_j vals_j d_{idx_j} (+ b_pre)`` from sparse codes ``[..., k] → [..., M]``."""
+    out = jnp.einsum("...k,...km->...m", vals, p.W_dec[idx])
+    return out + p.b_pre if with_bias else out
+
+
+def reconstruct(p: SAEParams, x: jax.Array, k: jax.Array | int, k_max: int | None = None) -> jax.Array:
+    """``decode(encode(x))`` for TopK: ``[..., M] → [..., M]``."""
+    vals, idx = encode_sparse(p, x, k, k_max)
+    return decode_sparse(p, vals, idx)
+
+
+def normalized_mse(recon: jax.Array, x: jax.Array) -> jax.Array:
+    """``Σ_b ‖recon_b − x_b‖² / Σ_b ‖x_b − mean_b(x)‖²`` over a batch ``[B, M]``."""
+    err = jnp.sum(jnp.square(recon - x))
+    var = jnp.sum(jnp.square(x - jnp.mean(x, axis=0, keepdims=True)))
+    return err / jnp.maximum(var, 1e-12)
+
+
+def auxk_loss(p: SAEParams, pre: jax.Array, residual: jax.Array, dead: jax.Array, k_aux: int) -> jax.Array:
+    """AuxK: the top ``k_aux`` dead pre-activations reconstruct the residual.
+
+    Args:
+      pre: ``[B, L]`` pre-activations. residual: ``[B, M]`` = ``x − stop_grad(x̂)``.
+      dead: ``[L]`` bool. Returns 0 when no latent is dead.
+    """
+    masked = jnp.where(dead, pre, -jnp.inf)
+    vals, idx = jax.lax.top_k(masked, k_aux)
+    vals = jnp.where(jnp.isfinite(vals), jax.nn.relu(vals), 0.0)
+    aux_recon = _scatter(vals, idx, pre.shape[-1]) @ p.W_dec
+    loss = normalized_mse(aux_recon, residual)
+    return jnp.where(jnp.any(dead), loss, 0.0)
+
+
+def topk_loss(p: SAEParams, x: jax.Array, k: jax.Array | int, dead: jax.Array, *, k_max: int,
+              k_aux: int, auxk_coef: float, fire_threshold: float = 1e-3,
+              matmul_dtype=jnp.float32, with_auxk: bool = True) -> tuple[jax.Array, LossOutput]:
+    """Training loss of one TopK model on a batch ``x [B, M]``; ``dead [L]`` bool.
+
+    The codes are scattered into a dense ``[B, L]`` and decoded with a GEMM, which
+    beats a gather of ``[B, k, M]`` decoder rows on CPUs. ``with_auxk=False``
+    skips the AuxK term (exactly 0 anyway when no latent is dead).
+    """
+    pre = pre_activation(p, x, matmul_dtype)
+    vals, idx = topk_codes(pre, k, k_max)
+    recon = decode(p, _scatter(vals, idx, pre.shape[-1]))
+    nmse = normalized_mse(recon, x)
+    if with_auxk and auxk_coef > 0 and k_aux > 0:
+        aux = auxk_loss(p, pre, x - jax.lax.stop_gradient(recon), dead, k_aux)
+    else:
+        aux = jnp.zeros(())
+    fired_vals = vals > fire_threshold
+    fired = jnp.zeros((pre.shape[-1],), bool).at[idx.reshape(-1)].max(fired_vals.reshape(-1))
+    out = LossOutput(nmse=nmse, auxk=aux, l1=jnp.zeros(()), l0=jnp.mean(jnp.sum(vals > 0, -1)), fired=fired)
+    return nmse + auxk_coef * aux, out
+
+
+def relu_l1_loss(p: SAEParams, x: jax.Array, l1_coef: jax.Array | float, dead: jax.Array, *,
+                 fire_threshold: float = 1e-3, matmul_dtype=jnp.float32) -> tuple[jax.Array, LossOutput]:
+    """Training loss of one ReLU+L1 model: ``NMSE + l1_coef · mean_b Σ_ℓ |v_ℓ| ‖d_ℓ‖``."""
+    del dead
+    v = jax.nn.relu(pre_activation(p, x, matmul_dtype))
+    recon = decode(p, v)
+    nmse = normalized_mse(recon, x)
+    l1 = jnp.mean(jnp.sum(v * jnp.linalg.norm(p.W_dec, axis=-1), -1))
+    out = LossOutput(nmse=nmse, auxk=jnp.zeros(()), l1=l1, l0=jnp.mean(jnp.sum(v > 0, -1)),
+                     fired=jnp.any(v > fire_threshold, axis=0))
+    return nmse + l1_coef * l1, out
+
+
+def project_decoder_grad(p: SAEParams, grads: SAEParams) -> SAEParams:
+    """Remove from each decoder-row gradient its component along the (unit) row."""
+    g = grads.W_dec
+    parallel = jnp.sum(g * p.W_dec, axis=-1, keepdims=True) * p.W_dec
+    return grads.replace(W_dec=g - parallel)
+
+
+def normalize_decoder(p: SAEParams) -> SAEParams:
+    """Rescale every decoder row ``d_ℓ`` to unit norm."""
+    norm = jnp.linalg.norm(p.W_dec, axis=-1, keepdims=True)
+    return p.replace(W_dec=p.W_dec / jnp.maximum(norm, 1e-12))

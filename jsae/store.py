@@ -1,0 +1,393 @@
+"""The embedding store: a tensorstore zarr3 array ``[N, M]`` plus a metadata table.
+
+Layout of a store directory::
+
+    STORE/
+      embeddings.zarr/   zarr3 array [N, M] float32, sharding codec:
+                         one shard = ``rows_per_shard`` rows (the write unit),
+                         one inner chunk = ``rows_per_chunk`` rows (the read unit)
+      metadata.parquet   one row per embedding, in the same row order: ``id`` (str)
+                         and any label columns (``split`` = train/val/test if present)
+      store.json         {"format": "jsae-store", "version": 1, "num_rows": N, "dim": M,
+                          "complete": true, "encoder": {...}, ...}
+
+zarr3 has no string dtype, so ids and labels live in the table. A store counts as
+readable only when ``store.json`` says ``"complete": true``: writers (``write_store``,
+the resumable exporter in ``embed/``) set it last, so an interrupted write is never
+mistaken for a finished one.
+
+Public API: :func:`write_store`, :func:`open_store`, :class:`EmbeddingStore`,
+:func:`validate_embeddings`, :func:`create_array`, :func:`write_rows`,
+:func:`finalize_store`, :class:`StoreError`, :class:`InvalidEmbeddingsError`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import tensorstore as ts
+
+__all__ = [
+    "ARRAY_NAME",
+    "META_NAME",
+    "INFO_NAME",
+    "FORMAT_NAME",
+    "StoreError",
+    "InvalidEmbeddingsError",
+    "EmbeddingStore",
+    "validate_embeddings",
+    "validate_metadata",
+    "create_array",
+    "open_array",
+    "write_rows",
+    "finalize_store",
+    "write_store",
+    "open_store",
+    "read_table",
+]
+
+ARRAY_NAME = "embeddings.zarr"
+META_NAME = "metadata.parquet"
+INFO_NAME = "store.json"
+FORMAT_NAME = "jsae-store"
+FORMAT_VERSION = 1
+DEFAULT_ROWS_PER_SHARD = 8192
+DEFAULT_ROWS_PER_CHUNK = 512
+
+
+class StoreError(ValueError):
+    """A store is missing, incomplete or inconsistent; the message says how to fix it."""
+
+
+class InvalidEmbeddingsError(StoreError):
+    """Embeddings that must not enter a store (NaN/Inf, wrong shape); names the row."""
+
+
+def validate_embeddings(
+    x: np.ndarray, *, dim: int | None = None, row_offset: int = 0, what: str = "embeddings"
+) -> np.ndarray:
+    """Check a block of embeddings and return it as float32 ``[n, M]``.
+
+    Raises :class:`InvalidEmbeddingsError` naming the first bad row (counted from
+    ``row_offset``) and the reason: not 2-D, wrong dimension ``M``, NaN or Inf.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise InvalidEmbeddingsError(
+            f"{what} must be a 2-D array [rows, dim]; got shape {x.shape}. "
+            "Stack one embedding per row."
+        )
+    if dim is not None and x.shape[1] != dim:
+        raise InvalidEmbeddingsError(
+            f"{what} have dimension {x.shape[1]} but {dim} is expected "
+            f"(rows {row_offset}..{row_offset + x.shape[0] - 1}); every row must be a "
+            f"{dim}-d embedding from the same encoder."
+        )
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InvalidEmbeddingsError(f"{what} must be real numbers; got dtype {x.dtype}.")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        row = int(bad_rows[0])
+        col = int(np.flatnonzero(~finite[row])[0])
+        kind = "NaN" if np.isnan(x[row, col]) else "Inf"
+        raise InvalidEmbeddingsError(
+            f"{what}: row {row + row_offset} contains {kind} (column {col}); "
+            f"{len(bad_rows)} row(s) in total are not finite, first ones: "
+            f"{[int(r) + row_offset for r in bad_rows[:10]]}. "
+            "Drop or re-compute those rows before storing them."
+        )
+    return x.astype(np.float32, copy=False)
+
+
+def validate_metadata(table: pd.DataFrame, num_rows: int) -> pd.DataFrame:
+    """Check a metadata table against ``num_rows`` embeddings; add ``id`` if absent."""
+    if len(table) != num_rows:
+        raise StoreError(
+            f"metadata table has {len(table)} rows but there are {num_rows} embeddings; "
+            "the table needs exactly one row per embedding, in the same order."
+        )
+    table = table.reset_index(drop=True).copy()
+    if "id" not in table.columns:
+        table.insert(0, "id", [str(i) for i in range(num_rows)])
+    table["id"] = table["id"].astype(str)
+    dup = table["id"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise StoreError(f"metadata: id {table['id'][row]!r} at row {row} is not unique; ids must be unique.")
+    if "split" in table.columns:
+        table["split"] = table["split"].astype(str)
+    return table
+
+
+def _array_spec(path: Path, shape: Sequence[int] | None = None, rows_per_shard: int = 0,
+                rows_per_chunk: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(path)},
+    }
+    if shape is not None:
+        n, m = shape
+        spec["metadata"] = {
+            "shape": [int(n), int(m)],
+            "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows_per_shard, int(m)]}},
+            "codecs": [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [rows_per_chunk, int(m)],
+                        "codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "zstd", "configuration": {"level": 1}},
+                        ],
+                        "index_codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "crc32c"},
+                        ],
+                    },
+                }
+            ],
+        }
+    return spec
+
+
+def create_array(store_dir: str | os.PathLike, num_rows: int, dim: int, *,
+                 rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+                 rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> ts.TensorStore:
+    """Create (or replace) the ``[num_rows, dim]`` float32 array of a store.
+
+    ``rows_per_shard`` is the write unit: writers that own whole shards (rows
+    ``[s * rows_per_shard, (s + 1) * rows_per_shard)``) never conflict.
+    """
+    if num_rows <= 0:
+        raise StoreError(f"cannot create an empty store (num_rows={num_rows}); there is nothing to store.")
+    if dim <= 0:
+        raise StoreError(f"embedding dimension must be positive; got {dim}.")
+    rows_per_chunk = max(1, min(rows_per_chunk, rows_per_shard))
+    if rows_per_shard % rows_per_chunk:
+        raise StoreError(
+            f"rows_per_shard ({rows_per_shard}) must be a multiple of rows_per_chunk ({rows_per_chunk})."
+        )
+    path = Path(store_dir) / ARRAY_NAME
+    spec = _array_spec(path, (num_rows, dim), rows_per_shard, rows_per_chunk)
+    return ts.open(spec, create=True, delete_existing=True).result()
+
+
+def open_array(store_dir: str | os.PathLike, *, write: bool = False) -> ts.TensorStore:
+    """Open the embeddings array of a store (read-only unless ``write``)."""
+    path = Path(store_dir) / ARRAY_NAME
+    if not path.exists():
+        raise StoreError(f"{store_dir}: no {ARRAY_NAME} inside; is this an embedding store?")
+    mode = {"read": True, "write": True} if write else {"read": True}
+    return ts.open(_array_spec(path), **mode).result()
+
+
+def write_rows(array: ts.TensorStore, start: int, rows: np.ndarray) -> None:
+    """Write ``rows`` at ``[start, start + len(rows))`` in one transaction.
+
+    A transaction turns writes that cover parts of several shards into one
+    read-modify-write per shard, instead of one rewrite per partial write.
+    """
+    rows = validate_embeddings(rows, dim=int(array.shape[1]), row_offset=start)
+    stop = start + rows.shape[0]
+    if start < 0 or stop > array.shape[0]:
+        raise StoreError(f"rows [{start}, {stop}) lie outside the array of {array.shape[0]} rows.")
+    with ts.Transaction() as txn:
+        array.with_transaction(txn)[start:stop, :].write(rows).result()
+
+
+def _read_info(store_dir: Path) -> dict[str, Any]:
+    info_path = store_dir / INFO_NAME
+    if not info_path.exists():
+        raise StoreError(
+            f"{store_dir}: no {INFO_NAME}; not a jsae embedding store. Create one with "
+            "`jsae store import X.npy --out STORE` or `jsae embed ... --out STORE`."
+        )
+    info = json.loads(info_path.read_text())
+    if info.get("format") != FORMAT_NAME:
+        raise StoreError(f"{info_path}: format {info.get('format')!r} is not {FORMAT_NAME!r}.")
+    return info
+
+
+def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
+                   attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the metadata table and mark the store complete (the last step of any writer)."""
+    store_dir = Path(store_dir)
+    array = open_array(store_dir)
+    n, m = (int(s) for s in array.shape)
+    table = validate_metadata(metadata, n)
+    table.to_parquet(store_dir / META_NAME, index=False)
+    info = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "num_rows": n,
+        "dim": m,
+        "complete": True,
+        "columns": [str(c) for c in table.columns],
+        **dict(attrs or {}),
+    }
+    tmp = store_dir / (INFO_NAME + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp, store_dir / INFO_NAME)
+    return info
+
+
+def write_store(store_dir: str | os.PathLike, embeddings: np.ndarray,
+                metadata: pd.DataFrame | None = None, *, attrs: Mapping[str, Any] | None = None,
+                rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+                rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK, overwrite: bool = False) -> "EmbeddingStore":
+    """Validate and write a whole store atomically (a temp dir renamed into place).
+
+    Args:
+      embeddings: ``[N, M]`` real array; NaN/Inf rows are refused (nothing is written).
+      metadata: table with ``N`` rows in the same order (``id`` is added if absent).
+      attrs: extra JSON-able fields for ``store.json`` (encoder name, sample rate, ...).
+    """
+    store_dir = Path(store_dir)
+    x = validate_embeddings(embeddings)
+    if x.shape[0] == 0:
+        raise StoreError("no embeddings given (0 rows); an empty store is refused.")
+    table = validate_metadata(metadata if metadata is not None else pd.DataFrame(index=range(len(x))), len(x))
+    if store_dir.exists() and not overwrite:
+        raise StoreError(f"{store_dir} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=store_dir.name + ".tmp-", dir=store_dir.parent))
+    try:
+        array = create_array(tmp, x.shape[0], x.shape[1], rows_per_shard=rows_per_shard,
+                             rows_per_chunk=rows_per_chunk)
+        for start in range(0, x.shape[0], rows_per_shard):
+            stop = min(start + rows_per_shard, x.shape[0])
+            array[start:stop, :].write(x[start:stop]).result()
+        finalize_store(tmp, table, {"rows_per_shard": rows_per_shard, **dict(attrs or {})})
+        if store_dir.exists():
+            shutil.rmtree(store_dir)
+        os.replace(tmp, store_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_store(store_dir)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a metadata table from ``.csv``, ``.parquet`` or ``.jsonl``/``.json``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True, dtype={"id": str})
+    if suffix == ".json":
+        return pd.read_json(path, dtype={"id": str})
+    raise StoreError(f"unknown table format {suffix!r} for {path}; use .csv, .parquet or .jsonl.")
+
+
+@dataclass
+class EmbeddingStore:
+    """A finished store opened for reading.
+
+    Attributes:
+      path: the store directory.
+      info: the parsed ``store.json``.
+      metadata: the table, one row per embedding (``id``, labels, ``split``...).
+    """
+
+    path: Path
+    info: dict[str, Any]
+    metadata: pd.DataFrame
+    _array: ts.TensorStore
+
+    @property
+    def num_rows(self) -> int:
+        return int(self._array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._array.shape[1])
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def read(self, rows: slice | np.ndarray | Sequence[int] | None = None, *, check: bool = True) -> np.ndarray:
+        """Read rows (a slice, an index array, or all) as float32 ``[n, M]``.
+
+        With ``check`` the rows are validated (NaN/Inf refused, naming the row).
+        """
+        if rows is None:
+            rows = slice(0, self.num_rows)
+        if isinstance(rows, slice):
+            start = rows.start or 0
+            out = self._array[rows, :].read().result()
+        else:
+            idx = np.asarray(rows, dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.num_rows):
+                raise StoreError(f"row index out of range [0, {self.num_rows}): {idx.min()}..{idx.max()}")
+            order = np.argsort(idx, kind="stable")
+            if idx.size:
+                sorted_rows = self._array.oindex[idx[order], :].read().result()
+            else:
+                sorted_rows = np.zeros((0, self.dim), np.float32)
+            out = np.empty_like(sorted_rows)
+            out[order] = sorted_rows
+            start = 0
+        out = np.asarray(out, dtype=np.float32)
+        if check:
+            validate_embeddings(out, dim=self.dim, row_offset=start, what=f"store {self.path}")
+        return out
+
+    def load(self) -> np.ndarray:
+        """The whole array in memory, ``[N, M]`` float32 (validated)."""
+        return self.read()
+
+    def iter_blocks(self, rows_per_block: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream ``(start_row, block [n, M])`` for stores larger than memory."""
+        step = int(rows_per_block or self.info.get("rows_per_shard", DEFAULT_ROWS_PER_SHARD))
+        for start in range(0, self.num_rows, step):
+            yield start, self.read(slice(start, min(start + step, self.num_rows)))
+
+    def rows_where(self, **equals: Any) -> np.ndarray:
+        """Row indices whose metadata columns equal the given values (``split="train"``)."""
+        mask = np.ones(self.num_rows, bool)
+        for col, value in equals.items():
+            if col not in self.metadata.columns:
+                raise StoreError(
+                    f"store {self.path} has no metadata column {col!r}; columns: {list(self.metadata.columns)}"
+                )
+            mask &= (self.metadata[col].astype(str) == str(value)).to_numpy()
+        return np.flatnonzero(mask)
+
+
+def open_store(store_dir: str | os.PathLike) -> EmbeddingStore:
+    """Open a finished store; refuses missing, incomplete and inconsistent ones."""
+    store_dir = Path(store_dir)
+    if not store_dir.exists():
+        raise StoreError(f"embedding store {store_dir} does not exist.")
+    info = _read_info(store_dir)
+    if not info.get("complete", False):
+        raise StoreError(
+            f"{store_dir} is incomplete (an export or import did not finish); "
+            "re-run the same command to resume it."
+        )
+    array = open_array(store_dir)
+    n, m = (int(s) for s in array.shape)
+    if n == 0:
+        raise StoreError(f"{store_dir} is empty (0 rows); there is nothing to train on.")
+    if (n, m) != (info.get("num_rows"), info.get("dim")):
+        raise StoreError(f"{store_dir}: array is [{n}, {m}] but store.json says "
+                         f"[{info.get('num_rows')}, {info.get('dim')}]; the store is corrupt.")
+    meta_path = store_dir / META_NAME
+    if not meta_path.exists():
+        raise StoreError(f"{store_dir}: {META_NAME} is missing; the store is corrupt.")
+    table = pd.read_parquet(meta_path)
+    if len(table) != n:
+        raise StoreError(f"{store_dir}: metadata has {len(table)} rows but the array has {n}; the store is corrupt.")
+    return EmbeddingStore(path=store_dir, info=info, metadata=table, _array=array)

@@ -1,0 +1,1 @@
+"""Sweep jobs and their command-line glue (the ``jsae`` command)."""
