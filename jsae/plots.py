@@ -1,6 +1,7 @@
 """Figures of a sweep: metric heatmaps over K × latent size, and loss curves."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,22 +57,36 @@ def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, 
 
 
 def plot_loss_curves(history: dict[str, list], names: Sequence[str], path: str | Path, key: str = "loss") -> Path:
-    """Training loss (mean per host call) of every model against the step."""
+    """Training loss (mean per host call) of every model against the step.
+
+    One panel per sparsity value (K), one colour per latent size.
+    """
     steps = np.asarray(history["step"])
     values = np.asarray(history[key])  # [calls, n_models]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.cm.viridis(np.linspace(0, 1, max(1, len(names))))
-    for i, name in enumerate(names):
-        ax.plot(steps, values[:, i], color=colors[i], lw=0.8, label=name if len(names) <= 12 else None)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"training {key}")
-    ax.set_title(f"{len(names)} models")
-    if len(names) <= 12:
-        ax.legend(fontsize=7, ncol=2)
+    parsed = [n.rsplit("_L", 1) for n in names]
+    sparsity = sorted({p[0] for p in parsed}, key=lambda s: float(re.sub(r"^(k|l1_)", "", s)))
+    sizes = sorted({int(p[1]) for p in parsed})
+    colors = dict(zip(sizes, plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))))
+    ncol = min(4, len(sparsity))
+    nrow = -(-len(sparsity) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), sharex=True, sharey=True, squeeze=False)
+    for ax, sp in zip(axes.flat, sparsity):
+        for i, (s_i, L) in enumerate(parsed):
+            if s_i == sp:
+                ax.plot(steps, values[:, i], color=colors[int(L)], lw=1.0, label=f"L={L}")
+        ax.set_title(sp.replace("k", "K = ") if sp.startswith("k") else sp, fontsize=9)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(sparsity):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"training {key}")
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

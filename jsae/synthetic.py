@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["SyntheticData", "make_dictionary_data", "dictionary_recovery", "synthetic_table"]
+__all__ = ["SyntheticData", "LabelledData", "make_dictionary_data", "make_labelled_data", "dictionary_recovery",
+           "synthetic_table"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,71 @@ def synthetic_table(n: int, seed: int = 0, val_fraction: float = 0.1) -> pd.Data
     rng = np.random.default_rng([seed, 1])
     split = np.where(rng.random(n) < val_fraction, "val", "train")
     return pd.DataFrame({"id": [f"syn-{i:07d}" for i in range(n)], "split": split})
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """Synthetic embeddings with a planted binary feature and a planted split.
+
+    ``x [N, M]``, ``table`` (one row per embedding: ``id``, ``split`` ∈ {sae, train,
+    test}, ``lang`` ∈ {es, en}, ``gender`` ∈ {f, m}, ``speaker``, ``source``,
+    ``offset``, ``duration``), and the planted unit directions.
+    """
+
+    x: np.ndarray  # [N, M] float32
+    table: pd.DataFrame
+    feature: np.ndarray  # [M] unit direction p added to every positive ("es") row
+    subgroups: dict  # {"f": [M], "m": [M]} unit directions g added to the positive rows of that sub-group
+    dictionary: np.ndarray  # [n_atoms, M] the background atoms
+
+
+def make_labelled_data(n_sae: int = 4000, n_train: int = 600, n_test: int = 400, *, dim: int = 24,
+                       n_atoms: int = 24, active: int = 3, positive_fraction: float = 0.3,
+                       feature_scale: float = 2.5, split_scale: float = 1.0, noise: float = 0.02,
+                       n_sources: int = 20, seed: int = 0) -> LabelledData:
+    """Background dictionary data plus a planted language feature and a planted split.
+
+    Every row is ``x = Σ_j c_j D_j + μ + σ ε`` (as :func:`make_dictionary_data`).
+    Positive rows (``lang = es``) also get ``feature_scale · p + split_scale · g_s``
+    where ``s`` is the row's ``gender`` (f/m): the positives form two close clusters,
+    ``p + g_f`` and ``p + g_m``; negative rows (``en``) get a gender label but no
+    planted direction. ``p, g_f, g_m`` are orthonormal, and the background is
+    projected onto their orthogonal complement (so the planted feature is exactly
+    separable from the background).
+
+    A TopK SAE with few latents merges the two clusters into one "es" latent; with
+    enough latents it splits it into an "es/f" and an "es/m" latent (the paper's
+    Section V-B). Rows: ``n_sae`` unlabelled-use rows (``split = sae``,
+    ``positive_fraction`` of them positive), then a balanced labelled ``train``
+    and ``test`` split.
+    """
+    rng = np.random.default_rng([seed, 21])
+    n = n_sae + n_train + n_test
+    base = make_dictionary_data(n, dim=dim, n_atoms=n_atoms, active=active, noise=noise, seed=seed)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, 3)))
+    p, g_f, g_m = q.T
+    # The background lives in the orthogonal complement of the planted directions.
+    x = base.x.astype(np.float64)
+    x -= (x @ q) @ q.T
+    atoms = base.dictionary - (base.dictionary @ q) @ q.T
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    split = np.array(["sae"] * n_sae + ["train"] * n_train + ["test"] * n_test)
+    positive = np.concatenate([rng.random(n_sae) < positive_fraction,
+                               rng.permutation(np.arange(n_train) < n_train // 2),
+                               rng.permutation(np.arange(n_test) < n_test // 2)])
+    female = rng.random(n) < 0.5
+    x[positive] += feature_scale * p
+    x[positive & female] += split_scale * g_f
+    x[positive & ~female] += split_scale * g_m
+    source_idx = rng.integers(0, n_sources, n)
+    table = pd.DataFrame({
+        "id": [f"lab-{i:06d}" for i in range(n)],
+        "split": split,
+        "lang": np.where(positive, "es", "en"),
+        "gender": np.where(female, "f", "m"),
+        "speaker": [f"spk{i % 97:03d}" for i in range(n)],
+        "source": [f"call_{s:03d}.wav" for s in source_idx],
+        "offset": np.round(rng.uniform(0.0, 1.5, n), 3),
+        "duration": np.full(n, 0.5),
+    })
+    return LabelledData(x.astype(np.float32), table, p, {"f": g_f, "m": g_m}, atoms)
