@@ -49,6 +49,21 @@ def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="fl
     return steps * batch_size / dt, dt / steps, compile_s
 
 
+def encoder_gemm_seconds(sizes, n_k, x, batch_size, repeats=3):
+    """One float32 GEMM [B, M]·[M, Σ L] — the encoder forward of the whole grid, the floor of a step."""
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((x.shape[1], n_k * sum(sizes))), jnp.float32)
+    xb = jnp.asarray(x[:batch_size])
+    f = jax.jit(jnp.matmul)
+    jax.block_until_ready(f(xb, w))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(f(xb, w))
+    return (time.perf_counter() - t0) / repeats
+
+
 def torch_samples_per_s(ks, sizes, x, batch_size, steps, warmup):
     import torch
 
@@ -126,14 +141,16 @@ def main() -> None:
           f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs; {platform.processor()}")
     j_sps, j_step, compile_s = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps,
                                                   args.warmup, args.matmul_dtype)
+    gemm = encoder_gemm_seconds(args.latent_size, len(args.k), x, args.batch_size)
     print(f"jsae grid:        {j_sps:10.0f} samples/s  ({j_step * 1000:8.1f} ms/step; first call {compile_s:.1f} s)")
+    print(f"one encoder GEMM of the whole grid: {gemm * 1000:.1f} ms → a jsae step = {j_step / gemm:.1f} GEMMs")
     result = {"models": n_models, "batch_size": args.batch_size, "steps": args.steps, "jsae_samples_per_s": j_sps,
-              "jsae_ms_per_step": j_step * 1000, "device": jax.devices()[0].platform}
+              "jsae_ms_per_step": j_step * 1000, "gemm_ms": gemm * 1000, "device": jax.devices()[0].platform}
     if not args.skip_torch:
         t_sps, t_step = torch_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps,
                                             min(args.warmup, 2))
         print(f"pytorch loop:     {t_sps:10.0f} samples/s  ({t_step * 1000:8.1f} ms/step)")
-        print(f"ratio jsae / pytorch: {j_sps / t_sps:.2f}x")
+        print(f"a pytorch step = {t_step / gemm:.1f} GEMMs; ratio jsae / pytorch: {j_sps / t_sps:.2f}x")
         result |= {"torch_samples_per_s": t_sps, "torch_ms_per_step": t_step * 1000, "ratio": j_sps / t_sps}
     if args.json:
         with open(args.json, "w") as f:
