@@ -129,14 +129,16 @@ class Sweep:
         return [self.model(m.k if m.activation == "topk" else None, m.latent_size,
                            l1_coef=m.l1_coef if m.activation != "topk" else None) for m in self.specs]
 
+    def encode_group(self, index: int, x: np.ndarray) -> np.ndarray:
+        """Codes of every model of group ``index``: ``[n_models_in_group, B, L]``."""
+        g, p = self.groups[index], self.group_params[index]
+        xn = jnp.asarray(self.normalizer.apply(np.asarray(x, np.float32)))
+        k_max = g.k_max if g.activation == "topk" else 0
+        return np.asarray(_encode_group(p, xn, jnp.asarray(g.sparsity()), k_max, g.activation))
+
     def encode_all(self, x: np.ndarray) -> list[np.ndarray]:
         """Codes of every model: one ``[n_models_in_group, B, L]`` array per group."""
-        xn = jnp.asarray(self.normalizer.apply(np.asarray(x, np.float32)))
-        out = []
-        for g, p in zip(self.groups, self.group_params):
-            k_max = g.k_max if g.activation == "topk" else 0
-            out.append(np.asarray(_encode_group(p, xn, jnp.asarray(g.sparsity()), k_max, g.activation)))
-        return out
+        return [self.encode_group(i, x) for i in range(len(self.groups))]
 
     def reconstruct_all(self, x: np.ndarray) -> np.ndarray:
         """Raw reconstructions by every model: ``[n_models, B, M]`` in spec order."""

@@ -5,6 +5,7 @@
     jsae store synth --out STORE [--rows N --dim M ...]
     jsae store info STORE
     jsae embed ...          (embedding export; needs the `embed` extra)
+    jsae probe | split | steer | universality | report ...   (analyses: sweeps/analysis_cli.py)
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from sweeps.analysis_cli import add_analysis_commands
 
 __all__ = ["main", "build_parser"]
 
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_store_info)
 
     sub.add_parser("embed", help="export speaker embeddings from audio (see `jsae embed --help`)", add_help=False)
+    add_analysis_commands(sub)
     return parser
 
 

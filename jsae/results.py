@@ -1,0 +1,107 @@
+"""Where analyses write their results, and how (JSON, CSV, a short printed table).
+
+Every analysis writes into ``RUN_DIR/analysis/<name>/`` (or ``--out``):
+``analysis.json`` (``{"analysis": kind, "params": {...}, "summary": {...},
+"features": [...], "files": [...]}``), its tables as CSV and its figures as PNG.
+:mod:`jsae.report` reads these folders back.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "analysis_dir", "slug", "to_jsonable", "write_json",
+           "write_analysis", "read_analyses", "format_table"]
+
+ANALYSIS_DIR = "analysis"
+ANALYSIS_FILE = "analysis.json"
+
+
+def slug(*parts: Any) -> str:
+    """A file-name-safe folder name from parts, e.g. ``probe-lang-es``."""
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "analysis"
+
+
+def analysis_dir(run_dir: str | Path, name: str, out: str | Path | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>``, created."""
+    path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays → Python; NaN/Inf → ``None`` (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, pd.DataFrame):
+        return to_jsonable(obj.to_dict(orient="records"))
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False))
+    return path
+
+
+def write_analysis(out_dir: Path, kind: str, params: dict[str, Any], summary: dict[str, Any],
+                   files: Iterable[str | Path], features: Sequence[dict[str, Any]] = (),
+                   tables: dict[str, str] | None = None) -> Path:
+    """Write ``analysis.json``; ``files`` are made relative to ``out_dir``.
+
+    ``features``: the latents the analysis identified, each
+    ``{"k", "latent_size", "latent", "why"}``: :mod:`jsae.report` lists their
+    top-activating segments. ``tables``: ``{title: csv file}`` to show in the report.
+    """
+    rel = sorted({str(Path(f).relative_to(out_dir)) if Path(f).is_absolute() else str(f) for f in files})
+    return write_json(out_dir / ANALYSIS_FILE, {"analysis": kind, "params": params, "summary": summary,
+                                                "features": list(features), "files": rel,
+                                                "tables": tables or {}})
+
+
+def read_analyses(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, analysis.json)`` of every analysis of a run, sorted by folder name."""
+    root = Path(run_dir) / ANALYSIS_DIR
+    if not root.exists():
+        return []
+    out = []
+    for f in sorted(root.glob(f"*/{ANALYSIS_FILE}")):
+        try:
+            out.append((f.parent, json.loads(f.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 40,
+                 floatfmt: str = "{:.3f}") -> str:
+    """A short fixed-width text table of ``df`` (floats rounded)."""
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    view = df[cols].head(max_rows).copy()
+    for c in cols:
+        if pd.api.types.is_float_dtype(view[c]):
+            view[c] = view[c].map(lambda v: "nan" if pd.isna(v) else floatfmt.format(v))
+    text = view.to_string(index=False)
+    if len(df) > max_rows:
+        text += f"\n... ({len(df) - max_rows} more rows)"
+    return text

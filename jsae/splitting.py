@@ -1,0 +1,324 @@
+"""Feature splitting, paper Section V-B: follow one feature as the latent size grows.
+
+For a fixed ``k`` and the latent sizes ``L_0 < L_1 < …`` of a sweep:
+
+* at every ``L`` the positive-class latent ``φ_L`` is found as in :mod:`jsae.probing`
+  (logistic regression on the train split);
+* the *root* is ``φ`` of the smallest latent size (or of ``root_latent_size``); its
+  samples ``S`` are the positive evaluation rows that activate it;
+* the *children* of the root in the model of size ``L`` are the latents ``j`` with
+  coverage ``|S ∩ A_j| / |S| ≥ min_coverage`` (``A_j``: rows where ``v_j > 0``) and
+  decoder cosine ``cos(d_root, d_j) ≥ min_cosine`` (raw-space directions
+  ``d ⊙ s``, unit length);
+* the feature has *split* at ``L`` when it has two or more children there. For every
+  child the sub-group composition (``group`` column, e.g. gender) of the positive
+  rows that activate it is reported, with its dominant sub-group and purity.
+
+Flows for the figure (the paper's Fig. 4): at each ``L`` every evaluation row that
+activates one of the tracked latents (children and ``φ_L``) is assigned to the one
+with the largest activation (else to "none"); rows are counted per category
+``label/group`` between consecutive latent sizes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .labelled import ALL_SPLITS, LabelledSplit, as_store, load_labelled, model_index, raw_directions
+from .probing import fit_probe, scores_from_counts, single_latent_counts
+from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .store import EmbeddingStore
+from .sweep import Sweep
+
+__all__ = ["SplitResult", "feature_split", "plot_split_flow", "write_split", "run_split", "split_table", "NONE"]
+
+#: the flow node of rows that activate none of the tracked latents
+NONE = "none"
+
+
+@dataclass
+class SplitResult:
+    """Tables of a split analysis.
+
+    Attributes:
+      levels: one row per latent size: ``latent_size, probe_latent, probe_precision,
+        probe_recall, recall_<group>`` (per sub-group, of the probe latent),
+        ``n_children, children, child_groups, split``.
+      nodes: one row per tracked latent: ``latent_size, latent, role`` (root,
+        child, probe, or child+probe), ``coverage, cosine, n_active, precision,
+        dominant_group, purity`` and ``n_<category>`` counts.
+      flows: ``from_size, from_node, to_size, to_node, category, count``.
+      assignment: ``[n_sizes, B]`` node label (latent index as str, or "none") of
+        every evaluation row.
+      categories: ``[B]`` category ``label/group`` of every evaluation row.
+      params: the analysis parameters.
+    """
+
+    levels: pd.DataFrame
+    nodes: pd.DataFrame
+    flows: pd.DataFrame
+    assignment: np.ndarray
+    categories: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def children(self, latent_size: int) -> pd.DataFrame:
+        """The children of the root at one latent size, by coverage."""
+        n = self.nodes
+        return n[(n.latent_size == latent_size) & n.role.str.contains("child")].sort_values(
+            "coverage", ascending=False)
+
+
+def _codes(sweep: Sweep, gi: int, mi: int, x: np.ndarray) -> np.ndarray:
+    return sweep.encode_group(gi, x)[mi]
+
+
+def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, group: str, k: int, *,
+                  latent_sizes: Sequence[int] | None = None, negative: str | None = None,
+                  train_split: str = "train", eval_split: str | None = "test",
+                  root_latent_size: int | None = None, min_coverage: float = 0.2, min_cosine: float = 0.5,
+                  C: float = 1.0) -> SplitResult:
+    """Follow the ``label == positive`` feature of the ``k`` models as L grows.
+
+    ``eval_split``: rows used for coverage, sub-groups and flows (``"all"`` for
+    every labelled row). See the module docstring for the definitions.
+    """
+    store = as_store(store)
+    train = load_labelled(store, label, positive, negative=negative, split=train_split)
+    ev: LabelledSplit = load_labelled(store, label, positive, negative=negative,
+                                      split=ALL_SPLITS if eval_split is None else eval_split)
+    sub = ev.column(group)
+    cats = np.char.add(np.char.add(ev.column(label).astype(str), "/"), sub.astype(str))
+    sub_values = sorted(set(sub[ev.y].tolist()))
+    cat_values = sorted(set(cats.tolist()), key=lambda c: (not c.startswith(ev.positive + "/"), c))
+
+    located = model_index(sweep, k=k)
+    sizes = sorted({sweep.specs[i].latent_size for i, _, _ in located})
+    if latent_sizes is not None:
+        missing = sorted(set(latent_sizes) - set(sizes))
+        if missing:
+            raise KeyError(f"k={k}: no models with latent sizes {missing}; this sweep has {sizes}")
+        sizes = sorted(set(latent_sizes))
+    where = {sweep.specs[i].latent_size: (gi, mi) for i, gi, mi in located}
+    root_size = sizes[0] if root_latent_size is None else int(root_latent_size)
+    if root_size not in where:
+        raise KeyError(f"root_latent_size={root_size} is not a latent size of the k={k} models: {sizes}")
+
+    # Per latent size: codes on the evaluation rows, raw directions, the probe latent.
+    codes, dirs, probe_latent = {}, {}, {}
+    for L in sizes:
+        gi, mi = where[L]
+        codes[L] = _codes(sweep, gi, mi, ev.x)
+        dirs[L] = raw_directions(sweep, gi)[mi]
+        probe_latent[L] = fit_probe(_codes(sweep, gi, mi, train.x), train.y, C=C)[0]
+    if root_size not in codes:
+        gi, mi = where[root_size]
+        codes[root_size] = _codes(sweep, gi, mi, ev.x)
+        dirs[root_size] = raw_directions(sweep, gi)[mi]
+        probe_latent[root_size] = fit_probe(_codes(sweep, gi, mi, train.x), train.y, C=C)[0]
+    root = probe_latent[root_size]
+    in_root = ev.y & (codes[root_size][:, root] > 0)  # S
+    if not in_root.any():
+        raise ValueError(f"the root latent {root} (k={k}, L={root_size}) fires on no positive evaluation row; "
+                         "nothing to follow. Try another --k or a larger eval split.")
+    d_root = dirs[root_size][root]
+
+    level_rows, node_rows = [], []
+    assignment = np.full((len(sizes), len(ev)), NONE, dtype=object)
+    for li, L in enumerate(sizes):
+        v = codes[L]
+        active = v > 0  # [B, L]
+        coverage = active[in_root].mean(axis=0)  # [L]
+        cosine = dirs[L] @ d_root  # [L]
+        if L == root_size:
+            children = np.array([root])
+        else:
+            children = np.flatnonzero((coverage >= min_coverage) & (cosine >= min_cosine))
+            children = children[np.argsort(-coverage[children], kind="stable")]
+        phi = probe_latent[L]
+        tracked = list(children) + ([phi] if phi not in children else [])
+        # Per-category counts of every tracked latent, batched over latents.
+        onehot = (cats[:, None] == np.asarray(cat_values)[None, :]).astype(np.float32)  # [B, C]
+        counts = np.rint(active[:, tracked].T.astype(np.float32) @ onehot).astype(int)  # [T, C]
+        tp, fp, _ = single_latent_counts(active[:, tracked], ev.y)
+        prec, _, _ = scores_from_counts(tp, fp, np.zeros_like(tp))
+        child_groups = []
+        for t, j in enumerate(tracked):
+            pos_by_group = np.array([np.sum(active[:, j] & ev.y & (sub == s)) for s in sub_values])
+            n_pos = int(pos_by_group.sum())
+            dom = sub_values[int(np.argmax(pos_by_group))] if n_pos else None
+            purity = float(pos_by_group.max() / n_pos) if n_pos else float("nan")
+            role = ("root" if (L == root_size and j == root) else
+                    "+".join(r for r, ok in (("child", j in children), ("probe", j == phi)) if ok))
+            if j in children and L != root_size:
+                child_groups.append(str(dom))
+            node_rows.append({"k": k, "latent_size": L, "latent": int(j), "role": role,
+                              "coverage": float(coverage[j]), "cosine": float(cosine[j]),
+                              "n_active": int(active[:, j].sum()), "n_positive": n_pos,
+                              "precision": float(prec[t]), "dominant_group": dom, "purity": purity,
+                              **{f"n_{c}": int(counts[t, ci]) for ci, c in enumerate(cat_values)}})
+        # Flow assignment: the tracked latent with the largest activation.
+        tv = v[:, tracked]
+        best = np.argmax(tv, axis=1)
+        fires = tv[np.arange(len(ev)), best] > 0
+        assignment[li] = np.where(fires, np.asarray([str(j) for j in tracked], dtype=object)[best], NONE)
+        rec = {f"recall_{s}": float(np.mean(active[ev.y & (sub == s), phi])) for s in sub_values}
+        p_tp, p_fp, p_fn = single_latent_counts(active[:, [phi]], ev.y)
+        pp, pr, _ = scores_from_counts(p_tp, p_fp, p_fn)
+        level_rows.append({"k": k, "latent_size": L, "probe_latent": int(phi), "probe_precision": float(pp[0]),
+                           "probe_recall": float(pr[0]), **rec,
+                           "n_children": int(len(children)) if L != root_size else 1,
+                           "children": " ".join(str(int(j)) for j in children),
+                           "child_groups": " ".join(child_groups),
+                           "split": bool(L != root_size and len(children) >= 2)})
+
+    flow_rows = []
+    touched = (assignment != NONE).any(axis=0)
+    for li in range(len(sizes) - 1):
+        frame = pd.DataFrame({"from_node": assignment[li][touched], "to_node": assignment[li + 1][touched],
+                              "category": cats[touched]})
+        for (a, b, c), cnt in frame.value_counts().items():
+            flow_rows.append({"from_size": sizes[li], "from_node": a, "to_size": sizes[li + 1], "to_node": b,
+                              "category": c, "count": int(cnt)})
+    params = {"label": label, "positive": ev.positive, "negative": negative, "group": group, "k": k,
+              "latent_sizes": sizes, "root_latent_size": root_size, "root_latent": int(root),
+              "train_split": train_split, "eval_split": eval_split or ALL_SPLITS, "min_coverage": min_coverage,
+              "min_cosine": min_cosine, "store": str(store.path), "n_eval": len(ev),
+              "n_root_samples": int(in_root.sum()), "categories": cat_values, "groups": sub_values}
+    flows = pd.DataFrame(flow_rows, columns=["from_size", "from_node", "to_size", "to_node", "category", "count"])
+    return SplitResult(pd.DataFrame(level_rows), pd.DataFrame(node_rows), flows, assignment, cats, params)
+
+
+def _smooth(y0: float, y1: float, n: int = 30) -> np.ndarray:
+    t = np.linspace(0, 1, n)
+    return y0 + (y1 - y0) * (3 * t ** 2 - 2 * t ** 3)
+
+
+def plot_split_flow(result: SplitResult, path: str | Path, *, title: str | None = None) -> Path:
+    """Sankey-like flows of the evaluation rows through the tracked latents (Fig. 4).
+
+    One column per latent size; each node is a tracked latent (``#j``, with its
+    dominant sub-group and role) or "none", stacked by category; bands between
+    columns carry the rows that move from one node to the next, coloured by category.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = result.params
+    sizes = list(p["latent_sizes"])
+    cats = list(p["categories"])
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(cats)}
+    touched = (result.assignment != NONE).any(axis=0)
+    asg, cat = result.assignment[:, touched], result.categories[touched]
+    nodes = result.nodes
+    gap = max(2.0, 0.04 * touched.sum())
+    width = 0.18
+    layout: dict[tuple[int, str], tuple[float, float]] = {}  # (col, node) -> (y0, height)
+    order: dict[int, list[str]] = {}
+    fig, ax = plt.subplots(figsize=(2.2 + 2.4 * len(sizes), 5.5))
+    for ci, L in enumerate(sizes):
+        present = [n for n in pd.unique(asg[ci]) if n != NONE]
+        rank = {str(r.latent): (-r.coverage if "child" in r.role or r.role == "root" else 1.0)
+                for r in nodes[nodes.latent_size == L].itertuples()}
+        present.sort(key=lambda n: rank.get(n, 2.0))
+        order[ci] = present + ([NONE] if (asg[ci] == NONE).any() else [])
+        y = 0.0
+        for n in reversed(order[ci]):
+            h = float(np.sum(asg[ci] == n))
+            layout[(ci, n)] = (y, h)
+            yy = y
+            for c in cats:  # node bar stacked by category
+                hc = float(np.sum((asg[ci] == n) & (cat == c)))
+                ax.add_patch(plt.Rectangle((ci - width / 2, yy), width, hc, color=colors[c], lw=0))
+                yy += hc
+            ax.add_patch(plt.Rectangle((ci - width / 2, y), width, h, fill=False, lw=0.8, ec="black"))
+            if n == NONE:
+                text = "none"
+            else:
+                r = nodes[(nodes.latent_size == L) & (nodes.latent == int(n))].iloc[0]
+                text = f"#{n} {r.role}\n{r.dominant_group or ''} {r.purity:.0%}" if r.n_positive else f"#{n} {r.role}"
+            ax.text(ci + width / 2 + 0.03, y + h / 2, text, va="center", fontsize=7)
+            y += h + gap
+    for ci in range(len(sizes) - 1):  # bands
+        out_off = {n: layout[(ci, n)][0] + layout[(ci, n)][1] for n in order[ci]}
+        in_off = {n: layout[(ci + 1, n)][0] + layout[(ci + 1, n)][1] for n in order[ci + 1]}
+        for a in order[ci]:
+            for b in order[ci + 1]:
+                for c in cats:
+                    cnt = float(np.sum((asg[ci] == a) & (asg[ci + 1] == b) & (cat == c)))
+                    if cnt == 0:
+                        continue
+                    out_off[a] -= cnt
+                    in_off[b] -= cnt
+                    xs = np.linspace(ci + width / 2, ci + 1 - width / 2, 30)
+                    lo = _smooth(out_off[a], in_off[b])
+                    ax.fill_between(xs, lo, lo + cnt, color=colors[c], alpha=0.35 if NONE not in (a, b) else 0.12,
+                                    lw=0)
+    ax.set_xticks(range(len(sizes)), [f"L={L}" for L in sizes])
+    ax.set_xlim(-0.5, len(sizes) - 0.3)
+    ax.set_ylim(0, max((y0 + h for (y0, h) in layout.values()), default=1) * 1.02)
+    ax.set_yticks([])
+    for s in ("top", "right", "left"):
+        ax.spines[s].set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in cats]
+    ax.legend(handles, cats, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title=f"{p['label']}/{p['group']}")
+    ax.set_title(title or f"{p['label']}={p['positive']}: latent {p['root_latent']} (L={p['root_latent_size']}) "
+                          f"as L grows, k={p['k']}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
+    """``split_levels.csv``, ``split_nodes.csv``, ``split_flows.csv``, ``split.json``,
+    ``split_flow.png`` and ``analysis.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, df in (("split_levels.csv", result.levels), ("split_nodes.csv", result.nodes),
+                     ("split_flows.csv", result.flows)):
+        df.to_csv(out / name, index=False)
+        files.append(out / name)
+    files.append(write_json(out / "split.json", {"params": result.params, "levels": result.levels,
+                                                 "nodes": result.nodes, "flows": result.flows}))
+    files.append(plot_split_flow(result, out / "split_flow.png"))
+    p = result.params
+    features = [{"k": p["k"], "latent_size": int(r.latent_size), "latent": int(r.latent),
+                 "why": f"{p['label']}={p['positive']} {r.role} at L={r.latent_size}: dominant {p['group']} "
+                        f"{r.dominant_group} ({r.purity:.0%}), coverage {r.coverage:.2f}, cosine {r.cosine:.2f}"}
+                for r in result.nodes.itertuples() if r.role != "probe"][:12]
+    lv = result.levels
+    first = lv[lv.split]
+    summary = {"root": f"L={p['root_latent_size']} latent {p['root_latent']}",
+               "first_split_at": int(first.latent_size.iloc[0]) if len(first) else None,
+               "split_at": [int(x) for x in first.latent_size],
+               "child_groups": {int(r.latent_size): r.child_groups for r in lv.itertuples()}}
+    files.append(write_analysis(out, "split", p, summary, files, features,
+                                tables={"levels": "split_levels.csv", "nodes": "split_nodes.csv"}))
+    return files
+
+
+def run_split(run_dir: str | Path, store: str | Path, label: str, positive: str, group: str, k: int, *,
+              out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
+    """Load a sweep, run :func:`feature_split`, write the outputs."""
+    from .sweep import load_sweep
+
+    result = feature_split(load_sweep(run_dir), store, label, positive, group, k, **kwargs)
+    out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out)
+    write_split(result, out_dir)
+    return result, out_dir
+
+
+def split_table(result: SplitResult) -> str:
+    """The short printed table of a split analysis."""
+    cols = ["latent_size", "probe_latent", "probe_precision", "probe_recall"]
+    cols += [c for c in result.levels.columns if c.startswith("recall_")]
+    cols += ["children", "child_groups", "split"]
+    return format_table(result.levels, cols)

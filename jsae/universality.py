@@ -1,0 +1,293 @@
+"""Universality (the paper's open question 5): do two sweeps learn the same features?
+
+Two sweeps A and B (different seeds, or two encoders of the same audio) are compared
+model by model (the models with the same ``k`` and latent size in both). For every
+feature ℓ of A's model the best match in B's model is:
+
+* ``decoder`` (the two sweeps live in the same embedding space: same dimension and
+  same encoder): ``max_j cos(d^A_ℓ ⊙ s_A, d^B_j ⊙ s_B)``, raw-space decoder
+  directions (``s``: each sweep's normalisation scale), batched over the models of
+  a latent-size group;
+* ``activation`` (different spaces, or on request): ``max_j corr(v^A_ℓ, v^B_j)``,
+  Pearson correlation of the activations over shared rows (one store read by both,
+  or two stores joined on their ``id`` column).
+
+Scores per model pair, both directions: ``mean_max`` (mean over features of the best
+match) and ``frac_matched`` (share of features with a best match ≥ ``threshold``,
+default 0.9). Latents that never fire on the given rows are left out when rows are
+given. A chance level comes with every pair: the same score against random unit
+directions (decoder) or against B's activations with the rows shuffled (activation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .labelled import as_store, raw_directions
+from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .store import EmbeddingStore, StoreError
+from .sweep import Sweep
+
+__all__ = ["METHODS", "best_cosine_match", "best_correlation_match", "UniversalityResult", "compare_sweeps",
+           "write_universality", "run_universality", "universality_table", "same_space"]
+
+METHODS = ("auto", "decoder", "activation")
+
+
+def best_cosine_match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best match of every row of ``a [..., La, M]`` among the rows of ``b [..., Lb, M]``.
+
+    Rows are unit-normalised; returns ``(index [..., La], cosine [..., La])``.
+    """
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    c = np.einsum("...lm,...jm->...lj", a, b)
+    idx = np.argmax(c, axis=-1)
+    return idx, np.take_along_axis(c, idx[..., None], axis=-1)[..., 0]
+
+
+def best_correlation_match(va: np.ndarray, vb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best Pearson-correlated latent of ``vb [..., B, Lb]`` for every latent of ``va [..., B, La]``.
+
+    Latents that are constant over the rows get correlation NaN (A side) / are never
+    chosen (B side). Returns ``(index [..., La], correlation [..., La])``.
+    """
+    def z(v):
+        v = np.asarray(v, np.float64)
+        c = v - v.mean(axis=-2, keepdims=True)
+        sd = np.sqrt((c * c).sum(axis=-2, keepdims=True))
+        return np.where(sd > 0, c / np.where(sd > 0, sd, 1.0), 0.0), sd[..., 0, :] > 0
+    za, alive_a = z(va)
+    zb, alive_b = z(vb)
+    corr = np.einsum("...bl,...bj->...lj", za, zb)
+    corr = np.where(alive_b[..., None, :], corr, -np.inf)
+    idx = np.argmax(corr, axis=-1)
+    best = np.take_along_axis(corr, idx[..., None], axis=-1)[..., 0]
+    return idx, np.where(alive_a & np.isfinite(best), best, np.nan)
+
+
+@dataclass
+class UniversalityResult:
+    """Scores of a comparison.
+
+    Attributes:
+      pairs: one row per model pair: ``name, k, latent_size, method, n_a, n_b``
+        (features compared), ``mean_max_ab, frac_matched_ab`` (A→B),
+        ``mean_max_ba, frac_matched_ba`` (B→A), ``control_mean_max,
+        control_frac_matched`` (A→chance).
+      matches: ``{name: DataFrame(latent, best_match, score, control)}`` A→B per feature.
+      params: the analysis parameters and overall scores.
+    """
+
+    pairs: pd.DataFrame
+    matches: dict[str, pd.DataFrame]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Mean over model pairs of the A→B ``mean_max``."""
+        return float(self.pairs["mean_max_ab"].mean())
+
+    @property
+    def control_score(self) -> float:
+        return float(self.pairs["control_mean_max"].mean())
+
+
+def _encoder_name(sweep: Sweep) -> str | None:
+    src = (sweep.meta.get("data") or {}).get("source")
+    if not src or src == "array":
+        return None
+    try:
+        info = as_store(src).info
+    except (StoreError, FileNotFoundError, OSError):
+        return None
+    enc = info.get("encoder") or {}
+    return str(enc.get("name")) if isinstance(enc, dict) and enc.get("name") else None
+
+
+def same_space(a: Sweep, b: Sweep) -> bool:
+    """True when both sweeps were trained on embeddings of one space: same dimension and
+    (where the training stores say) the same encoder."""
+    if int(a.meta.get("dim", -1)) != int(b.meta.get("dim", -2)):
+        return False
+    ea, eb = _encoder_name(a), _encoder_name(b)
+    return ea is None or eb is None or ea == eb
+
+
+def _shared_rows(store_a: EmbeddingStore, store_b: EmbeddingStore, max_rows: int, seed: int):
+    if store_a.path == store_b.path:
+        rows = np.arange(store_a.num_rows)
+        ra, rb = rows, rows
+    else:
+        ia = pd.Series(np.arange(store_a.num_rows), index=store_a.metadata["id"].astype(str))
+        ib = pd.Series(np.arange(store_b.num_rows), index=store_b.metadata["id"].astype(str))
+        common = ia.index.intersection(ib.index)
+        if len(common) == 0:
+            raise StoreError(f"stores {store_a.path} and {store_b.path} share no row id; the activation "
+                             "comparison needs the same segments embedded by both encoders (same ids).")
+        ra, rb = ia[common].to_numpy(), ib[common].to_numpy()
+    if max_rows and len(ra) > max_rows:
+        pick = np.sort(np.random.default_rng(seed).choice(len(ra), max_rows, replace=False))
+        ra, rb = ra[pick], rb[pick]
+    return store_a.read(ra), store_b.read(rb)
+
+
+def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | str | None = None,
+                 store_b: EmbeddingStore | str | None = None, method: str = "auto", threshold: float = 0.9,
+                 max_rows: int = 20000, seed: int = 0) -> UniversalityResult:
+    """Compare the features of two sweeps model by model (see the module docstring).
+
+    ``store``: rows for activation matching and for leaving out dead latents
+    (read by both sweeps, or by A only when ``store_b`` holds B's embeddings of the
+    same segments, joined on ``id``). ``method``: ``auto`` (decoder when
+    :func:`same_space` and no ``store_b``, else activation), ``decoder`` or
+    ``activation``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if method == "auto":
+        method = "decoder" if same_space(sweep_a, sweep_b) and store_b is None else "activation"
+    if method == "decoder" and int(sweep_a.meta["dim"]) != int(sweep_b.meta["dim"]):
+        raise ValueError(f"decoder matching needs one embedding space; dims are {sweep_a.meta['dim']} and "
+                         f"{sweep_b.meta['dim']}. Use method='activation' with a store of shared segments.")
+    xa = xb = None
+    if store is not None:
+        sa = as_store(store)
+        sb = as_store(store_b) if store_b is not None else sa
+        xa, xb = _shared_rows(sa, sb, max_rows, seed)
+        if xa.shape[1] != int(sweep_a.meta["dim"]) or xb.shape[1] != int(sweep_b.meta["dim"]):
+            raise StoreError(f"store dims ({xa.shape[1]}, {xb.shape[1]}) do not match the sweeps "
+                             f"({sweep_a.meta['dim']}, {sweep_b.meta['dim']}); give each sweep its own store "
+                             "(store_b / --data-b).")
+    elif method == "activation":
+        raise StoreError("activation matching needs rows both sweeps can encode: pass store= (CLI: --data STORE, "
+                         "and --data-b STORE_B for a second encoder's embeddings of the same segments).")
+    rng = np.random.default_rng([seed, 5])
+    b_index = {(m.k, m.l1_coef, m.latent_size): (gi, mi) for gi, g in enumerate(sweep_b.groups)
+               for mi, m in enumerate(g.models)}
+    rows, matches = [], {}
+    for gi, g in enumerate(sweep_a.groups):
+        pairs = [(mi, b_index[(m.k, m.l1_coef, m.latent_size)]) for mi, m in enumerate(g.models)
+                 if (m.k, m.l1_coef, m.latent_size) in b_index]
+        if not pairs:
+            continue
+        ma = np.array([p[0] for p in pairs])
+        gb = sorted({p[1][0] for p in pairs})
+        assert len(gb) == 1  # one latent size ↔ one group in B
+        mb = np.array([p[1][1] for p in pairs])
+        va = sweep_a.encode_group(gi, xa)[ma] if xa is not None else None  # [n, B, L]
+        vb = sweep_b.encode_group(gb[0], xb)[mb] if xb is not None else None
+        alive_a = (va > 0).any(axis=1) if va is not None else np.ones((len(ma), g.latent_size), bool)
+        alive_b = (vb > 0).any(axis=1) if vb is not None else np.ones((len(ma), g.latent_size), bool)
+        if method == "decoder":
+            da = raw_directions(sweep_a, gi)[ma]  # [n, L, M]
+            db = raw_directions(sweep_b, gb[0])[mb]
+            # Dead latents of the other side are never a match.
+            dbm = np.where(alive_b[..., None], db, 0.0)
+            dam = np.where(alive_a[..., None], da, 0.0)
+            idx_ab, s_ab = best_cosine_match(da, dbm)
+            _, s_ba = best_cosine_match(db, dam)
+            rand = rng.standard_normal(db.shape)
+            rand[~alive_b] = 0.0
+            _, ctrl = best_cosine_match(da, rand)
+        else:
+            idx_ab, s_ab = best_correlation_match(va, vb)
+            _, s_ba = best_correlation_match(vb, va)
+            perm = rng.permutation(vb.shape[1])
+            _, ctrl = best_correlation_match(va, vb[:, perm])
+        for i, (mi, _) in enumerate(pairs):
+            spec = g.models[mi]
+            fa, fb = alive_a[i], alive_b[i]
+            sab, sba, sc = s_ab[i][fa], s_ba[i][fb], ctrl[i][fa]
+            rows.append({**spec.to_dict(), "method": method, "n_a": int(fa.sum()), "n_b": int(fb.sum()),
+                         "mean_max_ab": float(np.nanmean(sab)) if sab.size else float("nan"),
+                         "frac_matched_ab": float(np.mean(sab >= threshold)) if sab.size else float("nan"),
+                         "mean_max_ba": float(np.nanmean(sba)) if sba.size else float("nan"),
+                         "frac_matched_ba": float(np.mean(sba >= threshold)) if sba.size else float("nan"),
+                         "control_mean_max": float(np.nanmean(sc)) if sc.size else float("nan"),
+                         "control_frac_matched": float(np.mean(sc >= threshold)) if sc.size else float("nan")})
+            matches[spec.name] = pd.DataFrame({"latent": np.flatnonzero(fa), "best_match": idx_ab[i][fa],
+                                               "score": s_ab[i][fa], "control": ctrl[i][fa]})
+    if not rows:
+        raise KeyError(f"no model of {sweep_a.run_dir} has a counterpart (same k and latent size) in "
+                       f"{sweep_b.run_dir}; models: {[m.name for m in sweep_a.specs]} vs "
+                       f"{[m.name for m in sweep_b.specs]}")
+    df = pd.DataFrame(rows)
+    params = {"run_a": str(sweep_a.run_dir), "run_b": str(sweep_b.run_dir), "method": method,
+              "threshold": threshold, "store": None if store is None else str(as_store(store).path),
+              "store_b": None if store_b is None else str(as_store(store_b).path),
+              "n_rows": None if xa is None else int(len(xa)), "seed": seed,
+              "control": "random unit directions" if method == "decoder" else "B's activations, rows shuffled"}
+    res = UniversalityResult(df, matches, params)
+    res.params.update({"score": res.score, "control_score": res.control_score,
+                       "frac_matched": float(df["frac_matched_ab"].mean()),
+                       "control_frac_matched": float(df["control_frac_matched"].mean())})
+    return res
+
+
+def _plot_hist(res: UniversalityResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = np.concatenate([m["score"].to_numpy() for m in res.matches.values()])
+    ctrl = np.concatenate([m["control"].to_numpy() for m in res.matches.values()])
+    score, ctrl = score[np.isfinite(score)], ctrl[np.isfinite(ctrl)]
+    what = "decoder cosine" if res.params["method"] == "decoder" else "activation correlation"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(min(-0.1, float(np.min(ctrl, initial=0))), 1.0, 45)
+    ax.hist(score, bins=bins, alpha=0.6, color="tab:green", label=f"A→B (mean {score.mean():.3f})")
+    ax.hist(ctrl, bins=bins, alpha=0.5, color="tab:gray", label=f"control: {res.params['control']} "
+                                                               f"(mean {ctrl.mean():.3f})")
+    ax.axvline(res.params["threshold"], color="black", ls="--", lw=0.8)
+    ax.set_xlabel(f"best-match {what}")
+    ax.set_ylabel("features (all model pairs)")
+    ax.set_title(f"{Path(res.params['run_a']).name} vs {Path(res.params['run_b']).name}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Path]:
+    """``universality.csv``, ``universality_matches.csv``, ``universality.json``, a histogram
+    of best-match scores against the control and a K × L heatmap of ``mean_max_ab``."""
+    from .plots import plot_heatmap
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "universality.csv", out / "universality_matches.csv"]
+    res.pairs.to_csv(files[0], index=False)
+    pd.concat([m.assign(name=n) for n, m in res.matches.items()]).to_csv(files[1], index=False)
+    files.append(write_json(out / "universality.json", {"params": res.params, "pairs": res.pairs}))
+    files.append(_plot_hist(res, out / "universality_hist.png"))
+    files.append(plot_heatmap(res.pairs.to_dict(orient="records"), "mean_max_ab", out / "mean_max.png",
+                              title=f"mean best-match {res.params['method']} score A→B"))
+    summary = {k: res.params[k] for k in ("method", "score", "control_score", "frac_matched",
+                                          "control_frac_matched", "threshold")}
+    files.append(write_analysis(out, "universality", res.params, summary, files,
+                                tables={"model pairs": "universality.csv"}))
+    return files
+
+
+def run_universality(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None,
+                     **kwargs: Any) -> tuple[UniversalityResult, Path]:
+    """Load two sweeps, compare them, write the outputs into A's analysis folder."""
+    from .sweep import load_sweep
+
+    res = compare_sweeps(load_sweep(run_a), load_sweep(run_b), **kwargs)
+    out_dir = analysis_dir(run_a, slug("universality", Path(run_b).resolve().name), out)
+    write_universality(res, out_dir)
+    return res, out_dir
+
+
+def universality_table(res: UniversalityResult) -> str:
+    """The short printed table of a comparison."""
+    return format_table(res.pairs, ["name", "method", "n_a", "n_b", "mean_max_ab", "frac_matched_ab", "mean_max_ba",
+                                    "control_mean_max"])

@@ -1,0 +1,83 @@
+"""Shared by the ``test_analysis_*`` files: a labelled synthetic store and two tiny sweeps,
+each built once per test process.
+
+The store (``make_labelled_data``): dim 24, a planted ``lang = es`` direction on the
+positive rows and a planted split of the positives by ``gender`` (f/m each add their
+own direction); ``split`` = sae (4000 unlabelled rows, 30 % es) / train (600) /
+test (400), balanced es/en. The sweeps (k ∈ {3, 4} × L ∈ {8, 16, 32, 64}) train with
+``jsae sweep`` on the ``sae`` rows only, with seeds 0 and 1.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from jsae.store import write_store
+from jsae.synthetic import LabelledData, make_labelled_data
+
+REPO = Path(__file__).resolve().parents[1]
+K = (3, 4)
+LATENT_SIZES = (8, 16, 32, 64)
+SWEEP_ARGS = [f"grid.k=[{','.join(map(str, K))}]", f"grid.latent_size=[{','.join(map(str, LATENT_SIZES))}]",
+              "data.splits=[sae]", "train.steps=600", "train.batch_size=128", "train.steps_per_call=100",
+              "train.checkpoint_every=600", "train.progress=false", "train.val_fraction=0.05", "optim.lr=3e-3",
+              "sae.dead_after_samples=2000", "sae.b_pre_init=mean"]
+
+
+@functools.lru_cache(maxsize=None)
+def _root() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="jsae-analysis-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
+def labelled_data() -> LabelledData:
+    return make_labelled_data(feature_scale=3.0, split_scale=1.5, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def labelled_store() -> Path:
+    """The labelled store (written once)."""
+    d = labelled_data()
+    return write_store(_root() / "store", d.x, d.table, attrs={"encoder": {"name": "synthetic", "dim": 24}}).path
+
+
+@functools.lru_cache(maxsize=None)
+def audio_dir() -> Path:
+    """2-second 8 kHz WAV files for every ``source`` of the store (``call_XXX.wav``)."""
+    folder = _root() / "audio"
+    folder.mkdir(exist_ok=True)
+    t = np.arange(16000) / 8000.0
+    for i, name in enumerate(sorted(set(labelled_data().table["source"]))):
+        pcm = (3000 * np.sin(2 * np.pi * (200 + 10 * i) * t)).astype("<i2")
+        with wave.open(str(folder / name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(pcm.tobytes())
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
+def trained_run(seed: int = 0) -> Path:
+    """A sweep trained by ``jsae sweep`` on the unlabelled rows (once per seed)."""
+    from sweeps.cli import main
+
+    run = _root() / f"run-seed{seed}"
+    rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run),
+               f"data.store={labelled_store()}", f"train.seed={seed}", *SWEEP_ARGS])
+    assert rc == 0
+    return run
+
+
+def fresh_copy(run: Path, dest: Path) -> Path:
+    """A copy of a run directory (for tests that write analysis outputs into it)."""
+    shutil.copytree(run, dest)
+    return dest

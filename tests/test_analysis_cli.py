@@ -1,0 +1,85 @@
+"""The analysis commands of `jsae` write their JSON/CSV/PNG outputs; `jsae report` one HTML page."""
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from analysis_helpers import audio_dir, fresh_copy, labelled_store, trained_run
+from sweeps.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return fresh_copy(trained_run(0), tmp_path_factory.mktemp("cli") / "run")
+
+
+@pytest.fixture(scope="module")
+def outputs(run):
+    """Run every analysis command once; the tests below read what they wrote."""
+    store = str(labelled_store())
+    common = ["--data", store, "--label", "lang", "--positive", "es"]
+    assert main(["probe", str(run), *common]) == 0
+    assert main(["split", str(run), *common, "--group", "gender", "--k", "3"]) == 0
+    assert main(["steer", str(run), *common, "--negative", "en", "--k", "3", "--latent-size", "8",
+                 "--alpha", "1", "--alpha-units", "mean_active"]) == 0
+    assert main(["universality", str(run), str(trained_run(1)), "--data", store]) == 0
+    assert main(["report", str(run), "--audio-root", str(audio_dir())]) == 0
+    return run / "analysis"
+
+
+def read(folder):
+    info = json.loads((folder / "analysis.json").read_text())
+    for f in info["files"]:
+        assert (folder / f).exists(), f
+    return info
+
+
+def test_probe_writes_csv_json_and_heatmaps(outputs, capsys):
+    folder = outputs / "probe-lang-es"
+    info = read(folder)
+    assert info["analysis"] == "probe" and info["params"]["label"] == "lang"
+    df = pd.read_csv(folder / "probe.csv")
+    assert {"latent", "precision", "recall", "f1", "support"} <= set(df.columns) and len(df) == 8
+    assert len(json.loads((folder / "probe.json").read_text())["models"]) == 8
+    assert {"precision.png", "recall.png"} <= set(info["files"])
+
+
+def test_split_writes_tables_and_the_flow_figure(outputs):
+    folder = outputs / "split-lang-es-gender-k3"
+    info = read(folder)
+    assert "split_flow.png" in info["files"] and info["summary"]["split_at"]
+    levels = pd.read_csv(folder / "split_levels.csv")
+    assert levels.latent_size.tolist() == [8, 16, 32, 64]
+
+
+def test_steer_writes_the_table_and_histograms(outputs):
+    folder = outputs / "steer-lang-es-k3-L8-flip"
+    info = read(folder)
+    table = pd.read_csv(folder / "steer_table.csv").set_index("samples")
+    assert table.loc["es", "after_steering"] < 0 < table.loc["en", "after_steering"]
+    assert any(f.startswith("delta_hist_") for f in info["files"])
+    assert info["params"]["alpha_units"] == "mean_active"
+
+
+def test_universality_writes_scores_and_figures(outputs):
+    info = read(outputs / "universality-run-seed1")
+    assert info["summary"]["score"] > info["summary"]["control_score"]
+    assert {"universality_hist.png", "mean_max.png", "universality.csv"} <= set(info["files"])
+
+
+def test_report_is_one_html_page_with_embedded_figures_and_audio(outputs):
+    page = (outputs / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
+    assert len(images) >= 8  # training heatmaps + every analysis figure
+    assert "Top-activating segments" in page and "call_0" in page
+    assert re.search(r'<audio controls [^>]*src="data:audio/wav;base64,', page)
+    assert 'src="/' not in page and "file://" not in page  # nothing outside the page
+
+
+def test_cli_errors_name_the_problem(run, capsys):
+    rc = main(["steer", str(run), "--data", str(labelled_store()), "--label", "lang", "--positive", "es",
+               "--k", "7", "--latent-size", "8"])
+    assert rc == 2 and "no model with k=7" in capsys.readouterr().err
+    rc = main(["probe", str(run), "--data", str(labelled_store()), "--label", "language", "--positive", "es"])
+    assert rc == 2 and "no label column 'language'" in capsys.readouterr().err
