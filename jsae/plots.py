@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,7 +40,8 @@ def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, 
     ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
     ax.set_xlabel("latent size L")
     ax.set_ylabel("K" if axis == "k" else "L1 coefficient")
-    ax.set_title(title or key)
+    # Wrapped to the figure's width: a long title would be cut off at both sides.
+    ax.set_title(textwrap.fill(title or key, max(24, int(fig.get_figwidth() * 9))))
     if m.size <= 200:
         finite = m[np.isfinite(m)]
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0

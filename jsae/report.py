@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import json
+import re
 import wave
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,8 +32,11 @@ _HIDE_COLUMNS = ("split",)
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-top:.6em} h3{font-size:1.05em}
-table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:2px 6px;text-align:right} th{background:#f3f3f3}
+.table{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:.8em;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:2px 4px;text-align:right;vertical-align:middle}
+th{background:#f3f3f3;max-width:7em} td{white-space:nowrap}
+nav{font-size:.9em;line-height:1.6} nav a{margin-right:1em;white-space:nowrap}
 img{max-width:100%;margin:.3em .5em .3em 0;border:1px solid #eee}
 .params{font-family:monospace;font-size:.8em;color:#555;white-space:pre-wrap}
 .note{color:#666;font-size:.85em} audio{height:28px;width:220px}
@@ -45,11 +49,23 @@ def _img(path: Path) -> str:
 
 
 def _table(df: pd.DataFrame, max_rows: int = 60, escape: bool = True) -> str:
+    """An HTML table in a box that scrolls sideways when the table is wider than the page;
+    long column names may break after their underscores."""
     view = df.head(max_rows)
     text = view.to_html(index=False, escape=escape, float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
+    text = re.sub(r"<th([^>]*)>([^<]*)</th>", lambda m: f"<th{m[1]}>{m[2].replace('_', '_<wbr>')}</th>", text)
+    text = f'<div class="table">{text}</div>'
     if len(df) > max_rows:
         text += f'<p class="note">{len(df) - max_rows} more rows in the CSV.</p>'
     return text
+
+
+def _drop_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """Without the ``activation``/``l1_coef`` columns of an all-TopK table (always topk / 0);
+    the CSV keeps them."""
+    if "activation" in df.columns and (df["activation"].astype(str) == "topk").all():
+        return df.drop(columns=[c for c in ("activation", "l1_coef") if c in df.columns])
+    return df
 
 
 def resolve_audio(source: str, store_dir: Path | None = None, store_info: dict | None = None,
@@ -187,36 +203,41 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
     from .sweep import load_sweep
 
     run_dir = Path(run_dir)
+    if not (run_dir / "sweep.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no sweep.json; give a `jsae sweep` run directory.")
     out = Path(out) if out is not None else run_dir / "analysis" / REPORT_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = json.loads((run_dir / "sweep.json").read_text()) if (run_dir / "sweep.json").exists() else {}
+    info = json.loads((run_dir / "sweep.json").read_text())
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>jsae report: {html.escape(run_dir.name)}</title>"
          f"<style>{_STYLE}</style></head><body>", f"<h1>jsae report: {html.escape(str(run_dir.resolve()))}</h1>"]
     data = info.get("data") or {}
     h.append(f"<p>{len(info.get('models', []))} models, step {info.get('step')}, embedding dim {info.get('dim')}, "
              f"trained on {html.escape(str(data.get('source')))} ({data.get('n_train')} rows, "
              f"{data.get('n_val')} for validation).</p>")
-    h.append("<h2>Training</h2>")
+    analyses = read_analyses(run_dir)
+    links = [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}") for f, a in analyses]
+    h.append("<nav>" + "".join(f'<a href="#{html.escape(i)}">{html.escape(t)}</a>' for i, t in links) + "</nav>")
+    h.append('<h2 id="training">Training</h2>')
     metrics = info.get("metrics") or []
     if metrics:
         cols = ["name", "k", "latent_size", "val_nmse", "fraction_variance_explained", "dead_fraction", "mean_l0"]
         h.append(_table(pd.DataFrame(metrics)[[c for c in cols if c in metrics[0]]], max_rows=200))
     h += [_img(p) for p in sorted(run_dir.glob("*.png"))]
 
-    analyses = read_analyses(run_dir)
     if not analyses:
         h.append('<p class="note">No analyses yet: run <code>jsae probe</code>, <code>jsae split</code>, '
                  '<code>jsae steer</code> or <code>jsae universality</code> first.</p>')
     sweep = None
     for folder, a in analyses:
-        h.append(f"<h2>{html.escape(a.get('analysis', '?'))}: {html.escape(folder.name)}</h2>")
+        h.append(f"<h2 id=\"a-{html.escape(folder.name)}\">{html.escape(a.get('analysis', '?'))}: "
+                 f"{html.escape(folder.name)}</h2>")
         h.append(f"<div class='params'>{html.escape(json.dumps(a.get('params', {}), default=str))}</div>")
         summ = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (list, dict))}
         if summ:
             h.append(_table(pd.DataFrame([summ])))
         for title, name in (a.get("tables") or {}).items():
             if (folder / name).exists():
-                h.append(f"<h3>{html.escape(title)}</h3>" + _table(pd.read_csv(folder / name)))
+                h.append(f"<h3>{html.escape(title)}</h3>" + _table(_drop_defaults(pd.read_csv(folder / name))))
         h += [_img(folder / f) for f in a.get("files", []) if f.endswith(".png") and (folder / f).exists()]
         feats = list(a.get("features") or [])[:max_features]
         src = store or (a.get("params") or {}).get("store")
@@ -229,6 +250,9 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
             if sweep is None:
                 sweep = load_sweep(run_dir)
             if st.dim != int(info.get("dim", st.dim)):
+                h.append(f'<p class="note">store {html.escape(str(st.path))} holds {st.dim}-d embeddings but this '
+                         f'run was trained on {info.get("dim")}-d ones: no top-activating segments (pass the '
+                         'store of the training encoder with --data).</p>')
                 continue
             h.append(f"<h3>Top-activating segments ({html.escape(str(st.path))})</h3>")
             h.append(_feature_section(sweep, feats, st, top, audio_root))

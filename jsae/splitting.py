@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import ALL_SPLITS, LabelledSplit, as_store, load_labelled, model_index, raw_directions
+from .labelled import ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, model_index, raw_directions
 from .probing import fit_probe, scores_from_counts, single_latent_counts
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
@@ -87,6 +87,7 @@ def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positiv
     every labelled row). See the module docstring for the definitions.
     """
     store = as_store(store)
+    check_dim(sweep, store)
     train = load_labelled(store, label, positive, negative=negative, split=train_split)
     ev: LabelledSplit = load_labelled(store, label, positive, negative=negative,
                                       split=ALL_SPLITS if eval_split is None else eval_split)

@@ -21,13 +21,14 @@ __all__ = ["add_analysis_commands"]
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report a wrong model / latent / value as a one-line error, exit status 2."""
+    """Report bad input (a wrong model, latent, label, value, split or store) as a
+    one-line error with exit status 2; the library's message names the value and the fix."""
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (KeyError, IndexError, ValueError) as err:
+        except (KeyError, IndexError, ValueError, FileNotFoundError) as err:
             msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"jsae {args.command}: error: {msg}", file=sys.stderr)
+            print(f"jsae {args.command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
             return 2
     return run
 
@@ -161,4 +162,4 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, help="top-activating segments per feature")
     p.add_argument("--audio-root", default=None, help="folder that relative `source` paths are relative to")
     p.add_argument("--data", default=None, help="store for the segments (default: each analysis's store)")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=_guard(_cmd_report))

@@ -81,3 +81,21 @@ def fresh_copy(run: Path, dest: Path) -> Path:
     """A copy of a run directory (for tests that write analysis outputs into it)."""
     shutil.copytree(run, dest)
     return dest
+
+
+@functools.lru_cache(maxsize=None)
+def analysed_run() -> Path:
+    """A copy of the seed-0 run on which every analysis command and then ``jsae report``
+    have run once (outputs in ``RUN/analysis/``, the page in ``RUN/analysis/report.html``)."""
+    from sweeps.cli import main
+
+    run = fresh_copy(trained_run(0), _root() / "analysed")
+    store = str(labelled_store())
+    common = ["--data", store, "--label", "lang", "--positive", "es"]
+    assert main(["probe", str(run), *common]) == 0
+    assert main(["split", str(run), *common, "--group", "gender", "--k", "3"]) == 0
+    assert main(["steer", str(run), *common, "--negative", "en", "--k", "3", "--latent-size", "8",
+                 "--alpha", "1", "--alpha-units", "mean_active"]) == 0
+    assert main(["universality", str(run), str(trained_run(1)), "--data", store]) == 0
+    assert main(["report", str(run), "--audio-root", str(audio_dir())]) == 0
+    return run
