@@ -18,10 +18,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Speech synthesisers and sox for the audio tests (Debian; needs root).
+# Debian packages for the audio tests and the corpus builder (speech synthesisers, their
+# voices and lexicons, sox, texts, a recorded soundtrack) and Chromium for the report test.
+SYSTEM_PACKAGES := espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k \
+  festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-base fortunes fortunes-es singularity-music chromium
+
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; fi
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; }
 
 demo: setup
 	$(VENV)/bin/jsae sweep configs/default.yaml --out $(RUN)
