@@ -14,16 +14,34 @@ Public API (see each module's docstring for the math and the shapes):
 """
 __version__ = "0.1.0"
 
-from .config import ConfigError, SweepConfig, load_config  # noqa: E402
-from .store import EmbeddingStore, InvalidEmbeddingsError, StoreError, open_store, write_store  # noqa: E402
-from .sweep import SAEModel, Sweep, load_sweep  # noqa: E402
-from .train import train_sweep  # noqa: E402
-from .labelled import LabelledSplit, load_labelled  # noqa: E402
-from .probing import probe  # noqa: E402
-from .splitting import SplitResult, feature_split  # noqa: E402
-from .steering import SteerResult, relative_similarity, steer, steer_latents  # noqa: E402
-from .universality import UniversalityResult, compare_sweeps  # noqa: E402
-from .report import build_report  # noqa: E402
+# Public names are imported on first use, so that importing one module (e.g.
+# jsae.store from an export worker) does not load JAX.
+_LAZY = {
+    'ConfigError': 'config',
+    'SweepConfig': 'config',
+    'load_config': 'config',
+    'EmbeddingStore': 'store',
+    'InvalidEmbeddingsError': 'store',
+    'StoreError': 'store',
+    'open_store': 'store',
+    'write_store': 'store',
+    'SAEModel': 'sweep',
+    'Sweep': 'sweep',
+    'load_sweep': 'sweep',
+    'train_sweep': 'train',
+    'LabelledSplit': 'labelled',
+    'load_labelled': 'labelled',
+    'probe': 'probing',
+    'SplitResult': 'splitting',
+    'feature_split': 'splitting',
+    'SteerResult': 'steering',
+    'relative_similarity': 'steering',
+    'steer': 'steering',
+    'steer_latents': 'steering',
+    'UniversalityResult': 'universality',
+    'compare_sweeps': 'universality',
+    'build_report': 'report',
+}
 
 __all__ = [
     "__version__",
@@ -52,3 +70,17 @@ __all__ = [
     "compare_sweeps",
     "build_report",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jsae' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

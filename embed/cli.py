@@ -1,0 +1,167 @@
+"""``jsae embed``: audio → speaker-embedding store (also ``python -m embed``).
+
+Examples::
+
+    # a folder of calls, TitaNet from a local .nemo, on a GPU
+    jsae embed --audio-dir calls/ --encoder titanet --model titanet-telephony.nemo \\
+               --out stores/calls --device cuda --batch-size 64
+
+    # a labelled NeMo manifest, the offline resemblyzer encoder
+    jsae embed --manifest lang.jsonl --encoder resemblyzer --out stores/lang
+
+    # four workers (one per GPU, or a job array) on the same store, then the merge
+    for i in 0 1 2 3; do
+      CUDA_VISIBLE_DEVICES=$i jsae embed --manifest m.jsonl --model t.nemo --out S \\
+                                         --num-shards 4 --shard-index $i &
+    done; wait
+    jsae embed --merge --out S          # only needed if no worker merged (it reports)
+
+Under ``torchrun``, ``--num-shards``/``--shard-index`` default to ``WORLD_SIZE``/``RANK``
+and ``--device auto`` picks ``cuda:LOCAL_RANK``.
+
+A killed export resumes when the same command is run again. Exit status: 0 when this
+worker's part is done (the store is complete, or other workers' shards are pending),
+1 on an error (message on stderr), 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Segment audio into non-silent 4-8 s pieces and store one speaker embedding per piece "
+                    "(zarr3 [N, M] float32 + metadata table; resumable, shardable).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--manifest", type=Path,
+                     help="NeMo manifest (JSON lines: audio_filepath, offset, duration, labels)")
+    src.add_argument("--audio-dir", type=Path, help="folder searched recursively for wav/flac/ogg/opus/mp3 files")
+    p.add_argument("--out", type=Path, required=True, help="store folder to create or resume")
+    p.add_argument("--encoder", default="titanet", help="speaker encoder: titanet or resemblyzer")
+    p.add_argument("--model", default=None,
+                   help="titanet: a .nemo path or a pretrained name (default titanet_large, needs the network); "
+                        "resemblyzer: optional weights .pt (default: the weights shipped in the package)")
+    seg = p.add_argument_group("segmentation")
+    seg.add_argument("--min-seconds", type=float, default=4.0, help="shortest segment (s)")
+    seg.add_argument("--max-seconds", type=float, default=8.0, help="longest segment (s); longer stretches are cut")
+    seg.add_argument("--top-db", type=float, default=40.0, help="silence: frames this many dB below the loudest frame")
+    seg.add_argument("--floor-db", type=float, default=-55.0, help="silence: frames below this level (dBFS)")
+    seg.add_argument("--min-silence", type=float, default=0.3, help="shorter silent gaps (s) do not split a stretch")
+    run = p.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="segments per encoder call (default: 32 on a GPU; on a CPU 1 for titanet, 16 for "
+                          "resemblyzer, the fastest there)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--num-shards", type=int, default=None, help="number of workers (default: $WORLD_SIZE or 1)")
+    run.add_argument("--shard-index", type=int, default=None, help="this worker, 0-based (default: $RANK or 0)")
+    run.add_argument("--rows-per-shard", type=int, default=1024,
+                     help="rows per zarr shard: the unit of work, of parallelism and of resumption")
+    run.add_argument("--rows-per-chunk", type=int, default=None,
+                     help="rows per inner chunk (read unit); default: largest divisor of --rows-per-shard <= 512")
+    run.add_argument("--plan-only", action="store_true", help="only segment the inputs and write the plan")
+    run.add_argument("--merge", action="store_true",
+                     help="only finalize: check every shard is done, write metadata, store.json and summary.json")
+    run.add_argument("--status", action="store_true", help="print the state of the export at --out and exit")
+    run.add_argument("--overwrite", action="store_true", help="delete an existing store at --out first")
+    run.add_argument("--plan-timeout", type=float, default=3600.0,
+                     help="seconds workers other than 0 wait for worker 0's plan")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def _setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("embed")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("jsae embed: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``jsae embed ARGS``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    log = logging.getLogger("embed")
+    # the store is written with tensorstore; JAX (imported with jsae) stays off the GPU so
+    # that its memory preallocation cannot starve the torch encoder
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+    from embed.encoders import ENCODERS, EncoderLoadError
+    from embed.export import ExportConfig, ExportError, export_status, finalize, run_export
+    from embed.plan import ManifestError
+    from embed.segment import SegmentConfig
+
+    try:
+        if args.status:
+            print(json.dumps(export_status(args.out), indent=2))
+            return 0
+        if args.merge:
+            summary = finalize(args.out, force=True)
+            _print_summary(summary)
+            return 0
+        if args.manifest is None and args.audio_dir is None:
+            parser.error("one of --manifest or --audio-dir is required (or --merge / --status)")
+        if args.encoder not in ENCODERS:
+            parser.error(f"--encoder {args.encoder!r}: choose one of {sorted(ENCODERS)}")
+        num_shards = args.num_shards if args.num_shards is not None else (_env_int("WORLD_SIZE") or 1)
+        shard_index = args.shard_index if args.shard_index is not None else (_env_int("RANK") or 0)
+        device = args.device
+        if device == "auto" and _env_int("LOCAL_RANK") is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{_env_int('LOCAL_RANK')}"
+        cfg = ExportConfig(
+            out=args.out, manifest=args.manifest, audio_dir=args.audio_dir, encoder=args.encoder,
+            model=args.model,
+            segment=SegmentConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, top_db=args.top_db,
+                                  floor_db=args.floor_db, min_silence=args.min_silence),
+            batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
+            rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
+            plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
+        )
+        result = run_export(cfg)
+    except (ExportError, EncoderLoadError, ManifestError, FileNotFoundError, ValueError) as err:
+        print(f"jsae embed: error: {err}", file=sys.stderr)
+        return 1
+    if result["status"] == "complete":
+        _print_summary(result["summary"])
+    elif result["status"] == "planned":
+        log.info("plan written to %s", args.out)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    if not summary:
+        return
+    files = summary.get("files", {})
+    wall = summary.get("wall_seconds", {})
+    rtf = summary.get("real_time_factor")
+    print(
+        f"{summary.get('rows', 0)} embeddings ({summary.get('dim')}-d, {summary['encoder']['name']}) from "
+        f"{files.get('embedded', 0)} of {files.get('total', 0)} files, {files.get('skipped', 0)} skipped; "
+        f"{summary.get('audio_seconds', 0.0):.1f} s of audio in {wall.get('embed', 0.0):.1f} s "
+        f"(real-time factor {rtf:.4f})" if rtf is not None else "",
+        file=sys.stdout,
+    )
+    for s in summary.get("skipped", [])[:20]:
+        print(f"  skipped {s['source']}: {s['reason']}", file=sys.stdout)

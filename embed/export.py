@@ -1,0 +1,529 @@
+"""Resumable, shardable export of speaker embeddings into a jsae store.
+
+One export is three steps, all in the store folder ``STORE/``:
+
+1. **Plan** (once, by the worker with ``shard_index == 0``): read and segment every
+   recording (:func:`embed.plan.make_plan`), write ``plan.parquet`` (one row per segment,
+   in store order), create the ``[N, M]`` zarr3 array, then write ``plan.json``
+   (settings, skipped files, counts) — its presence means the plan is complete. Other
+   workers wait for ``plan.json``. A plan whose settings differ from the command's
+   (inputs, encoder, model, segmentation, shard size) is refused, never mixed.
+2. **Embed shards.** The work unit is one zarr shard of ``rows_per_shard`` rows; shard
+   ``s`` belongs to worker ``s % num_shards``, so workers never write the same shard.
+   A shard's rows are embedded in batches of clips of similar length (sorted longest
+   first), written with one :func:`jsae.store.write_rows` call, and only *then* is the
+   marker ``progress/shard-SSSSS.done`` written (JSON: rows, audio and wall seconds).
+   On restart, shards with a marker are skipped and any other shard is recomputed and
+   rewritten whole, so a killed run resumes with no duplicated or missing rows.
+3. **Finalize** (merge): when every shard has its marker, write ``summary.json``, then
+   ``metadata.parquet`` and ``store.json`` with ``"complete": true`` via
+   :func:`jsae.store.finalize_store`. The worker that finishes the last shard does this
+   automatically (guarded by ``progress/finalize.lock``); ``jsae embed --merge --out
+   STORE`` does it by hand and reports which shards are missing. Only then does
+   :func:`jsae.store.open_store` accept the store.
+
+Results do not depend on the number of workers, the batch size or where a run was
+killed: each row is a function of its segment only (see :mod:`embed.encoders`).
+
+The plan is fixed when it is made: files added to ``--audio-dir`` later are not picked
+up (start a new store, or ``--overwrite``), and a planned file whose size changed stops
+the export with a message rather than mixing old and new audio.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embed.audio import AudioReadError, load_audio
+from embed.encoders import Encoder, get_encoder
+from embed.plan import Plan, make_plan, read_manifest, scan_audio_dir, shard_bounds
+from embed.segment import SegmentConfig
+
+__all__ = [
+    "ExportConfig",
+    "ExportError",
+    "run_export",
+    "finalize",
+    "export_status",
+    "PLAN_TABLE",
+    "PLAN_INFO",
+    "PROGRESS_DIR",
+    "SUMMARY_NAME",
+]
+
+log = logging.getLogger("embed")
+
+PLAN_TABLE = "plan.parquet"
+PLAN_INFO = "plan.json"
+PROGRESS_DIR = "progress"
+SUMMARY_NAME = "summary.json"
+LOCK_NAME = "finalize.lock"
+PLAN_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """The export cannot go on; the message names the file or setting and the fix."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything one ``jsae embed`` worker needs.
+
+    Attributes:
+      out: the store folder.
+      manifest / audio_dir: the input (exactly one).
+      encoder, model: registry name and model path/name (``None`` = the encoder's default).
+      segment: segmentation settings.
+      batch_size: clips per encoder call; ``None``: 32 on a GPU, the encoder's
+        ``cpu_batch_size`` on a CPU (TitaNet 1, resemblyzer 16).
+      device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+      num_shards, shard_index: this worker is ``shard_index`` of ``num_shards``.
+      rows_per_shard: rows per zarr shard = the unit of work and of resumption.
+      rows_per_chunk: rows per inner chunk (read unit); default: largest divisor of
+        ``rows_per_shard`` that is ≤ 512.
+      overwrite: delete an existing store at ``out`` first (single worker only).
+      plan_timeout: seconds a worker other than 0 waits for the plan.
+      plan_only: stop after the plan.
+      progress: show tqdm progress bars.
+    """
+
+    out: Path
+    manifest: Path | None = None
+    audio_dir: Path | None = None
+    encoder: str = "titanet"
+    model: str | None = None
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    batch_size: int | None = None
+    device: str = "auto"
+    num_shards: int = 1
+    shard_index: int = 0
+    rows_per_shard: int = 1024
+    rows_per_chunk: int | None = None
+    overwrite: bool = False
+    plan_timeout: float = 3600.0
+    plan_only: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.manifest is None) == (self.audio_dir is None):
+            raise ExportError("give exactly one input: --manifest M.jsonl or --audio-dir DIR.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ExportError(f"--batch-size must be >= 1; got {self.batch_size}.")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise ExportError(
+                f"--shard-index must be in [0, --num-shards); got {self.shard_index} of {self.num_shards}."
+            )
+        if self.rows_per_shard < 1:
+            raise ExportError(f"--rows-per-shard must be >= 1; got {self.rows_per_shard}.")
+        if self.rows_per_chunk is not None and (self.rows_per_chunk < 1 or self.rows_per_shard % self.rows_per_chunk):
+            raise ExportError(
+                f"--rows-per-chunk ({self.rows_per_chunk}) must divide --rows-per-shard ({self.rows_per_shard})."
+            )
+        if self.overwrite and self.num_shards > 1:
+            raise ExportError(
+                "--overwrite cannot be combined with several workers; delete the store once, then start them."
+            )
+
+    @property
+    def chunk_rows(self) -> int:
+        if self.rows_per_chunk:
+            return self.rows_per_chunk
+        return max(d for d in range(1, min(512, self.rows_per_shard) + 1) if self.rows_per_shard % d == 0)
+
+    def settings(self) -> dict[str, Any]:
+        """What fixes the rows of a store; a resumed or parallel run must agree on all of it."""
+        if self.manifest is not None:
+            path = Path(self.manifest).resolve()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            inputs = {"manifest": str(path), "manifest_sha256": digest}
+        else:
+            inputs = {"audio_dir": str(Path(self.audio_dir).resolve())}
+        model = self.model
+        if model and Path(model).expanduser().exists():
+            model = str(Path(model).expanduser().resolve())
+        return {"inputs": inputs, "encoder": self.encoder, "model": model,
+                "segmentation": self.segment.to_dict(), "rows_per_shard": self.rows_per_shard,
+                "rows_per_chunk": self.chunk_rows}
+
+
+# ----------------------------------------------------------------------------- files
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _marker(out: Path, shard: int) -> Path:
+    return out / PROGRESS_DIR / f"shard-{shard:05d}.done"
+
+
+def _done_shards(out: Path, num_shards: int) -> set[int]:
+    return {s for s in range(num_shards) if _marker(out, s).exists()}
+
+
+def _read_plan(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    info = _read_json(out / PLAN_INFO)
+    table = pd.read_parquet(out / PLAN_TABLE) if info["num_rows"] else pd.DataFrame()
+    return info, table
+
+
+def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) -> None:
+    norm = lambda d: json.loads(json.dumps(d, default=str))  # noqa: E731
+    planned, wanted = norm(planned), norm(wanted)
+    if planned == wanted:
+        return
+    diffs = []
+    for key in sorted(set(planned) | set(wanted)):
+        if planned.get(key) != wanted.get(key):
+            diffs.append(f"{key}: store has {planned.get(key)!r}, this command gives {wanted.get(key)!r}")
+    raise ExportError(
+        f"{out} was planned with other settings:\n  " + "\n  ".join(diffs) +
+        "\nRerun with the original settings to resume it, choose another --out, or pass --overwrite to start over."
+    )
+
+
+def _clear_store(out: Path) -> None:
+    if not out.exists():
+        return
+    known = {PLAN_INFO, PLAN_TABLE, PROGRESS_DIR, SUMMARY_NAME, "store.json", "metadata.parquet", "embeddings.zarr"}
+    foreign = [p.name for p in out.iterdir() if not any(p.name.startswith(k) for k in known)]
+    if foreign:
+        raise ExportError(
+            f"--overwrite: {out} holds files that are not part of an embedding store ({foreign[:5]}); "
+            "refusing to delete it. Choose another --out."
+        )
+    shutil.rmtree(out)
+
+
+# ----------------------------------------------------------------------------- plan
+
+def _tqdm(enabled: bool, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, dynamic_ncols=True, **kw)
+
+
+def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
+    from jsae.store import create_array
+
+    out = cfg.out
+    t0 = time.time()
+    recordings = read_manifest(cfg.manifest) if cfg.manifest is not None else scan_audio_dir(cfg.audio_dir)
+    bar = _tqdm(cfg.progress, total=len(recordings), desc="plan: files", unit="file")
+
+    def progress(items):
+        for rec in items:
+            yield rec
+            bar.update(1)
+
+    try:
+        plan: Plan = make_plan(recordings, encoder.sample_rate, cfg.segment, progress=progress)
+    finally:
+        bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / PROGRESS_DIR, ignore_errors=True)
+    (out / PROGRESS_DIR).mkdir()
+    if plan.num_rows:
+        tmp = out / (PLAN_TABLE + ".tmp")
+        plan.table.to_parquet(tmp, index=False)
+        os.replace(tmp, out / PLAN_TABLE)
+        create_array(out, plan.num_rows, encoder.dim, rows_per_shard=cfg.rows_per_shard,
+                     rows_per_chunk=cfg.chunk_rows)
+    info = {
+        "format": "jsae-embed-plan", "version": PLAN_VERSION, "settings": cfg.settings(),
+        "encoder": encoder.info(), "num_rows": plan.num_rows, "dim": encoder.dim,
+        "num_shards": len(shard_bounds(plan.num_rows, cfg.rows_per_shard)),
+        "files_total": plan.files_total, "files_skipped": len(plan.skipped),
+        "files_used": int(plan.table.groupby(["_path", "_rec_offset_ms", "_rec_duration_ms"]).ngroups)
+        if plan.num_rows else 0,
+        "input_seconds": plan.input_seconds, "audio_seconds": plan.audio_seconds,
+        "skipped": plan.skipped, "started_at": t0, "plan_wall_seconds": time.time() - t0,
+    }
+    _write_json(out / PLAN_INFO, info)
+    log.info("plan: %d segments (%.1f s of audio) from %d of %d files, %d skipped, %d shards",
+             plan.num_rows, plan.audio_seconds, info["files_used"], plan.files_total, len(plan.skipped),
+             info["num_shards"])
+    return info
+
+
+def _wait_for_plan(cfg: ExportConfig) -> None:
+    deadline = time.time() + cfg.plan_timeout
+    while not (cfg.out / PLAN_INFO).exists():
+        if time.time() > deadline:
+            raise ExportError(
+                f"worker {cfg.shard_index}: no plan appeared in {cfg.out} within {cfg.plan_timeout:.0f} s. "
+                "The worker with --shard-index 0 makes it; start it (or run once with --plan-only)."
+            )
+        time.sleep(1.0)
+
+
+# ----------------------------------------------------------------------------- shards
+
+def _shard_waves(rows: pd.DataFrame, sample_rate: int) -> list[np.ndarray]:
+    """Cut the waveforms ``[T_i]`` (float32, ``sample_rate`` Hz) of a shard's rows."""
+    waves: list[np.ndarray] = []
+    key, audio = None, None
+    for r in rows.to_dict("records"):
+        k = (r["_path"], r["_rec_offset_ms"], r["_rec_duration_ms"])
+        if k != key:
+            path = Path(r["_path"])
+            try:
+                size = path.stat().st_size
+                if size != r["_file_bytes"]:
+                    raise AudioReadError(path, f"size is {size} bytes, the plan saw {r['_file_bytes']}")
+                rec_ms = r["_rec_duration_ms"]
+                audio = load_audio(path, sample_rate, offset=r["_rec_offset_ms"] / 1000,
+                                   duration=None if rec_ms < 0 else rec_ms / 1000)
+            except (AudioReadError, OSError) as err:
+                raise ExportError(
+                    f"{path} changed or vanished since the plan was made ({err}); restore it, or start "
+                    "the export again with --overwrite."
+                ) from None
+            key = k
+        a = round(r["_seg_offset_ms"] * sample_rate / 1000)
+        n = round(r["_duration_ms"] * sample_rate / 1000)
+        w = audio[a : a + n]
+        if w.shape[0] != n:
+            raise ExportError(f"{path}: segment {r['id']} runs past the end of the audio; the file changed.")
+        waves.append(w)
+    return waves
+
+
+def _embed_shard(encoder: Encoder, waves: list[np.ndarray], batch_size: int, bar) -> np.ndarray:
+    order = sorted(range(len(waves)), key=lambda i: (-waves[i].shape[0], i))
+    out = np.empty((len(waves), encoder.dim), np.float32)
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        out[idx] = encoder.embed([waves[i] for i in idx])
+        bar.update(len(idx))
+    return out
+
+
+def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table: pd.DataFrame) -> list[int]:
+    from jsae.store import open_array, write_rows
+
+    out = cfg.out
+    bounds = shard_bounds(info["num_rows"], cfg.rows_per_shard)
+    done = _done_shards(out, len(bounds))
+    mine = [s for s in range(len(bounds)) if s % cfg.num_shards == cfg.shard_index]
+    todo = [s for s in mine if s not in done]
+    if not todo:
+        return []
+    array = open_array(out, write=True)
+    sr = encoder.sample_rate
+    device = str(getattr(encoder, "device", "cpu"))
+    batch_size = cfg.batch_size or (32 if device.startswith("cuda") else encoder.cpu_batch_size)
+    total = sum(bounds[s][1] - bounds[s][0] for s in todo)
+    bar = _tqdm(cfg.progress, total=total, desc=f"embed [{cfg.shard_index}/{cfg.num_shards}]", unit="seg")
+    audio_done = 0.0
+    t_start = time.time()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)   # reads the next shard while this one embeds
+    try:
+        load = lambda s: _shard_waves(table.iloc[bounds[s][0] : bounds[s][1]], sr)  # noqa: E731
+        pending = pool.submit(load, todo[0])
+        for j, s in enumerate(todo):
+            t0 = time.time()
+            waves = pending.result()
+            if j + 1 < len(todo):
+                pending = pool.submit(load, todo[j + 1])
+            start, stop = bounds[s]
+            emb = _embed_shard(encoder, waves, batch_size, bar)
+            write_rows(array, start, emb)
+            seconds = float(sum(w.shape[0] for w in waves)) / sr
+            _write_json(_marker(out, s), {
+                "shard": s, "start": start, "stop": stop, "rows": stop - start, "audio_seconds": seconds,
+                "wall_seconds": time.time() - t0, "worker": f"{cfg.shard_index}/{cfg.num_shards}",
+                "host": socket.gethostname(), "device": device, "batch_size": batch_size,
+                "finished_at": time.time(),
+            })
+            audio_done += seconds
+            bar.set_postfix_str(f"{audio_done / max(time.time() - t_start, 1e-9):.0f} audio s/s")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return todo
+
+
+# ----------------------------------------------------------------------------- finalize
+
+def _take_lock(out: Path) -> bool:
+    lock = out / PROGRESS_DIR / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                other = _read_json(lock)
+            except (OSError, ValueError):
+                return False
+            alive = True
+            if other.get("host") == me["host"]:
+                try:
+                    os.kill(int(other["pid"]), 0)
+                except ProcessLookupError:
+                    alive = False
+                except PermissionError:
+                    pass
+            if alive:
+                return False
+            lock.unlink(missing_ok=True)       # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+    return False
+
+
+def export_status(out: str | os.PathLike) -> dict[str, Any]:
+    """Where an export stands: ``planned``, ``num_shards``, ``done`` / ``missing`` shard ids, ``complete``."""
+    out = Path(out)
+    status: dict[str, Any] = {"out": str(out), "planned": (out / PLAN_INFO).exists(), "complete": False}
+    store_info = out / "store.json"
+    if store_info.exists():
+        status["complete"] = bool(_read_json(store_info).get("complete"))
+    if status["planned"]:
+        info = _read_json(out / PLAN_INFO)
+        done = _done_shards(out, info["num_shards"])
+        status.update(num_shards=info["num_shards"], num_rows=info["num_rows"], done=sorted(done),
+                      missing=[s for s in range(info["num_shards"]) if s not in done])
+    return status
+
+
+def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
+    """Check every shard is done, then write ``summary.json``, the metadata and ``store.json``.
+
+    With ``force=False`` (automatic merge by a worker) nothing happens when another
+    live process holds the finalize lock. Returns the summary.
+    """
+    from jsae.store import finalize_store
+
+    out = Path(out)
+    if not (out / PLAN_INFO).exists():
+        raise ExportError(f"{out}: no {PLAN_INFO}; nothing to merge. Run `jsae embed ... --out {out}` first.")
+    info, table = _read_plan(out)
+    status = export_status(out)
+    if status["missing"]:
+        miss = status["missing"]
+        raise ExportError(
+            f"{out}: {len(miss)} of {info['num_shards']} shards are not done yet (e.g. {miss[:10]}); "
+            "run the workers again (the same command resumes them) and merge afterwards."
+        )
+    lock = out / PROGRESS_DIR / LOCK_NAME
+    if not _take_lock(out):
+        if not force:
+            log.info("another process is finalizing %s", out)
+            return {}
+        lock.unlink(missing_ok=True)
+        _take_lock(out)
+    try:
+        markers = [_read_json(_marker(out, s)) for s in range(info["num_shards"])]
+        embed_wall = float(sum(m["wall_seconds"] for m in markers))
+        audio = float(info["audio_seconds"])
+        now = time.time()
+        summary = {
+            "encoder": info["encoder"],
+            "segmentation": info["settings"]["segmentation"],
+            "inputs": info["settings"]["inputs"],
+            "files": {"total": info["files_total"], "embedded": info["files_used"], "skipped": info["files_skipped"]},
+            "segments": info["num_rows"], "rows": info["num_rows"], "dim": info["dim"],
+            "shards": info["num_shards"], "rows_per_shard": info["settings"]["rows_per_shard"],
+            "skipped": info["skipped"],
+            "input_seconds": info["input_seconds"], "audio_seconds": audio,
+            "wall_seconds": {"plan": info["plan_wall_seconds"], "embed": embed_wall,
+                             "total": info["plan_wall_seconds"] + embed_wall,
+                             "elapsed": now - info["started_at"]},
+            "real_time_factor": embed_wall / audio if audio else None,
+            "x_real_time": audio / embed_wall if embed_wall else None,
+            "workers": sorted({m["worker"] for m in markers}),
+            "finished_at": now,
+        }
+        _write_json(out / SUMMARY_NAME, summary)
+        metadata = table[[c for c in table.columns if not c.startswith("_")]]
+        finalize_store(out, metadata, {
+            "producer": "jsae embed", "encoder": info["encoder"], "segmentation": summary["segmentation"],
+            "inputs": summary["inputs"], "rows_per_shard": info["settings"]["rows_per_shard"],
+            "rows_per_chunk": info["settings"]["rows_per_chunk"], "summary": SUMMARY_NAME,
+        })
+    finally:
+        lock.unlink(missing_ok=True)
+    log.info("store %s complete: %d rows x %d, %.1f s of audio, %d files skipped",
+             out, summary["rows"], summary["dim"], audio, info["files_skipped"])
+    return summary
+
+
+# ----------------------------------------------------------------------------- entry
+
+def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, Any]:
+    """Run one worker of an export (plan if needed, own shards, merge if last).
+
+    ``encoder``: an already loaded encoder (else ``cfg.encoder``/``cfg.model`` are loaded).
+    Returns ``{"status": "complete" | "planned" | "partial", "summary": ..., "shards": [...]}``.
+    """
+    out = Path(cfg.out)
+    if cfg.overwrite:
+        _clear_store(out)
+    wanted = cfg.settings()
+    if (out / "store.json").exists() and not (out / PLAN_INFO).exists():
+        raise ExportError(f"{out} is a store not made by `jsae embed`; choose another --out or pass --overwrite.")
+    if (out / PLAN_INFO).exists():
+        _check_settings(out, _read_json(out / PLAN_INFO)["settings"], wanted)
+        if export_status(out)["complete"]:
+            log.info("%s is already complete; nothing to do", out)
+            summary = _read_json(out / SUMMARY_NAME) if (out / SUMMARY_NAME).exists() else {}
+            return {"status": "complete", "summary": summary, "shards": []}
+    if encoder is None:
+        encoder = get_encoder(cfg.encoder).load(cfg.model, cfg.device)
+    elif encoder.name != cfg.encoder:
+        raise ExportError(f"the given encoder is {encoder.name!r} but the config says {cfg.encoder!r}.")
+    if not (out / PLAN_INFO).exists():
+        if cfg.shard_index == 0:
+            _make_plan(cfg, encoder)
+        else:
+            _wait_for_plan(cfg)
+    info, table = _read_plan(out)
+    _check_settings(out, info["settings"], wanted)
+    if (info["dim"], info["encoder"]["sample_rate"]) != (encoder.dim, encoder.sample_rate):
+        raise ExportError(
+            f"{out} was planned for {info['dim']}-d embeddings at {info['encoder']['sample_rate']} Hz but the "
+            f"loaded encoder gives {encoder.dim}-d at {encoder.sample_rate} Hz; is it the same model?"
+        )
+    if info["num_rows"] == 0:
+        _write_json(out / SUMMARY_NAME, {"encoder": info["encoder"], "segments": 0, "rows": 0,
+                                         "files": {"total": info["files_total"], "embedded": 0,
+                                                   "skipped": info["files_skipped"]},
+                                         "skipped": info["skipped"]})
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in info["skipped"][:5])
+        raise ExportError(f"no segment found in any of the {info['files_total']} files, nothing to store "
+                          f"(see {out / SUMMARY_NAME}). First reasons: {reasons}")
+    if cfg.plan_only:
+        return {"status": "planned", "summary": {}, "shards": []}
+    shards = _run_shards(cfg, encoder, info, table)
+    status = export_status(out)
+    if not status["missing"] and not status["complete"]:
+        summary = finalize(out, force=False)
+        if summary:
+            return {"status": "complete", "summary": summary, "shards": shards}
+    if export_status(out)["complete"]:
+        return {"status": "complete", "summary": _read_json(out / SUMMARY_NAME), "shards": shards}
+    log.info("worker %d/%d done (%d shards); %d shards of other workers still missing — the last worker "
+             "merges, or run `jsae embed --merge --out %s`", cfg.shard_index, cfg.num_shards, len(shards),
+             len(status["missing"]), out)
+    return {"status": "partial", "summary": {}, "shards": shards}

@@ -1,0 +1,169 @@
+"""Segmentation: non-silent stretches of a recording, cut into pieces of 4–8 s.
+
+The paper (Sec. IV-A) embeds "4–8 second long segments taken from the original call
+using SoX to select non-silent sections". We do the same in two steps:
+
+1. **Activity detection** — :func:`nonsilent_stretches`: an *energy* detector,
+   ``librosa.effects.split``, on frames of 25 ms every 10 ms. A frame is non-silent
+   when its RMS is within ``top_db`` of the recording's loudest frame *and* above the
+   absolute floor ``floor_db`` (dBFS), so a recording of pure line noise gives nothing.
+   Gaps shorter than ``min_silence`` seconds (pauses between words) do not break a
+   stretch — SoX's ``silence`` effect has the same duration rule.
+
+   Why an energy detector and librosa: the paper selected *non-silent* audio with SoX's
+   energy rule, not speech: its hold-music class ("these audios were not silent, rather
+   they contain either noise or music") only exists because music passes the detector.
+   Speech detectors (webrtcvad, silero-vad) would drop that music. librosa is actively
+   maintained, already installed with NeMo and resemblyzer, works at any sample rate and
+   needs no model weights; webrtcvad (last release 2017) only takes 8/16/32/48 kHz in
+   10/20/30 ms frames and needs ``setuptools<81`` to build and import.
+
+2. **Cutting** — :func:`split_stretch`: a stretch of length ``L`` shorter than
+   ``min_seconds`` is dropped; otherwise it is cut into ``n = ceil(L / max_seconds)``
+   equal, contiguous pieces, each of length ``L / n`` (``≤ max_seconds`` and, when
+   ``min_seconds ≤ max_seconds / 2`` as with 4–8 s, always ``≥ min_seconds``). When equal
+   pieces would be shorter than ``min_seconds`` (e.g. 6–8 s and ``L = 17`` s), the stretch
+   gives ``floor(L / max_seconds)`` pieces of ``max_seconds`` from its start and the rest
+   (``< min_seconds``) is dropped.
+
+All times are integer **milliseconds** (10 ms resolution), so offsets and durations are
+exact, row ids built from them are stable, and a segment of ``d`` ms is exactly
+``d * sample_rate / 1000`` samples at the encoder rate.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["SegmentConfig", "Segment", "nonsilent_stretches", "split_stretch", "find_segments"]
+
+HOP_MS = 10
+FRAME_MS = 25
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Settings of the segmenter (recorded in ``store.json``).
+
+    Attributes:
+      min_seconds: shortest segment kept, seconds (paper: 4).
+      max_seconds: longest segment, seconds (paper: 8); longer stretches are cut.
+      top_db: a frame is silent when its RMS is more than ``top_db`` dB below the
+        loudest frame of the recording.
+      floor_db: ... or when its RMS is below ``floor_db`` dBFS (full scale = 0 dB).
+      min_silence: silent gaps shorter than this (seconds) do not end a stretch.
+    """
+
+    min_seconds: float = 4.0
+    max_seconds: float = 8.0
+    top_db: float = 40.0
+    floor_db: float = -55.0
+    min_silence: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not (self.min_seconds > 0):
+            raise ValueError(f"--min-seconds must be > 0; got {self.min_seconds}.")
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(
+                f"--max-seconds ({self.max_seconds}) must be at least --min-seconds ({self.min_seconds})."
+            )
+        if self.top_db <= 0:
+            raise ValueError(f"--top-db must be > 0 dB; got {self.top_db}.")
+        if self.floor_db >= 0:
+            raise ValueError(f"--floor-db is in dBFS and must be < 0; got {self.floor_db}.")
+        if self.min_silence < 0:
+            raise ValueError(f"--min-silence must be >= 0 seconds; got {self.min_silence}.")
+
+    @property
+    def min_ms(self) -> int:
+        return int(round(self.min_seconds * 1000))
+
+    @property
+    def max_ms(self) -> int:
+        return int(round(self.max_seconds * 1000))
+
+    def to_dict(self) -> dict:
+        return {"detector": "librosa.effects.split (RMS energy)", "frame_ms": FRAME_MS, "hop_ms": HOP_MS,
+                **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a recording: ``offset_ms`` from the start of the recording, ``duration_ms`` long."""
+
+    offset_ms: int
+    duration_ms: int
+
+    @property
+    def end_ms(self) -> int:
+        return self.offset_ms + self.duration_ms
+
+
+def nonsilent_stretches(x: np.ndarray, sample_rate: int, config: SegmentConfig) -> list[tuple[int, int]]:
+    """Non-silent stretches of a mono waveform ``x`` ``[T]`` at ``sample_rate`` Hz.
+
+    Returns ``[(start_ms, end_ms), ...]`` in time order, on the 10 ms grid, clipped to the
+    recording, with gaps shorter than ``config.min_silence`` merged.
+    """
+    import librosa
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        return []
+    hop = max(1, int(round(sample_rate * HOP_MS / 1000)))
+    frame = max(hop, int(round(sample_rate * FRAME_MS / 1000)))
+    floor_amp = 10.0 ** (config.floor_db / 20.0)
+    floor_ref = floor_amp * 10.0 ** (config.top_db / 20.0)
+
+    def ref(rms: np.ndarray) -> float:
+        # threshold = max(loudest - top_db, floor_db), expressed as librosa's reference level
+        return max(float(np.max(rms)), floor_ref)
+
+    intervals = librosa.effects.split(x, top_db=config.top_db, ref=ref, frame_length=frame, hop_length=hop)
+    total_ms = (x.shape[0] * 1000) // sample_rate
+    stretches: list[list[int]] = []
+    gap_ms = int(round(config.min_silence * 1000))
+    for start, end in intervals:
+        s = int(start) * 1000 // sample_rate // HOP_MS * HOP_MS          # floor to the grid
+        e = min(-(-int(end) * 1000 // sample_rate // HOP_MS) * HOP_MS, total_ms // HOP_MS * HOP_MS)
+        if e <= s:
+            continue
+        if stretches and s - stretches[-1][1] < gap_ms:
+            stretches[-1][1] = max(stretches[-1][1], e)
+        else:
+            stretches.append([s, e])
+    return [(s, e) for s, e in stretches]
+
+
+def split_stretch(start_ms: int, end_ms: int, min_ms: int, max_ms: int) -> list[Segment]:
+    """Cut one stretch ``[start_ms, end_ms)`` into segments of ``min_ms``..``max_ms`` (see module doc)."""
+    length = end_ms - start_ms
+    if length < min_ms:
+        return []
+    n = -(-length // max_ms)
+    if n * min_ms <= length:
+        # n equal pieces on the 10 ms grid; the last one takes the remainder (< n * 10 ms)
+        piece = length // n // HOP_MS * HOP_MS
+        if piece < min_ms:
+            piece = length // n
+        bounds = [start_ms + i * piece for i in range(n)] + [end_ms]
+        segs = [Segment(bounds[i], bounds[i + 1] - bounds[i]) for i in range(n)]
+        if segs[-1].duration_ms > max_ms:   # the remainder pushed it over: trim to max
+            segs[-1] = Segment(segs[-1].offset_ms, max_ms)
+        return segs
+    return [Segment(start_ms + i * max_ms, max_ms) for i in range(length // max_ms)]
+
+
+def find_segments(x: np.ndarray, sample_rate: int, config: SegmentConfig) -> tuple[list[Segment], float]:
+    """Segments of one recording ``x`` ``[T]`` (mono, ``sample_rate`` Hz).
+
+    Returns ``(segments, longest_stretch_seconds)``; the second value explains an empty
+    result ("longest non-silent stretch 2.3 s < 4 s").
+    """
+    segments: list[Segment] = []
+    longest = 0
+    for s, e in nonsilent_stretches(x, sample_rate, config):
+        longest = max(longest, e - s)
+        segments.extend(split_stretch(s, e, config.min_ms, config.max_ms))
+    return segments, longest / 1000.0
