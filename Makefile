@@ -3,7 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-RUN ?= runs/default
+RUN ?= runs/demo
+# FULL=1: the paper's 84-model grid instead of the reduced demo grid.
+DEMO_FLAGS := $(if $(FULL),--full-grid,)
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -28,7 +30,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; }
 
 demo: setup
-	$(VENV)/bin/jsae sweep configs/default.yaml --out $(RUN)
+	$(VENV)/bin/jsae demo --out $(RUN) $(DEMO_FLAGS)
 
 test: setup system-deps
 	$(PY) -m pytest -q

@@ -5,6 +5,7 @@
     jsae store synth --out STORE [--rows N --dim M ...]
     jsae store info STORE
     jsae embed ...          (embedding export; needs the `embed` extra)
+    jsae demo [--full-grid]  (the paper's experiments on the bundled demo corpus)
     jsae probe | split | steer | universality | report ...   (analyses: sweeps/analysis_cli.py)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sweeps.analysis_cli import add_analysis_commands
+from sweeps.demo import add_demo_command
 
 __all__ = ["main", "build_parser"]
 
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("embed", help="export speaker embeddings from audio (see `jsae embed --help`)", add_help=False)
     add_analysis_commands(sub)
+    add_demo_command(sub)
     return parser
 
 
@@ -132,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_embed(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "sweep" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("sweep", "demo") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = list(args.overrides) + extra  # overrides may follow --out
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
