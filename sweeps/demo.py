@@ -53,8 +53,11 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
         df, path = run_probe(out, data / store, label, positive, negative=negative)
         print(probe_table(df))
     stage("split lang=es by gender")
-    res, _ = run_split(out, data / "language", "lang", "es", "gender", k, negative="en")
-    print(split_table(res))
+    try:
+        res, _ = run_split(out, data / "language", "lang", "es", "gender", k, negative="en")
+        print(split_table(res))
+    except (KeyError, ValueError) as err:  # data-dependent (e.g. the feature never fires): report, go on
+        print(f"split skipped: {err}")
     for store, label, positive, negative in FEATURES:
         stage(f"steer {label}: {positive} ↔ {negative}")
         res, _ = run_steer(out, data / store, label, positive, negative, k=k, latent_size=latent_size,
