@@ -20,7 +20,7 @@ import pandas as pd
 from .store import EmbeddingStore, StoreError, open_store
 from .sweep import Sweep
 
-__all__ = ["LabelledSplit", "load_labelled", "check_dim", "as_store", "model_index", "raw_directions", "ALL_SPLITS"]
+__all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "model_index", "raw_directions", "ALL_SPLITS"]
 
 #: pass as ``split`` to use every row (every split value)
 ALL_SPLITS = "all"
@@ -183,3 +183,20 @@ def raw_directions(sweep: Sweep, group: int) -> np.ndarray:
     """
     d = np.asarray(sweep.group_params[group].W_dec, np.float64) * np.asarray(sweep.normalizer.scale)
     return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
+
+
+def load_train_test(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, *,
+                    negative: str | None = None, train_split: str = "train", test_split: str = "test",
+                    train: LabelledSplit | None = None,
+                    test: LabelledSplit | None = None) -> tuple[EmbeddingStore, LabelledSplit, LabelledSplit]:
+    """``(store, train, test)`` for an analysis of ``sweep``, dimensions checked.
+
+    ``train``/``test`` given by the caller are used as they are (and checked too).
+    """
+    store = as_store(store)
+    check_dim(sweep, store if train is None or test is None else None)
+    train = train or load_labelled(store, label, positive, negative=negative, split=train_split)
+    test = test or load_labelled(store, label, positive, negative=negative, split=test_split)
+    check_dim(sweep, x=train.x, what="the train rows")
+    check_dim(sweep, x=test.x, what="the test rows")
+    return store, train, test

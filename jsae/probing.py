@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, as_store, check_dim, load_labelled
+from .labelled import LabelledSplit, load_train_test
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
@@ -108,12 +108,8 @@ def probe(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
     train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
     latents). ``df.attrs`` holds the parameters and the row counts.
     """
-    store = as_store(store)
-    check_dim(sweep, store if train is None or test is None else None)
-    train = train or load_labelled(store, label, positive, negative=negative, split=train_split)
-    test = test or load_labelled(store, label, positive, negative=negative, split=test_split)
-    check_dim(sweep, x=train.x, what="the train rows")
-    check_dim(sweep, x=test.x, what="the test rows")
+    store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
+                                         test_split=test_split, train=train, test=test)
     rows: list[dict[str, Any]] = []
     for gi, g in enumerate(sweep.groups):
         v_tr = sweep.encode_group(gi, train.x)  # [n, Btr, L]

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, as_store, check_dim, load_labelled, model_index
+from .labelled import LabelledSplit, load_train_test, model_index
 from .probing import fit_probe
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
@@ -149,12 +149,8 @@ def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
         raise ValueError(f"alpha_units={alpha_units!r} is not one of {ALPHA_UNITS}")
     # Ablation sets the latent to 0 whatever alpha says: one value, a = 0.
     alphas = np.zeros(1) if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64))
-    store = as_store(store)
-    check_dim(sweep, store if train is None or test is None else None)
-    train = train or load_labelled(store, label, positive, negative=negative, split=train_split)
-    test = test or load_labelled(store, label, positive, negative=negative, split=test_split)
-    check_dim(sweep, x=train.x, what="the train rows")
-    check_dim(sweep, x=test.x, what="the test rows")
+    store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
+                                         test_split=test_split, train=train, test=test)
     chosen = model_index(sweep, k=k, latent_size=latent_size)
     scale = sweep.normalizer.scale.astype(np.float32)
     rows, before, after = [], {}, {}

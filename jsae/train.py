@@ -33,7 +33,7 @@ from .checkpoint import open_manager, restore_checkpoint, save_checkpoint
 from .config import ConfigError, SweepConfig, config_from_dict, config_to_dict, config_to_yaml
 from .grid import GridState, GridTrainer, make_groups
 from .normalize import Normalizer, fit_normalizer, geometric_median
-from .store import InvalidEmbeddingsError, StoreError, open_store, validate_embeddings
+from .store import StoreError, open_store, validate_embeddings
 
 __all__ = ["TrainingData", "prepare_data", "batch_indices", "num_steps", "make_mesh", "train_sweep",
            "evaluate", "RESUMABLE_KEYS"]
