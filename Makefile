@@ -11,11 +11,11 @@ DEMO_FLAGS := $(if $(FULL),--full-grid,)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PIP) install --upgrade pip 'setuptools<81' wheel
+	$(PIP) install -q --upgrade pip 'setuptools<81' wheel
 	# CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
-	$(PIP) install torch==2.13.0
+	$(PIP) install -q torch==2.13.0
 	# webrtcvad (resemblyzer) builds from source and imports pkg_resources: no build isolation.
-	$(PIP) install --no-build-isolation -e '.[dev,bench,embed,resemblyzer]'
+	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer]'
 	touch $@
 
 setup: $(VENV)/.installed

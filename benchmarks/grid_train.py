@@ -22,16 +22,25 @@ import time
 import numpy as np
 
 
-def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="float32"):
+def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="float32", padded=False):
+    """Whole-grid samples/s of the jsae trainer.
+
+    ``padded=True`` times the alternative layout instead: every model in one vmap at
+    the largest latent size (what padding L and masking would cost).
+    """
     import jax
     import jax.numpy as jnp
 
     from jsae.config import GridConfig, OptimConfig, SAEConfig
-    from jsae.grid import GridTrainer, make_groups
+    from jsae.grid import GroupSpec, GridTrainer, ModelSpec, make_groups
     from jsae.train import batch_indices
 
-    trainer = GridTrainer(make_groups(GridConfig(k=tuple(ks), latent_size=tuple(sizes))), x.shape[1],
-                          SAEConfig(dead_after_samples=batch_size * 2), OptimConfig(), matmul_dtype=matmul_dtype)
+    groups = make_groups(GridConfig(k=tuple(ks), latent_size=tuple(sizes)))
+    if padded:
+        L = max(sizes)
+        groups = (GroupSpec(L, "topk", tuple(ModelSpec(L, k) for _ in sizes for k in sorted(ks))),)
+    trainer = GridTrainer(groups, x.shape[1], SAEConfig(dead_after_samples=batch_size * 2), OptimConfig(),
+                          matmul_dtype=matmul_dtype)
     state = trainer.pad(trainer.init(jax.random.key(0), np.zeros(x.shape[1], np.float32)))
     run = trainer.jit_run_steps()
     x_dev = jnp.asarray(x)
@@ -128,6 +137,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=65536)
     ap.add_argument("--matmul-dtype", default="float32")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--compare-padded", action="store_true",
+                    help="also time one vmap over every model padded to the largest latent size")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -146,6 +157,12 @@ def main() -> None:
     print(f"one encoder GEMM of the whole grid: {gemm * 1000:.1f} ms → a jsae step = {j_step / gemm:.1f} GEMMs")
     result = {"models": n_models, "batch_size": args.batch_size, "steps": args.steps, "jsae_samples_per_s": j_sps,
               "jsae_ms_per_step": j_step * 1000, "gemm_ms": gemm * 1000, "device": jax.devices()[0].platform}
+    if args.compare_padded:
+        p_sps, p_step, _ = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps, args.warmup,
+                                              args.matmul_dtype, padded=True)
+        print(f"jsae padded to L={max(args.latent_size)}: {p_sps:10.0f} samples/s ({p_step * 1000:8.1f} ms/step); "
+              f"grouped / padded = {j_sps / p_sps:.2f}x")
+        result |= {"padded_samples_per_s": p_sps, "grouped_over_padded": j_sps / p_sps}
     if not args.skip_torch:
         t_sps, t_step = torch_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps,
                                             min(args.warmup, 2))
