@@ -27,7 +27,9 @@ are dealt, per gender and with ``seed``, to language/train, language/test, music
 music/test and sae_train; a family never appears in two of them. The five flite/festival
 speakers (English only) are all in sae_train. The language set is spoken by espeak-ng only,
 each of its speakers speaking both languages (separate voices), so that neither the
-synthesiser nor the speaker tells the languages apart. Music tracks: a seeded set of
+synthesiser nor the speaker tells the languages apart; language/train holds many more
+speakers than language/test, because language generalises to unseen speakers only when it
+is learnt from many. Music tracks: a seeded set of
 tracks is reserved for music/test; the other tracks are shared by sae_train and
 music/train, whose pieces alternate along each track (never the same stretch of audio).
 """
@@ -88,7 +90,12 @@ class Scale:
       female_share: share of female segments in each language × split of the language set.
       music_train / music_test: ``{"music": …, "en": …, "es": …}`` (en/es: the voice class).
       families: espeak-ng families per set and gender, ``{set: (female, male)}``;
-        sae_train gets ``sae_families`` or, when None, all families left.
+        sae_train gets ``sae_families`` or, when None, all families left. language/train
+        gets many more families than language/test (7 + 16 against 3 + 6 in small/full):
+        speaker timbre dominates a speaker embedding, and a language direction learnt from
+        a few training speakers does not carry over to unseen ones (measured with
+        resemblyzer: logistic-regression test accuracy about 0.85 with 3 + 6 training
+        families, about 0.92 with 7 + 16).
       non_espeak: flite/festival speakers in sae_train (None: all five).
       voices_sae: English voices per sae_train espeak-ng speaker, ``(female, male)``; each
         also gets one Spanish voice.
@@ -136,7 +143,7 @@ SCALES: dict[str, Scale] = {
         sae={"en": 300, "es": 40, "music": 20},
         language_train=60, language_test=40, female_share=0.6,
         music_train={"music": 20, "en": 34, "es": 6}, music_test={"music": 30, "en": 26, "es": 4},
-        families={"language/train": (3, 6), "language/test": (3, 6), "music/train": (1, 3), "music/test": (1, 3)},
+        families={"language/train": (7, 16), "language/test": (3, 6), "music/train": (1, 3), "music/test": (1, 3)},
         sae_families=None, non_espeak=None,
         voices_sae=(4, 1), voices_non_espeak=1, voices_feature=1,
     ),
@@ -145,7 +152,7 @@ SCALES: dict[str, Scale] = {
         sae={"en": 2650, "es": 350, "music": 150},
         language_train=350, language_test=200, female_share=0.6,
         music_train={"music": 110, "en": 220, "es": 40}, music_test={"music": 200, "en": 170, "es": 30},
-        families={"language/train": (3, 6), "language/test": (3, 6), "music/train": (1, 3), "music/test": (1, 3)},
+        families={"language/train": (7, 16), "language/test": (3, 6), "music/train": (1, 3), "music/test": (1, 3)},
         sae_families=None, non_espeak=None,
         voices_sae=(12, 3), voices_non_espeak=4, voices_feature=2,
     ),

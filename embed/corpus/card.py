@@ -31,8 +31,10 @@ POLICY = (
     "feature-set voices never appear in sae_train and train/test speakers are disjoint. The flite/festival "
     "speakers (CMU kal, awb, rms, slt; ked; English only) are all in sae_train. In the language set every "
     "speaker speaks both languages and only espeak-ng is used, so language is not confounded with speaker or "
-    "synthesiser. Music: a seeded set of tracks is reserved for music/test; the remaining tracks are shared by "
-    "sae_train and music/train with alternating, non-overlapping pieces."
+    "synthesiser. language/train gets more families than language/test (see the voices table): speaker "
+    "timbre dominates a speaker embedding, so a language direction that holds for unseen speakers has to be "
+    "learnt from many speakers. Music: a seeded set of tracks is reserved for music/test; the remaining "
+    "tracks are shared by sae_train and music/train with alternating, non-overlapping pieces."
 )
 
 AUDIO = (
