@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["SegmentConfig", "Segment", "nonsilent_stretches", "split_stretch", "find_segments"]
+__all__ = ["SegmentConfig", "Segment", "nonsilent_stretches", "intervals_to_stretches", "split_stretch",
+           "find_segments"]
 
 HOP_MS = 10
 FRAME_MS = 25
@@ -121,9 +122,19 @@ def nonsilent_stretches(x: np.ndarray, sample_rate: int, config: SegmentConfig) 
         return max(float(np.max(rms)), floor_ref)
 
     intervals = librosa.effects.split(x, top_db=config.top_db, ref=ref, frame_length=frame, hop_length=hop)
-    total_ms = (x.shape[0] * 1000) // sample_rate
+    return intervals_to_stretches(intervals, x.shape[0], sample_rate, config.min_silence)
+
+
+def intervals_to_stretches(intervals: np.ndarray, num_samples: int, sample_rate: int,
+                           min_silence: float) -> list[tuple[int, int]]:
+    """Sample intervals ``[[start, end), ...]`` → ``[(start_ms, end_ms), ...]`` on the 10 ms grid.
+
+    Starts are floored and ends ceiled to the grid (clipped to the recording); gaps
+    shorter than ``min_silence`` seconds are merged.
+    """
+    total_ms = (num_samples * 1000) // sample_rate
     stretches: list[list[int]] = []
-    gap_ms = int(round(config.min_silence * 1000))
+    gap_ms = int(round(min_silence * 1000))
     for start, end in intervals:
         s = int(start) * 1000 // sample_rate // HOP_MS * HOP_MS          # floor to the grid
         e = min(-(-int(end) * 1000 // sample_rate // HOP_MS) * HOP_MS, total_ms // HOP_MS * HOP_MS)

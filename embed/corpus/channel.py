@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from embed.segment import SegmentConfig, split_stretch
+from embed.segment import SegmentConfig, intervals_to_stretches, split_stretch
 
 __all__ = [
     "SAMPLE_RATE",
@@ -219,19 +219,7 @@ def nonsilent_stretches(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentCon
     if ns.size and ns[-1]:
         edges.append(len(ns))
     samples = np.minimum(np.asarray(edges, dtype=np.int64) * hop, x.shape[0]).reshape(-1, 2)
-    total_ms = (x.shape[0] * 1000) // sr
-    gap_ms = int(round(config.min_silence * 1000))
-    stretches: list[list[int]] = []
-    for start, end in samples:
-        s = int(start) * 1000 // sr // 10 * 10
-        e = min(-(-int(end) * 1000 // sr // 10) * 10, total_ms // 10 * 10)
-        if e <= s:
-            continue
-        if stretches and s - stretches[-1][1] < gap_ms:
-            stretches[-1][1] = max(stretches[-1][1], e)
-        else:
-            stretches.append([s, e])
-    return [(s, e) for s, e in stretches]
+    return intervals_to_stretches(samples, x.shape[0], sr, config.min_silence)
 
 
 def count_segments(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig = SegmentConfig()) -> int:
