@@ -12,7 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
+__all__ = ["save_figure", "grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write and close a matplotlib figure; returns the path."""
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def grid_matrix(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, list, list]:
@@ -51,11 +60,7 @@ def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, 
                     ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=7,
                             color="white" if m[i, j] < mid else "black")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss_curves(history: dict[str, list], names: Sequence[str], path: str | Path, key: str = "loss") -> Path:
@@ -86,11 +91,7 @@ def plot_loss_curves(history: dict[str, list], names: Sequence[str], path: str |
     for ax in axes[:, 0]:
         ax.set_ylabel(f"training {key}")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_sweep(run_dir: str | Path, records: Sequence[dict[str, Any]], history: dict[str, list],

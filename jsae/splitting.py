@@ -33,6 +33,7 @@ from .probing import fit_probe, scores_from_counts, single_latent_counts
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
+from .plots import save_figure
 
 __all__ = ["SplitResult", "feature_split", "plot_split_flow", "write_split", "run_split", "split_table", "NONE"]
 
@@ -270,11 +271,7 @@ def plot_split_flow(result: SplitResult, path: str | Path, *, title: str | None 
     ax.legend(handles, cats, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title=f"{p['label']}/{p['group']}")
     ax.set_title(title or f"{p['label']}={p['positive']}: latent {p['root_latent']} (L={p['root_latent_size']}) "
                           f"as L grows, k={p['k']}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:

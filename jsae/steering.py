@@ -34,6 +34,7 @@ from .probing import fit_probe
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import SAEModel, Sweep
+from .plots import save_figure
 
 __all__ = ["MODES", "ALPHA_UNITS", "steer_codes", "relative_similarity", "class_centroids", "steer_latents",
            "SteerResult", "steer", "write_steer", "run_steer", "steer_table_text"]
@@ -243,10 +244,7 @@ def _plot_hist(res: SteerResult, name: str, path: Path, alpha_index: int = 0) ->
     ax.set_ylabel("test rows")
     ax.set_title(f"{name}, latent {row.latent}: {row['mode']}, a={row.a:.3g} ({row.alpha_units})", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_alpha(res: SteerResult, name: str, path: Path) -> Path:
@@ -267,10 +265,7 @@ def _plot_alpha(res: SteerResult, name: str, path: Path) -> Path:
     ax.set_ylabel(r"mean $\delta_s$")
     ax.set_title(f"{name}, latent {s.latent.iloc[0]}: steering strength", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 4) -> list[Path]:

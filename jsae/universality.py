@@ -31,6 +31,7 @@ from .labelled import as_store, raw_directions
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 from .sweep import Sweep
+from .plots import save_figure
 
 __all__ = ["METHODS", "best_cosine_match", "best_correlation_match", "UniversalityResult", "compare_sweeps",
            "write_universality", "run_universality", "universality_table", "same_space"]
@@ -249,10 +250,7 @@ def _plot_hist(res: UniversalityResult, path: Path) -> Path:
     ax.set_ylabel("features (all model pairs)")
     ax.set_title(f"{Path(res.params['run_a']).name} vs {Path(res.params['run_b']).name}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Path]:
