@@ -33,6 +33,7 @@ __all__ = [
     "init_params",
     "pre_activation",
     "topk_codes",
+    "topk_dense",
     "encode",
     "encode_sparse",
     "decode",
@@ -109,6 +110,20 @@ def topk_codes(pre: jax.Array, k: jax.Array | int, k_max: int) -> tuple[jax.Arra
     return jnp.where(keep, jax.nn.relu(vals), 0.0), idx
 
 
+def topk_dense(pre: jax.Array, k: jax.Array | int, k_max: int) -> jax.Array:
+    """Dense TopK codes ``[..., L]``: ``ReLU(pre)`` where ``pre`` is among the ``k`` largest, else 0.
+
+    Found as ``pre ≥ (k-th largest value)`` with the threshold from ``top_k`` at
+    ``k_max`` (``k`` may be traced, ``≤ k_max``): no scatter forward or backward, which
+    on CPUs is far cheaper than scattering sparse codes. Entries tied with the k-th
+    value are all kept (probability zero for continuous inputs).
+    """
+    vals = jax.lax.top_k(jax.lax.stop_gradient(pre), k_max)[0]
+    rank = jnp.broadcast_to(jnp.asarray(k, jnp.int32) - 1, vals.shape[:-1] + (1,))
+    kth = jnp.take_along_axis(vals, rank, axis=-1)
+    return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
+
+
 def _scatter(vals: jax.Array, idx: jax.Array, latent_size: int) -> jax.Array:
     out = jnp.zeros(vals.shape[:-1] + (latent_size,), vals.dtype)
     if vals.ndim == 1:
@@ -133,8 +148,7 @@ def encode(p: SAEParams, x: jax.Array, k: jax.Array | int | None, k_max: int | N
     if activation == "relu_l1":
         return jax.nn.relu(pre)
     k_max = int(k) if k_max is None else k_max
-    vals, idx = topk_codes(pre, k, k_max)
-    return _scatter(vals, idx, pre.shape[-1])
+    return topk_dense(pre, k, k_max)
 
 
 def decode(p: SAEParams, v: jax.Array) -> jax.Array:
@@ -169,9 +183,8 @@ def auxk_loss(p: SAEParams, pre: jax.Array, residual: jax.Array, dead: jax.Array
       dead: ``[L]`` bool. Returns 0 when no latent is dead.
     """
     masked = jnp.where(dead, pre, -jnp.inf)
-    vals, idx = jax.lax.top_k(masked, k_aux)
-    vals = jnp.where(jnp.isfinite(vals), jax.nn.relu(vals), 0.0)
-    aux_recon = _scatter(vals, idx, pre.shape[-1]) @ p.W_dec
+    v_aux = jnp.where(dead, topk_dense(masked, k_aux, k_aux), 0.0)  # fewer dead than k_aux: all of them
+    aux_recon = v_aux @ p.W_dec
     loss = normalized_mse(aux_recon, residual)
     return jnp.where(jnp.any(dead), loss, 0.0)
 
@@ -181,21 +194,20 @@ def topk_loss(p: SAEParams, x: jax.Array, k: jax.Array | int, dead: jax.Array, *
               matmul_dtype=jnp.float32, with_auxk: bool = True) -> tuple[jax.Array, LossOutput]:
     """Training loss of one TopK model on a batch ``x [B, M]``; ``dead [L]`` bool.
 
-    The codes are scattered into a dense ``[B, L]`` and decoded with a GEMM, which
-    beats a gather of ``[B, k, M]`` decoder rows on CPUs. ``with_auxk=False``
+    The codes are kept dense ``[B, L]`` (:func:`topk_dense`) and decoded with a GEMM,
+    which beats a gather of ``[B, k, M]`` decoder rows on CPUs. ``with_auxk=False``
     skips the AuxK term (exactly 0 anyway when no latent is dead).
     """
     pre = pre_activation(p, x, matmul_dtype)
-    vals, idx = topk_codes(pre, k, k_max)
-    recon = decode(p, _scatter(vals, idx, pre.shape[-1]))
+    v = topk_dense(pre, k, k_max)
+    recon = decode(p, v)
     nmse = normalized_mse(recon, x)
     if with_auxk and auxk_coef > 0 and k_aux > 0:
         aux = auxk_loss(p, pre, x - jax.lax.stop_gradient(recon), dead, k_aux)
     else:
         aux = jnp.zeros(())
-    fired_vals = vals > fire_threshold
-    fired = jnp.zeros((pre.shape[-1],), bool).at[idx.reshape(-1)].max(fired_vals.reshape(-1))
-    out = LossOutput(nmse=nmse, auxk=aux, l1=jnp.zeros(()), l0=jnp.mean(jnp.sum(vals > 0, -1)), fired=fired)
+    out = LossOutput(nmse=nmse, auxk=aux, l1=jnp.zeros(()), l0=jnp.mean(jnp.sum(v > 0, -1)),
+                     fired=jnp.any(v > fire_threshold, axis=0))
     return nmse + auxk_coef * aux, out
 
 
