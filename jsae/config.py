@@ -109,11 +109,16 @@ class DataConfig:
     ``store``: a jsae embedding store (relative paths are relative to the working
     directory). ``splits``: if not empty, only rows whose ``split`` column is one of
     these values are used (validation is a random ``val_fraction`` of them).
+    ``stream``: keep the training rows in the store and read every host call's
+    batches from it (the validation rows and ``fit_rows`` random training rows,
+    which fit the normalisation and ``b_pre``, are loaded).
     """
 
     store: str = "data/synthetic"
     splits: list[str] = field(default_factory=list)
     max_rows: int = 0  # 0 → all rows
+    stream: bool = False  # read each host call's batches from the store (stores larger than memory)
+    fit_rows: int = 200_000  # when streaming: rows that fit the normalisation and b_pre
 
 
 @dataclass(frozen=True)
@@ -267,5 +272,7 @@ def validate_config(cfg: SweepConfig) -> None:
         raise ConfigError("set train.steps > 0 or train.epochs > 0.")
     if not 0.0 <= t.val_fraction < 1.0:
         raise ConfigError(f"train.val_fraction must be in [0, 1); got {t.val_fraction}.")
+    if cfg.data.fit_rows <= 0:
+        raise ConfigError(f"data.fit_rows must be > 0; got {cfg.data.fit_rows}.")
     if t.steps_per_call <= 0 or t.checkpoint_every <= 0 or t.keep_checkpoints <= 0:
         raise ConfigError("train.steps_per_call, train.checkpoint_every and train.keep_checkpoints must be > 0.")

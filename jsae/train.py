@@ -33,7 +33,7 @@ from .checkpoint import open_manager, restore_checkpoint, save_checkpoint
 from .config import ConfigError, SweepConfig, config_from_dict, config_to_dict, config_to_yaml
 from .grid import GridState, GridTrainer, make_groups
 from .normalize import Normalizer, fit_normalizer, geometric_median
-from .store import StoreError, open_store, validate_embeddings
+from .store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
 __all__ = ["TrainingData", "prepare_data", "batch_indices", "num_steps", "make_mesh", "train_sweep",
            "evaluate", "RESUMABLE_KEYS"]
@@ -45,21 +45,42 @@ RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.progress", "train.keep_c
 
 @dataclass
 class TrainingData:
-    """Raw embeddings split into train/val (float32), with the store rows they came from."""
+    """Raw embeddings split into train/val (float32), with the store rows they came from.
 
-    train: np.ndarray  # [N_train, M]
+    ``train`` is ``None`` when streaming (``data.stream``): batches are then read
+    from ``store`` by row; ``fit`` holds the rows that fit the normalisation and
+    ``b_pre`` (all training rows when they are in memory).
+    """
+
+    train: np.ndarray | None  # [N_train, M]
     val: np.ndarray  # [N_val, M]
     train_rows: np.ndarray  # [N_train] store row indices
     val_rows: np.ndarray  # [N_val]
     source: str
+    fit: np.ndarray  # [N_fit, M]
+    store: EmbeddingStore | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_rows)
+
+    def read_batches(self, idx: np.ndarray) -> np.ndarray:
+        """Raw rows for batch positions ``idx [S, B]`` (indices into the training rows)."""
+        if self.train is not None:
+            return self.train[idx]
+        rows = self.train_rows[idx.ravel()]
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return self.store.read(uniq)[inverse].reshape(idx.shape + (-1,))
 
 
 def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingData:
     """Load the configured store (or take ``data [N, M]``) and split off validation rows."""
+    store = None
     if data is not None:
         x = validate_embeddings(data, what="training data")
         rows = np.arange(len(x))
         source = "array"
+        dim = x.shape[1]
     else:
         store = open_store(cfg.data.store)
         rows = np.arange(store.num_rows)
@@ -70,19 +91,25 @@ def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingDa
             rows = rows[keep]
         if cfg.data.max_rows > 0:
             rows = rows[: cfg.data.max_rows]
-        x = store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32)
+        x = None if cfg.data.stream else (store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32))
         source = str(store.path)
-    if len(x) == 0:
+        dim = store.dim
+    if len(rows) == 0:
         raise StoreError(f"no training rows in {source} (after data.splits / data.max_rows); nothing to train on.")
-    perm = np.random.default_rng([cfg.train.seed, 7]).permutation(len(x))
-    n_val = int(round(cfg.train.val_fraction * len(x)))
+    perm = np.random.default_rng([cfg.train.seed, 7]).permutation(len(rows))
+    n_val = int(round(cfg.train.val_fraction * len(rows)))
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if len(train_idx) < cfg.train.batch_size:
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is larger than the {len(train_idx)} training rows; "
             f"lower it, e.g. train.batch_size={max(1, len(train_idx) // 4)}."
         )
-    return TrainingData(x[train_idx], x[val_idx], rows[train_idx], rows[val_idx], source)
+    if x is not None:
+        return TrainingData(x[train_idx], x[val_idx], rows[train_idx], rows[val_idx], source, fit=x[train_idx])
+    fit_idx = np.sort(np.random.default_rng([cfg.train.seed, 5]).permutation(len(train_idx))[: cfg.data.fit_rows])
+    val = store.read(rows[val_idx]) if len(val_idx) else np.zeros((0, dim), np.float32)
+    return TrainingData(None, val, rows[train_idx], rows[val_idx], source, fit=store.read(rows[train_idx][fit_idx]),
+                        store=store)
 
 
 def num_steps(cfg: SweepConfig, n_train: int) -> int:
@@ -208,13 +235,13 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     run_dir = Path(run_dir)
     _check_resumable(run_dir, cfg)
     td = prepare_data(cfg, data)
-    dim = td.train.shape[1]
-    normalizer = fit_normalizer(td.train, cfg.sae.normalize)
-    x_train = normalizer.apply(td.train).astype(np.float32)
+    dim = td.fit.shape[1]
+    normalizer = fit_normalizer(td.fit, cfg.sae.normalize)
+    x_fit = normalizer.apply(td.fit).astype(np.float32)
     groups = make_groups(cfg.grid)
     mesh = make_mesh(cfg.train.shard_models)
     trainer = GridTrainer(groups, dim, cfg.sae, cfg.optim, mesh=mesh, matmul_dtype=cfg.train.matmul_dtype)
-    total = num_steps(cfg, len(x_train))
+    total = num_steps(cfg, td.n_train)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
@@ -225,7 +252,7 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
         history = meta["history"]
     else:
         rng = np.random.default_rng([cfg.train.seed, 3])
-        sample = x_train[rng.permutation(len(x_train))[: cfg.sae.b_pre_init_samples]]
+        sample = x_fit[rng.permutation(len(x_fit))[: cfg.sae.b_pre_init_samples]]
         b_pre = {"geometric_median": geometric_median, "mean": lambda s: s.mean(axis=0),
                  "zeros": lambda s: np.zeros(dim)}[cfg.sae.b_pre_init](sample.astype(np.float64))
         state = trainer.init(jax.random.key(cfg.train.seed), np.asarray(b_pre, np.float32))
@@ -234,12 +261,14 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     def meta_now(step: int) -> dict[str, Any]:
         return {"step": step, "version": __version__, "config": config_to_dict(cfg), "dim": dim,
                 "models": [m.to_dict() for m in trainer.specs], "normalizer": normalizer.to_dict(),
-                "history": history, "data": {"source": td.source, "n_train": len(td.train), "n_val": len(td.val)}}
+                "history": history, "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val)}}
 
     (run_dir / "sweep.json").write_text(json.dumps(meta_now(step) | {"metrics": [], "complete": False,
                                                                     "total_steps": total}, indent=1))
     state = trainer.pad(state)
-    x_dev = jnp.asarray(x_train)
+    # In memory: the normalised training rows live on the device and each step gathers
+    # its batch there. Streaming: each host call's batches are read from the store.
+    x_dev = None if td.train is None else jnp.asarray(x_fit if td.fit is td.train else normalizer.apply(td.train))
     run = trainer.jit_run_steps()
     stop = total if stop_after is None else min(total, stop_after)
     bar = tqdm(total=total, initial=step, unit="step", desc=f"sweep {len(trainer.specs)} models",
@@ -247,9 +276,13 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     every = cfg.train.checkpoint_every
     while step < stop:
         count = min(cfg.train.steps_per_call, stop - step, every - step % every)
-        idx = batch_indices(cfg.train.seed, step, count, len(x_train), cfg.train.batch_size)
+        idx = batch_indices(cfg.train.seed, step, count, td.n_train, cfg.train.batch_size)
         t0 = time.perf_counter()
-        state, metrics = run(state, x_dev, jnp.asarray(idx))
+        if x_dev is not None:
+            state, metrics = run(state, x_dev, jnp.asarray(idx))
+        else:
+            batches = normalizer.apply(td.read_batches(idx)).astype(np.float32)
+            state, metrics = run(state, jnp.asarray(batches))
         metrics = jax.device_get(metrics)
         dt = time.perf_counter() - t0
         step += count

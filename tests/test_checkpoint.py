@@ -144,3 +144,26 @@ def test_load_sweep_answers_model_queries_with_raw_space_functions(tmp_path, sto
     np.testing.assert_allclose(codes[0][1], v, rtol=1e-5, atol=1e-6)
     with pytest.raises(KeyError, match="k=20 latent_size=64"):
         sweep.model(k=20, latent_size=64)
+
+
+def test_streaming_from_the_store_trains_the_same_models_as_in_memory(tmp_path, store):
+    """data.stream reads every host call's batches from the store instead of loading the rows."""
+    base = [f"data.store={store}", "grid.k=[4]", "grid.latent_size=[64,32]", "train.batch_size=128",
+            "train.steps=90", "train.steps_per_call=30", "train.progress=false"]
+    mem = train_sweep(load_config(None, base), tmp_path / "mem")
+    streamed = train_sweep(load_config(None, [*base, "data.stream=true"]), tmp_path / "stream")
+    _assert_same_params(_params(tmp_path / "mem"), _params(tmp_path / "stream"), rtol=1e-5, atol=1e-6)
+    assert [r["val_nmse"] for r in mem] == pytest.approx([r["val_nmse"] for r in streamed], rel=1e-5)
+
+
+def test_streaming_fits_normalisation_on_a_sample_of_fit_rows(tmp_path, store):
+    cfg = load_config(None, [f"data.store={store}", "data.stream=true", "data.fit_rows=500", "grid.k=[4]",
+                             "grid.latent_size=[32]", "train.batch_size=128", "train.steps=5", "train.progress=false"])
+    from jsae.train import prepare_data
+
+    td = prepare_data(cfg)
+    assert td.train is None and td.fit.shape == (500, 32) and td.n_train == 6000 - len(td.val_rows)
+    idx = np.array([[0, 5], [td.n_train - 1, 5]])
+    from jsae.store import open_store
+
+    np.testing.assert_array_equal(td.read_batches(idx), open_store(store).read(td.train_rows[idx.ravel()]).reshape(2, 2, 32))
