@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["CHECKPOINT_DIR", "open_manager", "save_checkpoint", "latest_step", "restore_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "open_manager", "save_checkpoint", "restore_checkpoint"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -36,15 +35,6 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta:
     manager.wait_until_finished()
 
 
-def latest_step(run_dir: str | Path) -> int | None:
-    """The newest complete checkpoint step of a run, or ``None``."""
-    ckpt = Path(run_dir) / CHECKPOINT_DIR
-    if not ckpt.exists():
-        return None
-    with open_manager(run_dir) as manager:
-        return manager.latest_step()
-
-
 def restore_checkpoint(run_dir: str | Path, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
     """Restore ``(state, meta, step)``; ``abstract_state`` fixes shapes and shardings."""
     with open_manager(run_dir) as manager:
@@ -55,7 +45,3 @@ def restore_checkpoint(run_dir: str | Path, abstract_state: Any, step: int | Non
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"], int(step)
 
-
-def replicated_sharding() -> jax.sharding.Sharding:
-    """Where restored arrays go by default: the first local device."""
-    return jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -6,13 +6,20 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["pyplot", "save_figure", "grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
 
-__all__ = ["save_figure", "grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
+
+def pyplot():
+    """``matplotlib.pyplot`` with the file-only Agg backend, imported on first use
+    (importing jsae never loads matplotlib or changes a notebook's backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
@@ -20,7 +27,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -41,6 +48,7 @@ def grid_matrix(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray
 def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, *, title: str | None = None,
                  fmt: str = ".3f", cmap: str = "viridis") -> Path:
     """A K × latent-size heatmap of ``key`` with the values written in the cells."""
+    plt = pyplot()
     m, rows, cols = grid_matrix(records, key)
     axis = "k" if all(r["activation"] == "topk" for r in records) else "l1_coef"
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.5 * len(rows)))
@@ -68,6 +76,7 @@ def plot_loss_curves(history: dict[str, list], names: Sequence[str], path: str |
 
     One panel per sparsity value (K), one colour per latent size.
     """
+    plt = pyplot()
     steps = np.asarray(history["step"])
     values = np.asarray(history[key])  # [calls, n_models]
     parsed = [n.rsplit("_L", 1) for n in names]

@@ -124,16 +124,6 @@ def topk_dense(pre: jax.Array, k: jax.Array | int, k_max: int) -> jax.Array:
     return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
 
 
-def _scatter(vals: jax.Array, idx: jax.Array, latent_size: int) -> jax.Array:
-    out = jnp.zeros(vals.shape[:-1] + (latent_size,), vals.dtype)
-    if vals.ndim == 1:
-        return out.at[idx].set(vals)
-    flat_out = out.reshape(-1, latent_size)
-    rows = jnp.arange(flat_out.shape[0])[:, None]
-    flat_out = flat_out.at[rows, idx.reshape(-1, idx.shape[-1])].set(vals.reshape(-1, vals.shape[-1]))
-    return flat_out.reshape(out.shape)
-
-
 def encode_sparse(p: SAEParams, x: jax.Array, k: jax.Array | int, k_max: int | None = None,
                   matmul_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """TopK codes of ``x [..., M]`` as ``(values, indices) [..., k_max]``."""

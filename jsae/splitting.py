@@ -33,7 +33,7 @@ from .probing import fit_probe, scores_from_counts, single_latent_counts
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
-from .plots import save_figure
+from .plots import pyplot, save_figure
 
 __all__ = ["SplitResult", "feature_split", "plot_split_flow", "write_split", "run_split", "split_table", "NONE"]
 
@@ -206,10 +206,7 @@ def plot_split_flow(result: SplitResult, path: str | Path, *, title: str | None 
     dominant sub-group and role) or "none", stacked by category; bands between
     columns carry the rows that move from one node to the next, coloured by category.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     p = result.params
     sizes = list(p["latent_sizes"])

@@ -34,7 +34,7 @@ from .probing import fit_probe
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import SAEModel, Sweep
-from .plots import save_figure
+from .plots import pyplot, save_figure
 
 __all__ = ["MODES", "ALPHA_UNITS", "steer_codes", "relative_similarity", "class_centroids", "steer_latents",
            "SteerResult", "steer", "write_steer", "run_steer", "steer_table_text"]
@@ -223,10 +223,7 @@ def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
 
 def _plot_hist(res: SteerResult, name: str, path: Path, alpha_index: int = 0) -> Path:
     """Overlaid histograms of δ_s before/after steering per class (Figs. 5–6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     p = res.params
     d0, d1, y = res.delta_before[name], res.delta_after[name][alpha_index], res.y
@@ -248,10 +245,7 @@ def _plot_hist(res: SteerResult, name: str, path: Path, alpha_index: int = 0) ->
 
 
 def _plot_alpha(res: SteerResult, name: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = res.summary[res.summary["name"] == name].sort_values("alpha")
     p = res.params

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +172,3 @@ def load_sweep(run_dir: str | Path, step: int | None = None) -> Sweep:
     return Sweep(run_dir=run_dir, config=cfg, groups=groups, group_params=tuple(g.params for g in state.groups),
                  normalizer=Normalizer.from_dict(meta["normalizer"]), metrics=metrics, step=got, meta=meta)
 
-
-def stack_codes(codes: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per-model code arrays ``[B, L_i]`` from :meth:`Sweep.encode_all`'s per-group stacks."""
-    return [c for group in codes for c in group]

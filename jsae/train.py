@@ -33,6 +33,7 @@ from .checkpoint import open_manager, restore_checkpoint, save_checkpoint
 from .config import ConfigError, SweepConfig, config_from_dict, config_to_dict, config_to_yaml
 from .grid import GridState, GridTrainer, make_groups
 from .normalize import Normalizer, fit_normalizer, geometric_median
+from .plots import plot_sweep
 from .store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
 __all__ = ["TrainingData", "prepare_data", "batch_indices", "num_steps", "make_mesh", "train_sweep",
@@ -230,7 +231,6 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     Returns:
       the per-model metric records (also written to ``RUN_DIR/metrics.json``).
     """
-    from .plots import plot_sweep  # matplotlib only when needed
 
     run_dir = Path(run_dir)
     _check_resumable(run_dir, cfg)

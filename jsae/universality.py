@@ -31,7 +31,7 @@ from .labelled import as_store, raw_directions
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 from .sweep import Sweep
-from .plots import save_figure
+from .plots import pyplot, save_figure
 
 __all__ = ["METHODS", "best_cosine_match", "best_correlation_match", "UniversalityResult", "compare_sweeps",
            "write_universality", "run_universality", "universality_table", "same_space"]
@@ -231,10 +231,7 @@ def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | st
 
 
 def _plot_hist(res: UniversalityResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     score = np.concatenate([m["score"].to_numpy() for m in res.matches.values()])
     ctrl = np.concatenate([m["control"].to_numpy() for m in res.matches.values()])
