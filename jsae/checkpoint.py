@@ -35,13 +35,18 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta:
     manager.wait_until_finished()
 
 
-def restore_checkpoint(run_dir: str | Path, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
-    """Restore ``(state, meta, step)``; ``abstract_state`` fixes shapes and shardings."""
-    with open_manager(run_dir) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoint found under {CHECKPOINT_DIR}/.")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"], int(step)
+def restore_checkpoint(run_dir: str | Path, abstract_state: Any, step: int | None = None, *,
+                       manager: ocp.CheckpointManager | None = None) -> tuple[Any, dict, int]:
+    """Restore ``(state, meta, step)``; ``abstract_state`` fixes shapes and shardings.
 
+    ``manager``: an open manager of ``run_dir`` to use (one is opened and closed otherwise).
+    """
+    if manager is None:
+        with open_manager(run_dir) as own:
+            return restore_checkpoint(run_dir, abstract_state, step, manager=own)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint found under {CHECKPOINT_DIR}/.")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"], int(step)

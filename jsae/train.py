@@ -248,7 +248,7 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     manager = open_manager(run_dir, keep=cfg.train.keep_checkpoints)
     history: dict[str, list] = {"step": [], "loss": [], "nmse": [], "dead_fraction": []}
     if manager.latest_step() is not None:
-        state, meta, step = restore_checkpoint(run_dir, trainer.abstract_state())
+        state, meta, step = restore_checkpoint(run_dir, trainer.abstract_state(), manager=manager)
         history = meta["history"]
     else:
         rng = np.random.default_rng([cfg.train.seed, 3])
