@@ -1,11 +1,13 @@
 """The analysis subcommands of ``jsae``: thin wrappers over :mod:`jsae.probing`,
-:mod:`jsae.splitting`, :mod:`jsae.steering`, :mod:`jsae.universality` and :mod:`jsae.report`.
+:mod:`jsae.splitting`, :mod:`jsae.steering`, :mod:`jsae.universality`, :mod:`jsae.consistency`
+and :mod:`jsae.report`.
 
     jsae probe RUN_DIR --data STORE --label COL --positive VALUE [--out DIR]
     jsae split RUN_DIR --data STORE --label COL --positive VALUE --group COL2 --k K
     jsae steer RUN_DIR --data STORE --label COL --positive VALUE [--negative VALUE] --k K --latent-size L
                [--latent auto|INDEX] [--alpha 1 [2 ...]] [--alpha-units absolute|mean_active] [--mode flip|ablate]
     jsae universality RUN_A RUN_B [--data STORE [--data-b STORE_B]] [--method auto|decoder|activation]
+    jsae consistency --data STORE --label COL --positive VALUE --group COL2 [--by COL3] [--run RUN_DIR | --out DIR]
     jsae report RUN_DIR [--out FILE] [--top 5] [--audio-root DIR]
 
 Results (JSON, CSV, PNG) go to ``RUN_DIR/analysis/<name>/`` unless ``--out`` says
@@ -92,6 +94,17 @@ def _cmd_universality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    from jsae.consistency import consistency_text, run_consistency
+
+    res, out = run_consistency(args.data, args.label, args.positive, negative=args.negative, group=args.group,
+                               by=args.by, split=args.split, min_rows=args.min_rows, n_splits=args.folds, C=args.C,
+                               seed=args.seed, out=args.out, run_dir=args.run)
+    print(consistency_text(res))
+    print(f"results: {out}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from jsae.report import build_report
 
@@ -111,7 +124,7 @@ def _labelled(p: argparse.ArgumentParser, negative_help: str) -> None:
 
 
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``probe``, ``split``, ``steer``, ``universality`` and ``report`` to a subparser set."""
+    """Add ``probe``, ``split``, ``steer``, ``universality``, ``consistency`` and ``report`` to a subparser set."""
     neg = "keep only rows with this negative value (default: every other value is negative)"
     p = sub.add_parser("probe", help="find the latent of a label in every model (precision/recall heatmaps)")
     _labelled(p, neg)
@@ -155,6 +168,23 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, default=20000)
     p.add_argument("--out", default=None, help="output folder (default RUN_A/analysis/universality-<RUN_B>)")
     p.set_defaults(func=_guard(_cmd_universality))
+
+    p = sub.add_parser("consistency", help="does a label move every speaker's embeddings the same way? "
+                                           "(can one latent carry it?)")
+    p.add_argument("--data", required=True, help="labelled embedding store")
+    p.add_argument("--label", required=True, help="label column, e.g. lang")
+    p.add_argument("--positive", required=True, help="its positive value, e.g. es")
+    p.add_argument("--negative", default=None, help=neg)
+    p.add_argument("--group", default="speaker", help="column whose groups hold both classes (default speaker)")
+    p.add_argument("--by", default=None, help="also measure within each value of this column, e.g. gender")
+    p.add_argument("--split", default="all", help="rows of this `split` value (default all rows)")
+    p.add_argument("--min-rows", type=int, default=2, help="rows of each class a group needs (default 2)")
+    p.add_argument("--folds", type=int, default=5, help="folds of held-out groups for the linear bound")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--seed", type=int, default=0, help="seed of the within-group label shuffle (chance)")
+    p.add_argument("--run", default=None, help="write into RUN/analysis/ (shown by `jsae report RUN`)")
+    p.add_argument("--out", default=None, help="output folder (default runs/consistency/<name>)")
+    p.set_defaults(func=_guard(_cmd_consistency))
 
     p = sub.add_parser("report", help="one self-contained HTML page with every result of a run")
     p.add_argument("run_dir")

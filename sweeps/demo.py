@@ -6,7 +6,9 @@
    on ``DATA/sae_train`` in one job;
 2. probes the language feature (``lang`` = es vs en) on ``DATA/language`` and the
    music feature (``kind`` = music vs voice) on ``DATA/music`` over the whole grid;
-3. follows the language feature across latent sizes with gender as sub-groups (K = 20);
+3. follows the language feature across latent sizes with gender as sub-groups (K = 20),
+   and measures whether language is one direction for every speaker of the language set
+   (:mod:`jsae.consistency`, within gender too): what a single language latent can reach;
 4. steers both features with the paper's setting (K = 20, L = 200, a_φ = 1) and,
    for every model, with a_φ relative to the latent's mean activation;
 5. writes the HTML report and prints where it is.
@@ -31,6 +33,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
              overrides: Sequence[str] = (), k: int = 20, latent_size: int = 200) -> Path:
     """Run the whole demo; returns the path of the HTML report."""
     from jsae.config import load_config
+    from jsae.consistency import consistency_text, run_consistency
     from jsae.probing import probe_table, run_probe
     from jsae.report import build_report
     from jsae.splitting import run_split, split_table
@@ -58,6 +61,13 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
         print(split_table(res))
     except (KeyError, ValueError) as err:  # data-dependent (e.g. the feature never fires): report, go on
         print(f"split skipped: {err}")
+    stage("consistency of lang=es across speakers (by gender)")
+    try:
+        res, _ = run_consistency(data / "language", "lang", "es", negative="en", group="speaker", by="gender",
+                                 run_dir=out)
+        print(consistency_text(res))
+    except (KeyError, ValueError) as err:  # too few speakers with both languages (e.g. a tiny corpus)
+        print(f"consistency skipped: {err}")
     for store, label, positive, negative in FEATURES:
         stage(f"steer {label}: {positive} ↔ {negative}")
         res, _ = run_steer(out, data / store, label, positive, negative, k=k, latent_size=latent_size,

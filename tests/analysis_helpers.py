@@ -97,5 +97,6 @@ def analysed_run() -> Path:
     assert main(["steer", str(run), *common, "--negative", "en", "--k", "3", "--latent-size", "8",
                  "--alpha", "1", "--alpha-units", "mean_active"]) == 0
     assert main(["universality", str(run), str(trained_run(1)), "--data", store]) == 0
+    assert main(["consistency", *common, "--negative", "en", "--by", "gender", "--run", str(run)]) == 0
     assert main(["report", str(run), "--audio-root", str(audio_dir())]) == 0
     return run

@@ -60,6 +60,17 @@ def test_universality_writes_scores_and_figures(outputs):
     assert {"universality_hist.png", "mean_max.png", "universality.csv"} <= set(info["files"])
 
 
+def test_consistency_writes_tables_and_its_figure_into_the_run(outputs):
+    folder = outputs / "consistency-lang-es-speaker-gender"
+    info = read(folder)
+    assert info["analysis"] == "consistency" and info["params"]["by"] == "gender"
+    assert {"consistency.csv", "by.csv", "consistency.png"} <= set(info["files"])
+    groups = pd.read_csv(folder / "consistency.csv")
+    assert {"group", "by", "consistency", "chance", "accuracy"} <= set(groups.columns)
+    # the planted `es` direction is the same for every speaker
+    assert info["summary"]["mean_consistency"] > 0.8 > abs(info["summary"]["chance_consistency"])
+
+
 def test_report_is_one_html_page_with_embedded_figures_and_audio(outputs):
     page = (outputs / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)

@@ -28,7 +28,8 @@ def test_every_stage_writes_its_results(demo):
     root, report = demo
     analysis = root / "run" / "analysis"
     for name in ("probe-lang-es", "probe-kind-music", "steer-lang-es-k20-L200-flip",
-                 "steer-kind-music-k20-L200-flip", "steer-lang-es-flip", "steer-kind-music-flip"):
+                 "steer-kind-music-k20-L200-flip", "steer-lang-es-flip", "steer-kind-music-flip",
+                 "consistency-lang-es-speaker-gender"):
         assert (analysis / name / "analysis.json").exists(), name
     page = report.read_text()
     assert "<img" in page and "probe" in page.lower()

@@ -1,0 +1,304 @@
+"""Is a labelled feature one direction of the embedding space, the same for every speaker?
+
+A single SAE latent ``φ`` adds ``v_φ d_φ`` to a reconstruction: one direction, whoever
+speaks. It can carry a feature (``lang = es`` vs ``en``) only if the feature moves every
+speaker's embeddings the same way. This diagnostic measures that on raw embeddings,
+before any SAE is trained, for a binary label and a grouping column whose groups hold
+rows of both classes (``speaker``: every speaker of the language set speaks both).
+
+For group ``g`` with positive rows ``P_g`` and negative rows ``N_g`` (``x ∈ R^M``):
+
+* shift ``s_g = mean(x, P_g) − mean(x, N_g)``                      ``[G, M]``;
+* consistency ``c_g = cos(s_g, Σ_{h≠g} s_h)`` (leave-one-out: ``s_g`` is not compared
+  with a mean that contains itself); ``c_g ≈ 1`` for all ``g``: one shared direction;
+  ``c_g ≈ 0``: every group moves its own way;
+* chance ``c⁰_g``: the same with the labels permuted within each group (only noise);
+* shared fraction ``ρ = ‖mean_g s_g‖ / mean_g ‖s_g‖`` (1: identical shifts; about
+  ``1/√G`` for unrelated ones);
+* unseen-group separability: a logistic regression fitted with whole groups held out
+  (``GroupKFold``) predicts every row; its precision/recall/accuracy bound what one
+  linear direction, and so one latent, can reach on speakers it has not seen.
+
+High consistency is necessary, not sufficient: speakers may also sit apart *along* the
+shared direction (offsets larger than the shift), which the unseen-group scores catch.
+
+``by`` (e.g. ``gender``) repeats the consistency within each of its values and gives
+the cosine between their mean shifts: a feature may be one direction for women and
+another for men (then an SAE may learn one latent per value, as in the paper's splits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .labelled import ALL_SPLITS, as_store, load_labelled
+from .plots import pyplot, save_figure
+from .results import format_table, slug, write_analysis, write_json
+from .store import EmbeddingStore, StoreError
+
+__all__ = ["group_shifts", "loo_cosines", "shared_fraction", "permuted_shifts", "unseen_group_predictions",
+           "ConsistencyResult", "consistency", "write_consistency", "run_consistency", "consistency_text"]
+
+
+def group_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_rows: int = 2
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group class-mean differences.
+
+    Args:
+      x: ``[N, M]`` embeddings. y: ``[N]`` bool (positive class). groups: ``[N]`` labels.
+      min_rows: a group is kept only with at least this many rows of *each* class.
+    Returns:
+      ``(names [G], shifts [G, M] float64, n_pos [G], n_neg [G])`` for the kept groups,
+      in sorted order of the group names.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, bool)
+    groups = np.asarray(groups).astype(str)
+    names, shifts, n_pos, n_neg = [], [], [], []
+    for g in np.unique(groups):
+        m = groups == g
+        p, n = m & y, m & ~y
+        if p.sum() >= min_rows and n.sum() >= min_rows:
+            names.append(g)
+            shifts.append(x[p].mean(0) - x[n].mean(0))
+            n_pos.append(int(p.sum()))
+            n_neg.append(int(n.sum()))
+    dim = x.shape[1] if x.ndim == 2 else 0
+    return (np.array(names, dtype=object), np.array(shifts, np.float64).reshape(-1, dim),
+            np.array(n_pos, int), np.array(n_neg, int))
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, -1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-300)
+
+
+def loo_cosines(shifts: np.ndarray) -> np.ndarray:
+    """``c_g = cos(s_g, Σ_{h≠g} s_h)`` for ``shifts [G, M]`` (G ≥ 2); returns ``[G]``."""
+    shifts = np.asarray(shifts, np.float64)
+    if len(shifts) < 2:
+        raise ValueError(f"leave-one-out consistency needs at least 2 groups; got {len(shifts)}.")
+    return _cos(shifts, shifts.sum(0, keepdims=True) - shifts)
+
+
+def shared_fraction(shifts: np.ndarray) -> float:
+    """``ρ = ‖mean_g s_g‖ / mean_g ‖s_g‖`` for ``shifts [G, M]``."""
+    shifts = np.asarray(shifts, np.float64)
+    return float(np.linalg.norm(shifts.mean(0)) / max(np.linalg.norm(shifts, axis=1).mean(), 1e-300))
+
+
+def permuted_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, rng: np.random.Generator,
+                    min_rows: int = 2) -> np.ndarray:
+    """:func:`group_shifts` with ``y`` shuffled inside each group (the chance reference)."""
+    groups = np.asarray(groups).astype(str)
+    yp = np.array(y, bool, copy=True)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        yp[idx] = yp[rng.permutation(idx)]
+    return group_shifts(x, yp, groups, min_rows)[1]
+
+
+def unseen_group_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5,
+                             C: float = 1.0, max_iter: int = 5000) -> np.ndarray:
+    """Predict every row with a logistic regression that never saw the row's group.
+
+    Groups are dealt to ``min(n_splits, G)`` folds (``sklearn.model_selection.GroupKFold``);
+    each fold is predicted by a regression fitted on the others. Returns ``[N]`` bool.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.asarray(groups).astype(str)
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(f"unseen-group prediction needs at least 2 groups; got {n_groups}.")
+    pred = np.zeros(len(y), bool)
+    for tr, te in GroupKFold(n_splits=min(n_splits, n_groups)).split(x, y, groups):
+        if len(np.unique(y[tr])) < 2:   # a fold without both classes to learn from: predict the majority
+            pred[te] = bool(y[tr][0])
+            continue
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(x[tr], y[tr])
+        pred[te] = clf.predict(x[te]).astype(bool)
+    return pred
+
+
+def _pr(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    tp = int((pred & y).sum())
+    return {"precision": tp / max(int(pred.sum()), 1), "recall": tp / max(int(y.sum()), 1),
+            "accuracy": float((pred == y).mean())}
+
+
+def _stats(shifts: np.ndarray, chance: np.ndarray) -> dict[str, float]:
+    c, c0 = loo_cosines(shifts), loo_cosines(chance)
+    return {"groups": len(shifts), "mean_consistency": float(c.mean()), "min_consistency": float(c.min()),
+            "chance_consistency": float(c0.mean()), "shared_fraction": shared_fraction(shifts),
+            "chance_shared_fraction": shared_fraction(chance),
+            "mean_shift_norm": float(np.linalg.norm(shifts, axis=1).mean())}
+
+
+@dataclass
+class ConsistencyResult:
+    """Output of :func:`consistency`.
+
+    Attributes:
+      table: one row per group: ``group``, ``by`` (when given), ``n_positive``,
+        ``n_negative``, ``shift_norm`` ‖s_g‖, ``consistency`` c_g, ``chance`` c⁰_g,
+        and the unseen-group ``accuracy`` on the group's rows.
+      by_table: one row per ``by`` value (within-value statistics and ``cos_to_all``,
+        the cosine of its mean shift with the overall mean shift), or None.
+      summary: overall statistics (see the module doc) and ``unseen_group_*`` scores.
+      params: what was asked.
+    """
+
+    table: pd.DataFrame
+    by_table: pd.DataFrame | None
+    summary: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
+                group: str = "speaker", by: str | None = None, split: str = ALL_SPLITS, min_rows: int = 2,
+                n_splits: int = 5, C: float = 1.0, seed: int = 0) -> ConsistencyResult:
+    """Measure how consistently ``label == positive`` moves the embeddings of each ``group``.
+
+    ``split``: rows of this ``split`` value (default every row). Raises
+    :class:`~jsae.store.StoreError` for a missing ``group``/``by`` column and when fewer
+    than two groups have ``min_rows`` rows of both classes (with the counts seen).
+    """
+    store = as_store(store)
+    data = load_labelled(store, label, positive, negative=negative, split=split)
+    for col in (group, by):
+        if col is not None and col not in data.table.columns:
+            raise StoreError(f"store {store.path} has no metadata column {col!r} to group by; columns: "
+                             f"{list(data.table.columns)}. Pass one of them (CLI: --group / --by).")
+    has = data.table[group].notna().to_numpy()          # rows without a group (e.g. music) take no part
+    if by is not None:
+        has = has & data.table[by].notna().to_numpy()
+    x, y = data.x.astype(np.float64)[has], data.y[has]
+    g = data.column(group)[has]
+    bv = data.column(by)[has] if by is not None else None
+    key = g if bv is None else np.array([f"{a}|{b}" for a, b in zip(g, bv)])   # a group may span `by` values
+    names, shifts, n_pos, n_neg = group_shifts(x, y, key, min_rows)
+    if len(names) < 2:
+        counts = pd.crosstab(pd.Series(g, name=group), pd.Series(np.where(y, positive, negative or f"not {positive}"),
+                                                                  name=label))
+        raise StoreError(f"store {store.path}: only {len(names)} {group!r} group(s) have at least {min_rows} rows "
+                         f"of both {label}={positive!r} and its negatives; need 2 or more. Rows per group and "
+                         f"class:\n{counts.head(20).to_string()}\nUse a grouping column whose groups hold both "
+                         "classes (e.g. speakers who speak both languages), or lower min_rows (--min-rows).")
+    keep = np.isin(key, names)
+    x, y, key, g = x[keep], y[keep], key[keep], g[keep]
+    bv = bv[keep] if bv is not None else None
+    rng = np.random.default_rng(seed)
+    chance = permuted_shifts(x, y, key, rng, min_rows)
+    pred = unseen_group_predictions(x, y, g, n_splits=n_splits, C=C)
+    rows_ok = pd.Series(pred == y).groupby(key).mean()
+    table = pd.DataFrame({"group": [n.split("|")[0] if by else n for n in names], "n_positive": n_pos,
+                          "n_negative": n_neg, "shift_norm": np.linalg.norm(shifts, axis=1),
+                          "consistency": loo_cosines(shifts), "chance": loo_cosines(chance),
+                          "accuracy": rows_ok.reindex(names).to_numpy()})
+    if by is not None:
+        table.insert(1, "by", [n.split("|", 1)[1] for n in names])
+    summary = {**_stats(shifts, chance), **{f"unseen_group_{k}": v for k, v in _pr(y, pred).items()},
+               "rows": int(len(y)), "n_positive": int(y.sum())}
+    by_table = None
+    if by is not None:
+        overall = shifts.mean(0)
+        recs = []
+        for b in sorted(table["by"].unique()):
+            m = (table["by"] == b).to_numpy()
+            rec: dict[str, Any] = {"by": b, "groups": int(m.sum())}
+            if m.sum() >= 2:
+                rec.update({k: v for k, v in _stats(shifts[m], chance[m]).items() if k != "groups"})
+            rec["cos_to_all"] = float(_cos(shifts[m].mean(0), overall))
+            rows = bv == b
+            rec.update({f"unseen_group_{k}": v for k, v in _pr(y[rows], pred[rows]).items()})
+            recs.append(rec)
+        by_table = pd.DataFrame(recs)
+        means = {b: shifts[(table["by"] == b).to_numpy()].mean(0) for b in by_table["by"]}
+        vals = list(means)
+        summary["by_mean_shift_cosines"] = {f"{a}~{b}": float(_cos(means[a], means[b]))
+                                            for i, a in enumerate(vals) for b in vals[i + 1:]}
+    params = {"store": str(store.path), "label": label, "positive": positive, "negative": negative,
+              "group": group, "by": by, "split": split, "min_rows": min_rows, "n_splits": n_splits, "C": C,
+              "seed": seed}
+    return ConsistencyResult(table.sort_values("consistency").reset_index(drop=True), by_table, summary, params)
+
+
+def _figure(res: ConsistencyResult, path: Path) -> Path:
+    plt = pyplot()
+    t = res.table
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(3.5, 0.18 * len(t) + 1.5)),
+                                 gridspec_kw={"width_ratios": [1, 1.3]})
+    bins = np.linspace(-1, 1, 41)
+    a0.hist(t["chance"], bins=bins, alpha=0.6, label="labels shuffled within group (chance)", color="0.6")
+    a0.hist(t["consistency"], bins=bins, alpha=0.8, label="actual", color="C0")
+    a0.set_xlabel("cos(shift of group, sum of the other groups' shifts)")
+    a0.set_ylabel("groups")
+    a0.legend(fontsize=8)
+    p = res.params
+    a0.set_title(f"{p['label']}={p['positive']} across {p['group']}: mean {res.summary['mean_consistency']:.2f} "
+                 f"(chance {res.summary['chance_consistency']:.2f})", fontsize=9)
+    colors = {b: f"C{i}" for i, b in enumerate(sorted(t["by"].unique()))} if "by" in t else {}
+    a1.barh(np.arange(len(t)), t["consistency"], color=[colors.get(b, "C0") for b in t.get("by", [None] * len(t))])
+    a1.set_yticks(np.arange(len(t)), [f"{gname} ({b})" if "by" in t else gname
+                                      for gname, b in zip(t["group"], t.get("by", t["group"]))], fontsize=7)
+    a1.axvline(0, color="k", lw=0.5)
+    a1.set_xlim(-1, 1)
+    a1.set_xlabel("consistency c_g")
+    if colors:
+        from matplotlib.patches import Patch
+        a1.legend(handles=[Patch(color=c, label=f"{res.params['by']} = {b}") for b, c in colors.items()], fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_consistency(res: ConsistencyResult, out_dir: str | Path) -> list[Path]:
+    """Write ``consistency.csv``, ``by.csv`` (with ``by``), ``consistency.json``, the figure and ``analysis.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "consistency.csv"]
+    res.table.to_csv(files[0], index=False)
+    tables = {"per group": "consistency.csv"}
+    if res.by_table is not None:
+        files.append(out_dir / "by.csv")
+        res.by_table.to_csv(files[-1], index=False)
+        tables[f"by {res.params['by']}"] = "by.csv"
+    files.append(write_json(out_dir / "consistency.json", {"params": res.params, "summary": res.summary,
+                                                           "groups": res.table, "by": res.by_table}))
+    files.append(_figure(res, out_dir / "consistency.png"))
+    write_analysis(out_dir, "consistency", res.params, res.summary, files, tables=tables)
+    return files
+
+
+def run_consistency(store: str | Path, label: str, positive: str, *, out: str | Path | None = None,
+                    run_dir: str | Path | None = None, **kwargs: Any) -> tuple[ConsistencyResult, Path]:
+    """:func:`consistency` and :func:`write_consistency`. Output folder: ``out``, else
+    ``RUN_DIR/analysis/consistency-<label>-<positive>-<group>`` (shown by ``jsae report``),
+    else ``runs/consistency/<same name>``."""
+    res = consistency(store, label, positive, **kwargs)
+    name = slug("consistency", label, positive, res.params["group"], res.params["by"])
+    folder = Path(out) if out is not None else (Path(run_dir) / "analysis" / name if run_dir is not None
+                                                else Path("runs") / "consistency" / name)
+    write_consistency(res, folder)
+    return res, folder
+
+
+def consistency_text(res: ConsistencyResult) -> str:
+    """A few lines for the terminal: the summary, and the per-``by`` table when there is one."""
+    s, p = res.summary, res.params
+    lines = [f"{p['label']}={p['positive']} across {s['groups']} {p['group']} groups ({s['rows']} rows): "
+             f"consistency {s['mean_consistency']:.3f} (min {s['min_consistency']:.3f}; chance "
+             f"{s['chance_consistency']:.3f}), shared fraction {s['shared_fraction']:.3f} (chance "
+             f"{s['chance_shared_fraction']:.3f}); unseen-{p['group']} linear precision/recall "
+             f"{s['unseen_group_precision']:.3f}/{s['unseen_group_recall']:.3f}, "
+             f"accuracy {s['unseen_group_accuracy']:.3f}"]
+    if res.by_table is not None:
+        lines.append(format_table(res.by_table))
+        for pair, c in s.get("by_mean_shift_cosines", {}).items():
+            lines.append(f"cos between the mean shifts of {pair}: {c:.3f}")
+    lines.append("worst groups:\n" + format_table(res.table.head(5)))
+    return "\n".join(lines)
