@@ -11,6 +11,8 @@ Public API (see each module's docstring for the math and the shapes):
   :func:`feature_split` (:mod:`jsae.splitting`), :func:`steer` and
   :func:`steer_latents` (:mod:`jsae.steering`), :func:`compare_sweeps`
   (:mod:`jsae.universality`), :func:`build_report` (:mod:`jsae.report`)
+* before training: :func:`consistency` (:mod:`jsae.consistency`): is a label one
+  direction for every speaker, so that one latent can carry it?
 """
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ _LAZY = {
     'UniversalityResult': 'universality',
     'compare_sweeps': 'universality',
     'build_report': 'report',
+    'ConsistencyResult': 'consistency',
+    'consistency': 'consistency',
 }
 
 __all__ = [
@@ -57,6 +61,8 @@ __all__ = [
     "Sweep",
     "load_sweep",
     "train_sweep",
+    "ConsistencyResult",
+    "consistency",
     "LabelledSplit",
     "load_labelled",
     "probe",

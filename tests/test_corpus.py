@@ -126,6 +126,31 @@ def test_sae_train_is_mostly_english():
         assert s["en"] / (s["en"] + s["es"]) >= 0.85, name
 
 
+def test_voice_counts_per_sae_speaker_follow_the_scale():
+    """``voices_sae`` / ``voices_sae_es``: English and Spanish voices per sae_train espeak-ng speaker."""
+    import dataclasses
+
+    from embed.corpus.build import plan_classes
+
+    def sae_voices(scale):
+        _, record = plan_classes(scale, 0)
+        counts = defaultdict(lambda: defaultdict(int))
+        for v in record["voices"]["sae_train"]:
+            if v["engine"] == "espeak-ng":
+                counts[v["speaker"]][v["lang"]] += 1
+        return counts
+
+    base = SCALES["tiny"]
+    more = dataclasses.replace(base, voices_sae=(2, 3), voices_sae_es=(4, 1))
+    for scale, (en, es) in ((base, ((1, 1), (1, 1))), (more, ((2, 3), (4, 1)))):
+        counts = sae_voices(scale)
+        assert counts
+        info = plan_classes(scale, 0)[1]["speaker_info"]
+        for speaker, c in counts.items():
+            gi = ("female", "male").index(info[speaker]["gender"])
+            assert (c["en"], c["es"]) == (en[gi], es[gi]), speaker
+
+
 def test_voices_disjoint_between_sets(corpus):
     fam = defaultdict(set)
     for name in MANIFESTS:

@@ -97,8 +97,8 @@ class Scale:
         resemblyzer: logistic-regression test accuracy about 0.85 with 3 + 6 training
         families, about 0.92 with 7 + 16).
       non_espeak: flite/festival speakers in sae_train (None: all five).
-      voices_sae: English voices per sae_train espeak-ng speaker, ``(female, male)``; each
-        also gets one Spanish voice.
+      voices_sae: English voices per sae_train espeak-ng speaker, ``(female, male)``.
+      voices_sae_es: Spanish voices per sae_train espeak-ng speaker, ``(female, male)``.
       voices_non_espeak: voices per engine of each flite/festival speaker.
       voices_feature: voices per language per speaker in the language set; music voice
         speakers get this many English voices and one Spanish voice.
@@ -121,6 +121,7 @@ class Scale:
     voices_sae: tuple
     voices_non_espeak: int
     voices_feature: int
+    voices_sae_es: tuple = (1, 1)
     turns: tuple = (2, 5)
     turn_seconds: tuple = (4.6, 13.0)
     short_turns: float = 0.15
@@ -336,7 +337,8 @@ def plan_classes(scale: Scale, seed: int) -> tuple[list[ClassSpec], dict]:
     def sae_counts(sp: Speaker) -> dict:
         if sp.engines[0][0] != "espeak-ng":
             return {"en": scale.voices_non_espeak * len(sp.engines)}
-        return {"en": scale.voices_sae[GENDERS.index(sp.gender)], "es": 1}
+        gi = GENDERS.index(sp.gender)
+        return {"en": scale.voices_sae[gi], "es": scale.voices_sae_es[gi]}
 
     voices = {"sae_train": _voices_for("sae_train", alloc["sae_train"] + non_espeak, sae_counts, seed, taken)}
     for s in ("language/train", "language/test"):
