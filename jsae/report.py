@@ -216,7 +216,7 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
              f"{data.get('n_val')} for validation).</p>")
     analyses = read_analyses(run_dir)
     links = [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}") for f, a in analyses]
-    h.append("<nav>" + "".join(f'<a href="#{html.escape(i)}">{html.escape(t)}</a>' for i, t in links) + "</nav>")
+    h.append("<nav>" + " ".join(f'<a href="#{html.escape(i)}">{html.escape(t)}</a>' for i, t in links) + "</nav>")
     h.append('<h2 id="training">Training</h2>')
     metrics = info.get("metrics") or []
     if metrics:
