@@ -74,7 +74,7 @@ from embed.corpus.voices import (
 
 __all__ = ["CORPUS_VERSION", "SCALES", "Scale", "CorpusExistsError", "build_corpus", "stable_hash"]
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 MANIFESTS = ("sae_train", "language", "music")
 SETS = ("sae_train", "language/train", "language/test", "music/train", "music/test")
 GENDERS = ("female", "male")
@@ -150,12 +150,12 @@ SCALES: dict[str, Scale] = {
     ),
     "full": Scale(
         name="full",
-        sae={"en": 2650, "es": 350, "music": 150},
+        sae={"en": 13250, "es": 1750, "music": 150},
         language_train=350, language_test=200, female_share=0.6,
         music_train={"music": 110, "en": 220, "es": 40}, music_test={"music": 200, "en": 170, "es": 30},
         families={"language/train": (7, 16), "language/test": (3, 6), "music/train": (1, 3), "music/test": (1, 3)},
         sae_families=None, non_espeak=None,
-        voices_sae=(12, 3), voices_non_espeak=4, voices_feature=2,
+        voices_sae=(60, 15), voices_sae_es=(12, 4), voices_non_espeak=20, voices_feature=2,
     ),
 }
 

@@ -10,7 +10,7 @@ from statistics import median
 from embed.corpus.channel import BAND, SAMPLE_RATE
 from embed.corpus.music import MUSIC_SOURCE
 from embed.corpus.text import ENGLISH_FILES, TEXT_SOURCES
-from embed.corpus.voices import ESPEAK_VARIANTS
+from embed.corpus.voices import ENGLISH_ACCENTS, ESPEAK_VARIANTS, SPANISH_ACCENTS
 
 __all__ = ["SYNTHESIZERS", "corpus_record", "write_data_card", "render_data_card"]
 
@@ -164,6 +164,7 @@ def corpus_record(request: dict, cfg, classes, rows: dict, details: list[dict], 
                           all_tracks=alloc["all_tracks"]),
             "synthesizers": SYNTHESIZERS,
         },
+        "accents": {"en": [list(a) for a in ENGLISH_ACCENTS], "es": [list(a) for a in SPANISH_ACCENTS]},
         "split_policy": POLICY,
         "audio": AUDIO,
         "shortfalls": shortfalls,
@@ -237,6 +238,12 @@ def render_data_card(rec: dict) -> str:
              "(YIN on the clean speech): "
              + "; ".join(f"{g}: {v['median_hz']} Hz over {v['voices']} voices (range {v['min_hz']}–{v['max_hz']})"
                          for g, v in rec["f0_check"].items()) + ".\n")
+    acc = rec.get("accents") or {}
+    if acc:
+        L.append("espeak-ng accents (language voice: share of voices), as in a US call centre: "
+                 + "; ".join(f"{lang}: " + ", ".join(f"`{a}` {w:.0%}" for a, w in acc[lang]) for lang in acc)
+                 + ". Other English and Castilian accents are left out: mixed in, they blur the language "
+                 "direction of the speaker encoder (see `ENGLISH_ACCENTS` in `embed/corpus/voices.py`).\n")
 
     L.append("## Split policy\n")
     L.append(rec["split_policy"] + "\n")
