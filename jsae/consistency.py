@@ -37,6 +37,7 @@ import pandas as pd
 
 from .labelled import ALL_SPLITS, as_store, load_labelled
 from .plots import pyplot, save_figure
+from .probing import scores_from_counts
 from .results import format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 
@@ -127,8 +128,8 @@ def unseen_group_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *
 
 def _pr(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     tp = int((pred & y).sum())
-    return {"precision": tp / max(int(pred.sum()), 1), "recall": tp / max(int(y.sum()), 1),
-            "accuracy": float((pred == y).mean())}
+    precision, recall, _ = scores_from_counts(tp, int(pred.sum()) - tp, int(y.sum()) - tp)
+    return {"precision": float(precision), "recall": float(recall), "accuracy": float((pred == y).mean())}
 
 
 def _stats(shifts: np.ndarray, chance: np.ndarray) -> dict[str, float]:
@@ -180,7 +181,8 @@ def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negat
     x, y = data.x.astype(np.float64)[has], data.y[has]
     g = data.column(group)[has]
     bv = data.column(by)[has] if by is not None else None
-    key = g if bv is None else np.array([f"{a}|{b}" for a, b in zip(g, bv)])   # a group may span `by` values
+    # a group may span several `by` values: then each (group, by) pair is a group of its own
+    key = g if bv is None else np.array([repr((a, b)) for a, b in zip(g, bv)])
     names, shifts, n_pos, n_neg = group_shifts(x, y, key, min_rows)
     if len(names) < 2:
         counts = pd.crosstab(pd.Series(g, name=group), pd.Series(np.where(y, positive, negative or f"not {positive}"),
@@ -196,12 +198,13 @@ def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negat
     chance = permuted_shifts(x, y, key, rng, min_rows)
     pred = unseen_group_predictions(x, y, g, n_splits=n_splits, C=C)
     rows_ok = pd.Series(pred == y).groupby(key).mean()
-    table = pd.DataFrame({"group": [n.split("|")[0] if by else n for n in names], "n_positive": n_pos,
+    group_of = pd.Series(g).groupby(key).first()
+    table = pd.DataFrame({"group": group_of.reindex(names).to_numpy(), "n_positive": n_pos,
                           "n_negative": n_neg, "shift_norm": np.linalg.norm(shifts, axis=1),
                           "consistency": loo_cosines(shifts), "chance": loo_cosines(chance),
                           "accuracy": rows_ok.reindex(names).to_numpy()})
     if by is not None:
-        table.insert(1, "by", [n.split("|", 1)[1] for n in names])
+        table.insert(1, "by", pd.Series(bv).groupby(key).first().reindex(names).to_numpy())
     summary = {**_stats(shifts, chance), **{f"unseen_group_{k}": v for k, v in _pr(y, pred).items()},
                "rows": int(len(y)), "n_positive": int(y.sum())}
     by_table = None
