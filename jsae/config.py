@@ -16,6 +16,8 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from .errors import JsaeError
+
 __all__ = [
     "ACTIVATIONS",
     "NORMALIZATIONS",
@@ -39,7 +41,7 @@ B_PRE_INITS = ("geometric_median", "mean", "zeros")
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(JsaeError, ValueError):
     """An invalid sweep configuration; the message names the key and the fix."""
 
 

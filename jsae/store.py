@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 import tensorstore as ts
 
+from .errors import JsaeError
+
 __all__ = [
     "ARRAY_NAME",
     "META_NAME",
@@ -62,7 +64,7 @@ DEFAULT_ROWS_PER_SHARD = 8192
 DEFAULT_ROWS_PER_CHUNK = 512
 
 
-class StoreError(ValueError):
+class StoreError(JsaeError, ValueError):
     """A store is missing, incomplete or inconsistent; the message says how to fix it."""
 
 
