@@ -14,15 +14,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip 'setuptools<81' wheel
 	# CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
+	# JAX first: setup.py compiles jsae's CPU kernels against the FFI headers it ships (needs g++).
+	$(PIP) install -q 'jax>=0.6'
 	# webrtcvad (resemblyzer) builds from source and imports pkg_resources: no build isolation.
 	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer]'
+	-$(PY) -m jsae.kernels status
 	touch $@
 
 setup: $(VENV)/.installed
 
 # Debian packages for the audio tests and the corpus builder (speech synthesisers, their
 # voices and lexicons, sox, texts, a recorded soundtrack) and Chromium for the report test.
-SYSTEM_PACKAGES := espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k \
+SYSTEM_PACKAGES := g++ espeak-ng flite festival festlex-cmu festlex-poslex festvox-kallpc16k \
   festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-base fortunes fortunes-es singularity-music chromium
 
 system-deps:
@@ -32,7 +35,7 @@ system-deps:
 demo: setup
 	$(VENV)/bin/jsae demo --out $(RUN) $(DEMO_FLAGS)
 
-test: setup system-deps
+test: system-deps setup
 	$(PY) -m pytest -q
 
 bench: setup

@@ -27,7 +27,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import sae
+from . import kernels, sae, sparse
 from .config import GridConfig, OptimConfig, SAEConfig
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "GridState",
     "make_groups",
     "make_optimizer",
+    "prefers_sparse",
     "GridTrainer",
 ]
 
@@ -121,6 +122,27 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
+# Measured cost rule (benchmarks/RESULTS.md, "sparse vs dense per group"): the sparse
+# path does ~4·B·k·M scattered multiply-adds where the dense one does 4 GEMMs of
+# B·L·M, at a few times the GEMM's cost per multiply-add; it wins while k_max / L
+# stays below this ratio.
+SPARSE_MAX_K_OVER_L = 0.25
+
+
+def prefers_sparse(group: GroupSpec, topk_path: str = "auto") -> bool:
+    """Whether ``group`` trains on the sparse TopK path (:mod:`jsae.sparse`).
+
+    ``topk_path``: ``"sparse"`` / ``"dense"`` force a path (ReLU+L1 groups are always
+    dense); ``"auto"`` takes the sparse path on a CPU with the kernels of
+    :mod:`jsae.kernels` built, when ``k_max / L ≤ SPARSE_MAX_K_OVER_L``.
+    """
+    if group.activation != "topk" or topk_path == "dense":
+        return False
+    if topk_path == "sparse":
+        return True
+    return kernels.on_cpu() and kernels.available() and group.k_max <= SPARSE_MAX_K_OVER_L * group.latent_size
+
+
 def _model_key(key: jax.Array, spec: ModelSpec) -> jax.Array:
     """A model's init key depends only on (seed, its spec), never on its grid position."""
     return jax.random.fold_in(key, zlib.crc32(spec.name.encode()) & 0x7FFFFFFF)
@@ -135,10 +157,12 @@ class GridTrainer:
       sae_cfg, optim_cfg: model/loss and optimiser options.
       mesh: optional device mesh with an axis ``"model"``; ``None`` = one device.
       matmul_dtype: ``float32`` or ``bfloat16`` for the encoder GEMM.
+      topk_path: ``auto`` | ``sparse`` | ``dense`` (see :func:`prefers_sparse`); the
+        chosen path per group is ``self.sparse``.
     """
 
     def __init__(self, groups: Sequence[GroupSpec], dim: int, sae_cfg: SAEConfig, optim_cfg: OptimConfig,
-                 *, mesh: Mesh | None = None, matmul_dtype: str = "float32"):
+                 *, mesh: Mesh | None = None, matmul_dtype: str = "float32", topk_path: str = "auto"):
         self.groups = tuple(groups)
         self.dim = int(dim)
         self.sae_cfg = sae_cfg
@@ -148,6 +172,7 @@ class GridTrainer:
         ndev = 1 if mesh is None else mesh.shape["model"]
         self.padded_sizes = tuple(-(-g.size // ndev) * ndev for g in self.groups)
         self.k_aux = tuple(min(sae_cfg.k_aux or dim // 2, g.latent_size) for g in self.groups)
+        self.sparse = tuple(prefers_sparse(g, topk_path) for g in self.groups)
 
     # ------------------------------------------------------------------ state
     @property
@@ -212,7 +237,8 @@ class GridTrainer:
 
         def losses(with_auxk: bool):
             if g.activation == "topk":
-                fn = partial(sae.topk_loss, k_max=g.k_max, k_aux=self.k_aux[gi], auxk_coef=c.auxk_coef,
+                loss_fn = sparse.topk_loss_sparse if self.sparse[gi] else sae.topk_loss
+                fn = partial(loss_fn, k_max=g.k_max, k_aux=self.k_aux[gi], auxk_coef=c.auxk_coef,
                              fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype, with_auxk=with_auxk)
             else:
                 fn = partial(sae.relu_l1_loss, fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype)

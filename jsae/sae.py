@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from . import kernels
+
 __all__ = [
     "SAEParams",
     "LossOutput",
@@ -101,27 +103,32 @@ def pre_activation(p: SAEParams, x: jax.Array, matmul_dtype=jnp.float32) -> jax.
 def topk_codes(pre: jax.Array, k: jax.Array | int, k_max: int) -> tuple[jax.Array, jax.Array]:
     """Sparse TopK codes: ``(values [..., k_max], indices [..., k_max])``.
 
-    The ``k_max`` largest pre-activations are found; ranks ``≥ k`` are zeroed, so a
-    traced ``k ≤ k_max`` gives exactly the TopK_k of a model with that k. Values
-    are passed through ReLU.
+    The ``k_max`` largest pre-activations are found (:func:`jsae.kernels.top_k`:
+    ``lax.top_k``'s values, order and tie rule); ranks ``≥ k`` are zeroed, so a traced
+    ``k ≤ k_max`` gives exactly the TopK_k of a model with that k. Values are passed
+    through ReLU.
     """
-    vals, idx = jax.lax.top_k(pre, k_max)
+    vals, idx = kernels.top_k(pre, k_max)
     keep = jnp.arange(k_max) < k
     return jnp.where(keep, jax.nn.relu(vals), 0.0), idx
 
 
 def topk_dense(pre: jax.Array, k: jax.Array | int, k_max: int) -> jax.Array:
-    """Dense TopK codes ``[..., L]``: ``ReLU(pre)`` where ``pre`` is among the ``k`` largest, else 0.
+    """Dense TopK codes ``[..., L]``: ``ReLU(pre)`` at the ``k`` latents ``top_k`` selects, else 0.
 
-    Found as ``pre ≥ (k-th largest value)`` with the threshold from ``top_k`` at
-    ``k_max`` (``k`` may be traced, ``≤ k_max``): no scatter forward or backward, which
-    on CPUs is far cheaper than scattering sparse codes. Entries tied with the k-th
-    value are all kept (probability zero for continuous inputs).
+    With ``(v, i) = top_k(pre, k_max)`` and the k-th pick ``(v_k, i_k)`` (``k`` may be
+    traced, ``≤ k_max``), latent ℓ is kept iff ``pre_ℓ > v_k`` or (``pre_ℓ = v_k`` and
+    ``ℓ ≤ i_k``): exactly the k that ``top_k`` picks, ties included (the lower index
+    wins), found by comparisons — no scatter forward or backward, which on CPUs is far
+    cheaper than scattering sparse codes.
     """
-    vals = jax.lax.top_k(jax.lax.stop_gradient(pre), k_max)[0]
+    vals, idx = kernels.top_k(jax.lax.stop_gradient(pre), k_max)
     rank = jnp.broadcast_to(jnp.asarray(k, jnp.int32) - 1, vals.shape[:-1] + (1,))
     kth = jnp.take_along_axis(vals, rank, axis=-1)
-    return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
+    kth_idx = jnp.take_along_axis(idx, rank, axis=-1)
+    iota = jax.lax.broadcasted_iota(jnp.int32, pre.shape, pre.ndim - 1)
+    keep = (pre > kth) | ((pre == kth) & (iota <= kth_idx))
+    return jnp.where(keep, jax.nn.relu(pre), 0.0)
 
 
 def encode_sparse(p: SAEParams, x: jax.Array, k: jax.Array | int, k_max: int | None = None,

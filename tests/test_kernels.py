@@ -1,0 +1,161 @@
+"""The CPU kernels (jsae.kernels) equal XLA's top_k and a float64 reference of the sparse algebra."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsae import kernels
+
+
+def test_the_kernel_library_is_built_and_loads():
+    # The install builds it (setup.py); every other test here would silently test the fallback otherwise.
+    assert kernels.available(), kernels.load_error()
+
+
+def _assert_same_topk(x: np.ndarray, k: int) -> None:
+    got_v, got_i = jax.jit(lambda a: kernels.top_k(a, k))(jnp.asarray(x))
+    ref_v, ref_i = jax.lax.top_k(jnp.asarray(x), k)
+    np.testing.assert_array_equal(np.asarray(got_i), np.asarray(ref_i))
+    np.testing.assert_array_equal(np.asarray(got_v).view(np.int32), np.asarray(ref_v).view(np.int32))
+
+
+@pytest.mark.parametrize("shape,k", [((1, 1), 1), ((3, 7), 3), ((5, 8), 8), ((4, 9), 1), ((16, 100), 35),
+                                     ((64, 1200), 35), ((2, 3, 300), 96), ((40, 50), 49), ((6, 64), 0)])
+def test_top_k_equals_lax_top_k_on_random_rows(shape, k):
+    x = np.random.default_rng(sum(shape) + k).standard_normal(shape).astype(np.float32)
+    _assert_same_topk(x, k)
+
+
+@pytest.mark.parametrize("k", [1, 4, 20, 64])
+def test_top_k_on_constant_rows_and_exact_ties(k):
+    rng = np.random.default_rng(k)
+    constant = np.full((3, 64), 0.25, np.float32)
+    ties = rng.integers(-3, 4, size=(50, 64)).astype(np.float32)  # 7 distinct values: ties everywhere
+    zeros = np.where(rng.random((5, 64)) < 0.5, 0.0, -0.0).astype(np.float32)  # +0 ranks above -0
+    for x in (constant, ties, zeros):
+        _assert_same_topk(x, k)
+
+
+def test_top_k_with_infinities_and_nan():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 100)).astype(np.float32)
+    x[rng.random(x.shape) < 0.7] = -np.inf  # AuxK masks live latents with -inf
+    x[0] = -np.inf
+    x[1, :5] = np.inf
+    x[2, [3, 50]] = np.nan  # XLA's total order: NaN above +inf
+    for k in (1, 10, 40, 100):
+        _assert_same_topk(x, k)
+
+
+def test_top_k_under_vmap_and_with_leading_dims():
+    x = np.random.default_rng(1).standard_normal((3, 4, 200)).astype(np.float32)
+    got = jax.vmap(jax.vmap(lambda r: kernels.top_k(r, 12)))(jnp.asarray(x))
+    ref = jax.lax.top_k(jnp.asarray(x), 12)
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(ref[1]))
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(ref[0]))
+
+
+def _rank_sets(idx: np.ndarray, k: int, width: int):
+    return set(idx[:k].tolist()), set(idx[:width].tolist())
+
+
+@pytest.mark.parametrize("L,width", [(1200, 35), (100, 35), (300, 96), (30, 30)])
+def test_select_puts_the_top_k_first_for_a_traced_k_per_model(L, width):
+    rng = np.random.default_rng(L + width)
+    x = rng.standard_normal((4, 500, L)).astype(np.float32)
+    x[:, ::7, : L // 2] = np.round(x[:, ::7, : L // 2])  # exact ties in some rows
+    ks = jnp.asarray([1, width // 3, width - 1, width], jnp.int32)
+    vals, idx = jax.jit(jax.vmap(lambda r, k: kernels.select(r, k, width)))(jnp.asarray(x), ks)
+    ref_v, ref_i = jax.lax.top_k(jnp.asarray(x), width)
+    vals, idx, ref_i = np.asarray(vals), np.asarray(idx), np.asarray(ref_i)
+    for m, k in enumerate(np.asarray(ks)):
+        for r in range(x.shape[1]):
+            assert _rank_sets(idx[m, r], k, width) == _rank_sets(ref_i[m, r], k, width)
+    np.testing.assert_array_equal(vals, np.take_along_axis(x, idx, axis=-1))
+
+
+@pytest.mark.parametrize("n_live", [0, 3, 40, 250, 300])
+def test_masked_select_equals_top_k_of_the_masked_rows(n_live):
+    rng = np.random.default_rng(n_live)
+    L, width = 300, 40
+    x = rng.standard_normal((3, 64, L)).astype(np.float32)
+    mask = np.zeros((3, L), bool)
+    for m in range(3):
+        mask[m, rng.permutation(L)[:n_live]] = True
+    vals, idx = jax.vmap(lambda a, mm: kernels.masked_select(a, mm, width))(jnp.asarray(x), jnp.asarray(mask))
+    masked = jnp.where(jnp.asarray(mask)[:, None, :], jnp.asarray(x), -jnp.inf)
+    ref_v, ref_i = jax.lax.top_k(masked, width)
+    vals, idx, ref_v, ref_i = map(np.asarray, (vals, idx, ref_v, ref_i))
+    for m in range(3):
+        for r in range(64):
+            assert set(idx[m, r]) == set(ref_i[m, r])
+            assert sorted(vals[m, r].tolist()) == sorted(ref_v[m, r].tolist())
+
+
+def _sparse_inputs(seed: int, L=57, M=24, B=33, K=6):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((L, M)).astype(np.float32)
+    g = rng.standard_normal((B, M)).astype(np.float32)
+    v = rng.standard_normal((B, K)).astype(np.float32)
+    v[rng.random(v.shape) < 0.2] = 0.0  # masked ranks: skipped by the kernels
+    idx = np.stack([rng.permutation(L)[:K] for _ in range(B)]).astype(np.int32)
+    idx[::5, 1] = idx[::5, 0] if K > 1 else idx[::5, 0]  # repeated latents within a row add up
+    return w, g, v, idx
+
+
+def test_sparse_decode_gather_dot_scatter_outer_match_float64_numpy():
+    w, g, v, idx = _sparse_inputs(3)
+    w64, g64, v64 = w.astype(np.float64), g.astype(np.float64), v.astype(np.float64)
+    ref_decode = np.einsum("bk,bkm->bm", v64, w64[idx])
+    ref_dot = np.einsum("bm,bkm->bk", g64, w64[idx])
+    ref_out = np.zeros_like(w64)
+    ref_sum = np.zeros(len(w64))
+    for b in range(idx.shape[0]):
+        for j in range(idx.shape[1]):
+            ref_out[idx[b, j]] += v64[b, j] * g64[b]
+            ref_sum[idx[b, j]] += v64[b, j]
+    np.testing.assert_allclose(np.asarray(kernels.sparse_decode(w, v, idx)), ref_decode, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(kernels.gather_dot(w, g, idx)), ref_dot, rtol=1e-5, atol=1e-5)
+    out, csum = kernels.scatter_outer(g, v, idx, w.shape[0])
+    np.testing.assert_allclose(np.asarray(out), ref_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(csum), ref_sum, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(kernels.scatter_sum(v, idx, w.shape[0])), ref_sum, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_algebra_under_vmap_over_models():
+    inputs = [_sparse_inputs(s) for s in range(3)]
+    w, g, v, idx = (np.stack(a) for a in zip(*inputs))
+    dec = jax.vmap(kernels.sparse_decode)(w, v, idx)
+    out, csum = jax.vmap(lambda g, v, i: kernels.scatter_outer(g, v, i, w.shape[1]))(g, v, idx)
+    for m in range(3):
+        np.testing.assert_allclose(np.asarray(dec[m]), np.asarray(kernels.sparse_decode(w[m], v[m], idx[m])),
+                                   rtol=1e-6)
+        one = kernels.scatter_outer(g[m], v[m], idx[m], w.shape[1])
+        np.testing.assert_allclose(np.asarray(out[m]), np.asarray(one[0]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(csum[m]), np.asarray(one[1]), rtol=1e-6)
+
+
+def test_without_the_library_the_xla_fallback_gives_the_same_results_and_warns_once():
+    code = (
+        "import warnings, numpy as np, jax, jax.numpy as jnp\n"
+        "from jsae import kernels\n"
+        "x = np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32)\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    a = kernels.top_k(jnp.asarray(x), 5); b = kernels.select(jnp.asarray(x), 3, 5)\n"
+        "assert not kernels.available()\n"
+        "assert sum('kernels unavailable' in str(m.message) for m in w) == 1, [str(m.message) for m in w]\n"
+        "print(np.asarray(a[1]).tolist())\n"
+    )
+    env = dict(os.environ, JSAE_KERNELS="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, text=True)
+    got = np.array(json.loads(out.stdout))
+    np.testing.assert_array_equal(got, np.asarray(jax.lax.top_k(jnp.asarray(
+        np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32)), 5)[1]))
