@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jsae.errors import JsaeError
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioReadError",
@@ -37,7 +39,7 @@ __all__ = [
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 
 
-class AudioReadError(RuntimeError):
+class AudioReadError(JsaeError, RuntimeError):
     """A recording cannot be used; ``reason`` is the short text the summary records."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

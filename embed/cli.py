@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     # that its memory preallocation cannot starve the torch encoder
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-    from embed.encoders import ENCODERS, EncoderLoadError
-    from embed.export import ExportConfig, ExportError, export_status, finalize, run_export
-    from embed.plan import ManifestError
+    from jsae.errors import JsaeError, print_error
+
+    from embed.encoders import ENCODERS
+    from embed.export import ExportConfig, export_status, finalize, run_export
     from embed.segment import SegmentConfig
 
     try:
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
         )
         result = run_export(cfg)
-    except (ExportError, EncoderLoadError, ManifestError, FileNotFoundError, ValueError) as err:
-        print(f"jsae embed: error: {err}", file=sys.stderr)
+    except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
+        print_error(err, "jsae embed")
         return 1
     if result["status"] == "complete":
         _print_summary(result["summary"])

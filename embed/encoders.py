@@ -56,6 +56,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from jsae.errors import JsaeError
+
 __all__ = [
     "Encoder",
     "EncoderLoadError",
@@ -70,7 +72,7 @@ __all__ = [
 log = logging.getLogger("embed")
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(JsaeError, RuntimeError):
     """The encoder or its weights cannot be loaded; the message says how to fix it."""
 
 
@@ -126,7 +128,7 @@ def get_encoder(name: str) -> Encoder:
     try:
         return ENCODERS[name]()
     except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}.") from None
+        raise EncoderLoadError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}.") from None
 
 
 def resolve_device(device: str | None) -> str:
@@ -141,6 +143,25 @@ def resolve_device(device: str | None) -> str:
             "use --device cpu, or install a CUDA build of torch on a GPU machine."
         )
     return device
+
+
+def _load_state_dict(torch, path: Path, given: str) -> dict:
+    """The ``model_state`` tensors of a resemblyzer-style weights file, read with
+    ``torch.load(weights_only=True)``: tensors and plain containers only, no pickled code."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ... here
+        raise EncoderLoadError(
+            f"--model {given}: cannot be loaded as plain weights ({type(err).__name__}); only tensors saved with "
+            "torch.save(state_dict) are read, never pickled objects or code."
+        ) from None
+    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise EncoderLoadError(
+            f"--model {given}: not a resemblyzer weights file; it must hold {{'model_state': state_dict}} "
+            "(as resemblyzer's pretrained.pt does)."
+        )
+    return state
 
 
 def _require(module: str, hint: str):
@@ -339,7 +360,7 @@ class ResemblyzerEncoder(Encoder):
 
         self._torch = torch
         self.device = resolve_device(device)
-        weights = None
+        weights = state = None
         if model:
             weights = Path(model).expanduser()
             if not weights.is_file():
@@ -347,7 +368,16 @@ class ResemblyzerEncoder(Encoder):
                     f"--model {model}: no such file. For resemblyzer, --model is an optional custom "
                     "weights file (.pt); leave it out to use the weights shipped with the package."
                 )
-        self._enc = resemblyzer.VoiceEncoder(device=self.device, verbose=False, weights_fpath=weights)
+            state = _load_state_dict(torch, weights, model)
+        # the package's own weights first; a custom file is loaded as plain tensors, never unpickled
+        self._enc = resemblyzer.VoiceEncoder(device=self.device, verbose=False)
+        if state is not None:
+            missing, _ = self._enc.load_state_dict(state, strict=False)
+            if missing:
+                raise EncoderLoadError(
+                    f"--model {model}: the weights lack {len(missing)} of the GE2E encoder's tensors "
+                    f"(e.g. {missing[:3]}); give a resemblyzer weights file ({{'model_state': state_dict}})."
+                )
         self._enc.eval()
         self._hp = hparams
         self.sample_rate = int(hparams.sampling_rate)

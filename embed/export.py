@@ -46,6 +46,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jsae.errors import JsaeError
+from jsae.safety import check_writable_folder, is_store_dir, remove_tree
+
 from embed.audio import AudioReadError, load_audio
 from embed.encoders import Encoder, get_encoder
 from embed.plan import Plan, make_plan, read_manifest, scan_audio_dir, shard_bounds
@@ -73,7 +76,7 @@ LOCK_NAME = "finalize.lock"
 PLAN_VERSION = 1
 
 
-class ExportError(RuntimeError):
+class ExportError(JsaeError, RuntimeError):
     """The export cannot go on; the message names the file or setting and the fix."""
 
 
@@ -194,22 +197,33 @@ def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) 
         if planned.get(key) != wanted.get(key):
             diffs.append(f"{key}: store has {planned.get(key)!r}, this command gives {wanted.get(key)!r}")
     raise ExportError(
-        f"{out} was planned with other settings:\n  " + "\n  ".join(diffs) +
-        "\nRerun with the original settings to resume it, choose another --out, or pass --overwrite to start over."
+        f"{out} was planned with other settings ({'; '.join(diffs)}). Rerun with the original settings to "
+        "resume it, choose another --out, or pass --overwrite to start over."
     )
 
 
-def _clear_store(out: Path) -> None:
-    if not out.exists():
-        return
-    known = {PLAN_INFO, PLAN_TABLE, PROGRESS_DIR, SUMMARY_NAME, "store.json", "metadata.parquet", "embeddings.zarr"}
-    foreign = [p.name for p in out.iterdir() if not any(p.name.startswith(k) for k in known)]
-    if foreign:
-        raise ExportError(
-            f"--overwrite: {out} holds files that are not part of an embedding store ({foreign[:5]}); "
-            "refusing to delete it. Choose another --out."
-        )
-    shutil.rmtree(out)
+def _inputs(cfg: "ExportConfig") -> list[Path]:
+    """The command's input files and folders (never deleted by --overwrite)."""
+    return [p for p in (cfg.manifest, cfg.audio_dir, cfg.model) if p is not None and Path(p).exists()]
+
+
+def _clear_store(out: Path, inputs: list[Path] = ()) -> None:
+    """``--overwrite``: delete the store at ``out``, only if it is one (:func:`jsae.safety.check_deletable`:
+    never the working directory, a folder holding an input, or a folder with other files)."""
+    try:
+        remove_tree(out, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
+    except JsaeError as err:
+        raise ExportError(f"--overwrite: {err}") from None
+
+
+def audio_roots(paths) -> list[str]:
+    """The folders the audio of a store came from: the distinct folders of ``paths``, without
+    those inside another one. ``jsae report`` plays only files under these (or ``--audio-root``)."""
+    roots: list[str] = []
+    for folder in sorted({os.path.dirname(os.path.abspath(str(p))) for p in paths}):
+        if not any(folder == r or folder.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            roots.append(folder)
+    return roots
 
 
 # ----------------------------------------------------------------------------- plan
@@ -459,7 +473,8 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
         metadata = table[[c for c in table.columns if not c.startswith("_")]]
         finalize_store(out, metadata, {
             "producer": "jsae embed", "encoder": info["encoder"], "segmentation": summary["segmentation"],
-            "inputs": summary["inputs"], "rows_per_shard": info["settings"]["rows_per_shard"],
+            "inputs": summary["inputs"], "audio_roots": audio_roots(table["_path"]),
+            "rows_per_shard": info["settings"]["rows_per_shard"],
             "rows_per_chunk": info["settings"]["rows_per_chunk"], "summary": SUMMARY_NAME,
         })
     finally:
@@ -479,7 +494,12 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
     """
     out = Path(cfg.out)
     if cfg.overwrite:
-        _clear_store(out)
+        _clear_store(out, _inputs(cfg))
+    if not (out / PLAN_INFO).exists() and not (out / "store.json").exists():
+        try:  # a new export writes only into a new or empty folder (or one it started itself)
+            check_writable_folder(out, what="an embedding store", is_ours=is_store_dir)
+        except JsaeError as err:
+            raise ExportError(str(err)) from None
     wanted = cfg.settings()
     if (out / "store.json").exists() and not (out / PLAN_INFO).exists():
         raise ExportError(f"{out} is a store not made by `jsae embed`; choose another --out or pass --overwrite.")

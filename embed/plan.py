@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from jsae.errors import JsaeError, MissingPathError
+
 from embed.audio import AUDIO_EXTENSIONS, AudioReadError, load_audio
 from embed.segment import SegmentConfig, find_segments
 
@@ -58,7 +60,7 @@ MANIFEST_AUDIO_KEYS = ("audio_filepath", "offset", "duration")
 RESERVED_COLUMNS = ("id", "source")
 
 
-class ManifestError(ValueError):
+class ManifestError(JsaeError, ValueError):
     """A manifest line cannot be parsed; names the file, line and fix."""
 
 
@@ -131,7 +133,7 @@ def scan_audio_dir(folder: str | os.PathLike, extensions: Iterable[str] = AUDIO_
     """All audio files under ``folder`` (recursive, hidden files skipped), sorted by relative path."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--audio-dir {folder} is not a directory.")
+        raise MissingPathError(f"--audio-dir {folder} is not a directory.")
     base = folder.resolve()
     exts = tuple(e.lower() for e in extensions)
     found = []
@@ -141,7 +143,7 @@ def scan_audio_dir(folder: str | os.PathLike, extensions: Iterable[str] = AUDIO_
             if not name.startswith(".") and name.lower().endswith(exts):
                 found.append(Path(root) / name)
     if not found:
-        raise FileNotFoundError(f"--audio-dir {folder}: no audio files ({', '.join(exts)}) found.")
+        raise MissingPathError(f"--audio-dir {folder}: no audio files ({', '.join(exts)}) found.")
     found.sort(key=lambda p: p.relative_to(base).as_posix())
     return [Recording(path=p, source=p.relative_to(base).as_posix()) for p in found]
 

@@ -32,9 +32,12 @@ exact, row ids built from them are stable, and a segment of ``d`` ms is exactly
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from jsae.errors import BadValueError
 
 __all__ = ["SegmentConfig", "Segment", "nonsilent_stretches", "intervals_to_stretches", "split_stretch",
            "find_segments"]
@@ -63,18 +66,21 @@ class SegmentConfig:
     min_silence: float = 0.3
 
     def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not math.isfinite(float(value)):
+                raise BadValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}.")
         if not (self.min_seconds > 0):
-            raise ValueError(f"--min-seconds must be > 0; got {self.min_seconds}.")
+            raise BadValueError(f"--min-seconds must be > 0; got {self.min_seconds}.")
         if self.max_seconds < self.min_seconds:
-            raise ValueError(
+            raise BadValueError(
                 f"--max-seconds ({self.max_seconds}) must be at least --min-seconds ({self.min_seconds})."
             )
         if self.top_db <= 0:
-            raise ValueError(f"--top-db must be > 0 dB; got {self.top_db}.")
+            raise BadValueError(f"--top-db must be > 0 dB; got {self.top_db}.")
         if self.floor_db >= 0:
-            raise ValueError(f"--floor-db is in dBFS and must be < 0; got {self.floor_db}.")
+            raise BadValueError(f"--floor-db is in dBFS and must be < 0; got {self.floor_db}.")
         if self.min_silence < 0:
-            raise ValueError(f"--min-silence must be >= 0 seconds; got {self.min_silence}.")
+            raise BadValueError(f"--min-silence must be >= 0 seconds; got {self.min_silence}.")
 
     @property
     def min_ms(self) -> int:

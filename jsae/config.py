@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,6 +40,7 @@ ACTIVATIONS = ("topk", "relu_l1")
 NORMALIZATIONS = ("none", "scale", "center_scale", "standardize")
 B_PRE_INITS = ("geometric_median", "mean", "zeros")
 MATMUL_DTYPES = ("float32", "bfloat16")
+TOPK_PATHS = ("auto", "sparse", "dense")
 
 
 class ConfigError(JsaeError, ValueError):
@@ -100,6 +102,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     matmul_dtype: str = "float32"
+    topk_path: str = "auto"  # auto | sparse | dense: how TopK groups train (see jsae.grid)
     shard_models: bool = True
     progress: bool = True
 
@@ -196,7 +199,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist.")
-        sources.append(OmegaConf.load(path))
+        sources.append(_load_yaml(path))
         where = str(path)
     bad = [o for o in overrides if "=" not in o]
     if bad:
@@ -205,6 +208,31 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         sources.append(OmegaConf.from_dotlist(list(overrides)))
         where += " + overrides " + " ".join(overrides)
     return _merge(sources, where)
+
+
+def _load_yaml(path: Path) -> Any:
+    """Parse a YAML config safely (no Python tags); a syntax error or an unsafe tag is a ConfigError."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config {path} is not a file; give a sweep YAML such as configs/default.yaml.")
+    try:
+        data = OmegaConf.load(path)  # a yaml.SafeLoader: Python tags are refused, never constructed
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config {path} is not valid YAML{where}: {' '.join(str(problem).split())}. "
+                          "Only plain YAML (mappings, lists, numbers, strings) is accepted; "
+                          "see configs/default.yaml.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config {path} cannot be read ({type(err).__name__}); give a UTF-8 YAML file.") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config {path}: {str(err).strip().splitlines()[0]}. See configs/default.yaml.") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"config {path} must be a YAML mapping of sections (grid:, sae:, optim:, train:, data:); "
+                          f"got a {type(data).__name__}. See configs/default.yaml.")
+    return data
 
 
 def config_from_dict(d: dict[str, Any]) -> SweepConfig:
@@ -232,13 +260,33 @@ def _choice(value: str, choices: Sequence[str], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {list(choices)}.")
 
 
+def _non_finite(obj: Any, prefix: str = "") -> tuple[str, Any] | None:
+    """The first float value (or list element) of a config that is NaN or ±Inf."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            bad = _non_finite(v, key + ".")
+            if bad:
+                return bad
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(x, float) and not math.isfinite(x):
+                return key, v
+    return None
+
+
 def validate_config(cfg: SweepConfig) -> None:
     """Consistency checks beyond types; raise :class:`ConfigError` naming the key."""
     g, s, o, t = cfg.grid, cfg.sae, cfg.optim, cfg.train
+    bad = _non_finite(cfg)
+    if bad:
+        key, value = bad
+        raise ConfigError(f"{key}={value} is not a finite number; give a real value (see configs/default.yaml).")
     _choice(g.activation, ACTIVATIONS, "grid.activation")
     _choice(s.normalize, NORMALIZATIONS, "sae.normalize")
     _choice(s.b_pre_init, B_PRE_INITS, "sae.b_pre_init")
     _choice(t.matmul_dtype, MATMUL_DTYPES, "train.matmul_dtype")
+    _choice(t.topk_path, TOPK_PATHS, "train.topk_path")
     if not g.latent_size:
         raise ConfigError("grid.latent_size is empty; give at least one latent size, e.g. grid.latent_size=[200].")
     if any(L <= 0 for L in g.latent_size):
@@ -268,12 +316,22 @@ def validate_config(cfg: SweepConfig) -> None:
         raise ConfigError("sae.k_aux must be >= 0, sae.dead_after_samples and sae.b_pre_init_samples > 0.")
     if o.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0; got {o.lr}.")
+    for key, beta in (("optim.b1", o.b1), ("optim.b2", o.b2)):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1); got {beta} (Adam's default is 0.9 / 0.999).")
+    if o.eps <= 0:
+        raise ConfigError(f"optim.eps must be > 0; got {o.eps}.")
+    if o.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps must be >= 0; got {o.warmup_steps}.")
+    if s.fire_threshold < 0:
+        raise ConfigError(f"sae.fire_threshold must be >= 0; got {s.fire_threshold}.")
     if t.batch_size <= 0:
         raise ConfigError(f"train.batch_size must be > 0; got {t.batch_size}.")
     if t.steps <= 0 and t.epochs <= 0:
         raise ConfigError("set train.steps > 0 or train.epochs > 0.")
-    if not 0.0 <= t.val_fraction < 1.0:
-        raise ConfigError(f"train.val_fraction must be in [0, 1); got {t.val_fraction}.")
+    if not 0.0 < t.val_fraction < 1.0:
+        raise ConfigError(f"train.val_fraction must be in (0, 1): the metrics are computed on validation rows; "
+                          f"got {t.val_fraction}.")
     if cfg.data.fit_rows <= 0:
         raise ConfigError(f"data.fit_rows must be > 0; got {cfg.data.fit_rows}.")
     if t.steps_per_call <= 0 or t.checkpoint_every <= 0 or t.keep_checkpoints <= 0:

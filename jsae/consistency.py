@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import BadValueError
 from .labelled import ALL_SPLITS, as_store, load_labelled
 from .plots import pyplot, save_figure
 from .probing import scores_from_counts
@@ -81,7 +82,7 @@ def loo_cosines(shifts: np.ndarray) -> np.ndarray:
     """``c_g = cos(s_g, Σ_{h≠g} s_h)`` for ``shifts [G, M]`` (G ≥ 2); returns ``[G]``."""
     shifts = np.asarray(shifts, np.float64)
     if len(shifts) < 2:
-        raise ValueError(f"leave-one-out consistency needs at least 2 groups; got {len(shifts)}.")
+        raise BadValueError(f"leave-one-out consistency needs at least 2 groups; got {len(shifts)}.")
     return _cos(shifts, shifts.sum(0, keepdims=True) - shifts)
 
 
@@ -115,7 +116,7 @@ def unseen_group_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *
     groups = np.asarray(groups).astype(str)
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise ValueError(f"unseen-group prediction needs at least 2 groups; got {n_groups}.")
+        raise BadValueError(f"unseen-group prediction needs at least 2 groups; got {n_groups}.")
     pred = np.zeros(len(y), bool)
     for tr, te in GroupKFold(n_splits=min(n_splits, n_groups)).split(x, y, groups):
         if len(np.unique(y[tr])) < 2:   # a fold without both classes to learn from: predict the majority

@@ -12,15 +12,18 @@ of a sweep, :func:`raw_directions` gives their decoder directions in the raw spa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import NotFoundError
 from .store import EmbeddingStore, StoreError, open_store
 from .sweep import Sweep
 
-__all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "model_index", "raw_directions", "ALL_SPLITS"]
+__all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "model_index", "raw_directions",
+           "sweep_and_dir", "ALL_SPLITS"]
 
 #: pass as ``split`` to use every row (every split value)
 ALL_SPLITS = "all"
@@ -161,6 +164,16 @@ def load_labelled(store: EmbeddingStore | str, label: str, positive: str, *, neg
                          label=label, positive=positive, negative=negative)
 
 
+def sweep_and_dir(run: "Sweep | str | Path") -> tuple[Sweep, Path]:
+    """A loaded sweep and its run directory from either; a path is loaded with
+    :func:`jsae.rundir.load_run` (a damaged checkpoint is a one-line error)."""
+    if isinstance(run, Sweep):
+        return run, Path(run.run_dir)
+    from .rundir import load_run
+
+    return load_run(run), Path(run)
+
+
 def model_index(sweep: Sweep, k: int | None = None, latent_size: int | None = None) -> list[tuple[int, int, int]]:
     """``(spec_index, group_index, index_in_group)`` of the models with this k / latent size."""
     out, i = [], 0
@@ -171,7 +184,7 @@ def model_index(sweep: Sweep, k: int | None = None, latent_size: int | None = No
             i += 1
     if not out:
         have = ", ".join(m.name for m in sweep.specs)
-        raise KeyError(f"no model with k={k} latent_size={latent_size} in {sweep.run_dir}; models: {have}")
+        raise NotFoundError(f"no model with k={k} latent_size={latent_size} in {sweep.run_dir}; models: {have}")
     return out
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BadValueError
+
 __all__ = ["Normalizer", "fit_normalizer", "geometric_median"]
 
 
@@ -59,7 +61,7 @@ def fit_normalizer(x: np.ndarray, kind: str = "center_scale") -> Normalizer:
         return Normalizer(kind, mu, np.full(m, max(s, 1e-12)))
     if kind == "standardize":
         return Normalizer(kind, mu, np.maximum(x.std(axis=0), 1e-12))
-    raise ValueError(f"unknown normalisation {kind!r}; use none, scale, center_scale or standardize.")
+    raise BadValueError(f"unknown normalisation {kind!r}; use none, scale, center_scale or standardize.")
 
 
 def geometric_median(x: np.ndarray, iters: int = 100, tol: float = 1e-7) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, load_train_test
+from .labelled import LabelledSplit, load_train_test, sweep_and_dir
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
@@ -186,9 +186,7 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
 def run_probe(run_dir: str | Path, store: str | Path, label: str, positive: str, *, negative: str | None = None,
               out: str | Path | None = None, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
     """Load a sweep, probe it, write the outputs (default ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
-    from .sweep import load_sweep
-
-    sweep = load_sweep(run_dir)
+    sweep, run_dir = sweep_and_dir(run_dir)
     df = probe(sweep, store, label, positive, negative=negative, **kwargs)
     out_dir = analysis_dir(run_dir, slug("probe", label, positive), out)
     write_probe(df, out_dir)

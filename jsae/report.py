@@ -8,27 +8,45 @@ segments: their ``id``, ``source``, ``offset``, ``duration`` and labels, and an
 embedded as a WAV data URI; formats the standard library cannot cut are linked with
 a ``#t=start,end`` media fragment instead). Figures are embedded as base64 PNG, so
 the page is one file that can be mailed around.
+
+**Safety.** Metadata, analysis files and paths are data, never markup: the page is
+rendered by a Jinja2 template with autoescaping, so a label such as
+``<script>…</script>`` is shown as text. A Content-Security-Policy ``<meta>`` allows
+no script at all, images and audio only as ``data:`` URIs (audio also as a local
+``file:`` link) and inline styles only. Audio is read only from files whose real
+path lies under an *audio root*: ``--audio-root``, or the folders the store was
+exported from (``store.json``: ``audio_roots``, ``inputs.audio_dir``, the manifest's
+folder); a ``source`` such as ``../../x.wav``, an absolute path elsewhere or a link
+leading out of the roots is not read, and the page says so. Figures and tables named
+by an ``analysis.json`` are read only from inside that analysis folder.
 """
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
-import re
+import math
+import os
 import wave
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .errors import JsaeError, MissingPathError
 from .results import read_analyses
 
-__all__ = ["build_report", "top_activating", "audio_html", "resolve_audio", "REPORT_NAME"]
+__all__ = ["build_report", "top_activating", "audio_html", "audio_src", "audio_roots", "resolve_audio",
+           "locate_audio", "REPORT_NAME", "CSP"]
 
 REPORT_NAME = "report.html"
+#: the page needs no script; images are data: URIs, audio data: URIs (or a local file: link)
+CSP = ("default-src 'none'; img-src data:; media-src data: file:; style-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
 _HIDE_COLUMNS = ("split",)
+_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-top:.6em} h3{font-size:1.05em}
@@ -40,24 +58,99 @@ nav{font-size:.9em;line-height:1.6} nav a{margin-right:1em;white-space:nowrap}
 img{max-width:100%;margin:.3em .5em .3em 0;border:1px solid #eee}
 .params{font-family:monospace;font-size:.8em;color:#555;white-space:pre-wrap}
 .note{color:#666;font-size:.85em} audio{height:28px;width:220px}
+.unfinished{color:#a00}
+"""
+
+_TEMPLATE = r"""<!doctype html>
+<html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
+<title>jsae report: {{ run_name }}</title>
+<style>{{ style }}</style></head><body>
+{%- macro table(t) %}
+<div class="table"><table>
+<thead><tr>{% for col in t.columns %}<th>{% for part in col.split('_') %}{% if not loop.first %}_<wbr>{% endif %}{{ part }}{% endfor %}</th>{% endfor %}</tr></thead>
+<tbody>
+{%- for row in t.rows %}
+<tr>{% for kind, value in row %}<td>{% if kind == "audio" %}<audio controls preload="none" src="{{ value }}"></audio>{% elif kind == "note" %}<span class="note">{{ value }}</span>{% else %}{{ value }}{% endif %}</td>{% endfor %}</tr>
+{%- endfor %}
+</tbody></table></div>
+{%- if t.more %}<p class="note">{{ t.more }} more rows in the CSV.</p>{% endif %}
+{%- endmacro %}
+{%- macro images(items) %}{% for im in items %}<img alt="{{ im.name }}" title="{{ im.name }}" src="{{ im.src }}">{% endfor %}{% endmacro %}
+<h1>jsae report: {{ run_path }}</h1>
+<p>{{ n_models }} models, step {{ step }}, embedding dim {{ dim }}, trained on {{ source }} ({{ n_train }} rows, {{ n_val }} for validation).</p>
+{%- if unfinished %}
+<p class="unfinished"><strong>unfinished: step {{ step }} of {{ total_steps }}</strong> — the models are partly trained; re-run the same <code>jsae sweep</code> command to finish the run.</p>
+{%- endif %}
+<nav>{% for id, text in links %}<a href="#{{ id }}">{{ text }}</a> {% endfor %}</nav>
+<h2 id="training">Training</h2>
+{%- if metrics %}{{ table(metrics) }}{% endif %}
+{{ images(training_images) }}
+{%- if not analyses %}
+<p class="note">No analyses yet: run <code>jsae probe</code>, <code>jsae split</code>, <code>jsae steer</code> or <code>jsae universality</code> first.</p>
+{%- endif %}
+{%- for a in analyses %}
+<h2 id="{{ a.id }}">{{ a.kind }}: {{ a.name }}</h2>
+<div class="params">{{ a.params }}</div>
+{%- if a.summary %}{{ table(a.summary) }}{% endif %}
+{%- for title, t in a.tables %}
+<h3>{{ title }}</h3>{{ table(t) }}
+{%- endfor %}
+{{ images(a.images) }}
+{%- for note in a.notes %}
+<p class="note">{{ note }}</p>
+{%- endfor %}
+{%- if a.segments %}
+<h3>Top-activating segments ({{ a.segments.store }})</h3>
+{%- for note in a.segments.notes %}
+<p class="note">{{ note }}</p>
+{%- endfor %}
+{%- for f in a.segments.features %}
+<h3>k={{ f.k }}, L={{ f.L }}, latent {{ f.latent }}</h3><p>{{ f.why }}</p>
+{%- if f.table %}{{ table(f.table) }}{% else %}<p class="note">never fires on this store.</p>{% endif %}
+{%- endfor %}
+{%- endif %}
+{%- endfor %}
+</body></html>
 """
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.name)}" title="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+# ----------------------------------------------------------------------------- cells and tables
+
+@dataclass(frozen=True)
+class _Cell:
+    """A cell the report makes itself (not data): ``audio`` (src of a player) or ``note``."""
+
+    kind: str
+    value: str
 
 
-def _table(df: pd.DataFrame, max_rows: int = 60, escape: bool = True) -> str:
-    """An HTML table in a box that scrolls sideways when the table is wider than the page;
-    long column names may break after their underscores."""
+def _fmt(value: Any) -> str:
+    """A table cell as text: floats with 3 decimals, missing values empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(float(value)) else f"{float(value):.3f}"
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _table(df: pd.DataFrame, max_rows: int = 60) -> dict[str, Any]:
+    """A table for the template: column names, and cells as ``(kind, text)`` with kind
+    ``text``, ``audio`` (an :class:`_Cell` made here: the player's src) or ``note``; the
+    template escapes every one."""
     view = df.head(max_rows)
-    text = view.to_html(index=False, escape=escape, float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
-    text = re.sub(r"<th([^>]*)>([^<]*)</th>", lambda m: f"<th{m[1]}>{m[2].replace('_', '_<wbr>')}</th>", text)
-    text = f'<div class="table">{text}</div>'
-    if len(df) > max_rows:
-        text += f'<p class="note">{len(df) - max_rows} more rows in the CSV.</p>'
-    return text
+    rows = [[(cell.kind, cell.value) if isinstance(cell, _Cell) else ("text", _fmt(cell)) for cell in row]
+            for row in view.itertuples(index=False, name=None)]
+    return {"columns": [str(c) for c in view.columns], "rows": rows, "more": max(0, len(df) - max_rows)}
 
 
 def _drop_defaults(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,22 +161,84 @@ def _drop_defaults(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _inside(folder: Path, name: Any) -> Path | None:
+    """``folder / name`` if its real path stays inside ``folder`` and is a file (names come from data)."""
+    try:
+        base = folder.resolve()
+        path = (folder / str(name)).resolve()
+        path.relative_to(base)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return path if path.is_file() else None
+
+
+def _image(path: Path) -> dict[str, str]:
+    return {"name": path.name, "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")}
+
+
+# ----------------------------------------------------------------------------- audio
+
+def audio_roots(store_info: dict | None = None, audio_root: str | Path | Iterable[str | Path] | None = None
+                ) -> list[Path]:
+    """The folders audio may be read from: ``audio_root`` (the ``--audio-root`` option) and
+    the folders the store was exported from (``store.json``: ``audio_roots``,
+    ``inputs.audio_dir``, the manifest's folder), as real paths; the file-system root
+    is never one."""
+    given = [audio_root] if isinstance(audio_root, (str, os.PathLike)) else list(audio_root or [])
+    info = store_info or {}
+    inputs = info.get("inputs") or {}
+    stored = list(info.get("audio_roots") or [])
+    if inputs.get("audio_dir"):
+        stored.append(inputs["audio_dir"])
+    if inputs.get("manifest"):
+        stored.append(Path(str(inputs["manifest"])).parent)
+    roots: list[Path] = []
+    for r in given + stored:
+        try:
+            p = Path(str(r)).expanduser().resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if p.is_dir() and p != Path(p.anchor) and p not in roots:
+            roots.append(p)
+    return roots
+
+
+def locate_audio(source: Any, roots: Sequence[Path]) -> tuple[Path | None, str]:
+    """``(real path, "")`` of the audio file ``source`` names if it lies under one of ``roots``;
+    otherwise ``(None, reason)`` with reason ``"outside"`` (it exists but its real path is not
+    under a root: ``../``, an absolute path elsewhere, a link leading out), ``"missing"`` or
+    ``"no roots"``."""
+    text = "" if source is None else str(source)
+    if not text or "\0" in text:
+        return None, "missing"
+    if not roots:
+        return None, "no roots"
+    p = Path(text).expanduser()
+    candidates = [p] if p.is_absolute() else [r / p for r in roots]
+    outside = False
+    for c in candidates:
+        try:
+            real = c.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if not real.is_file():
+            continue
+        for r in roots:
+            try:
+                real.relative_to(r)
+            except ValueError:
+                continue
+            return real, ""
+        outside = True
+    return None, "outside" if outside else "missing"
+
+
 def resolve_audio(source: str, store_dir: Path | None = None, store_info: dict | None = None,
                   audio_root: str | Path | None = None) -> Path | None:
-    """The audio file a ``source`` entry names, if it exists: absolute, or relative to
-    ``audio_root``, the export's ``--audio-dir`` or manifest folder, the store, or the
-    working directory."""
-    p = Path(str(source)).expanduser()
-    candidates = [p] if p.is_absolute() else []
-    if not p.is_absolute():
-        inputs = (store_info or {}).get("inputs") or {}
-        bases = [audio_root, inputs.get("audio_dir"),
-                 Path(inputs["manifest"]).parent if inputs.get("manifest") else None, store_dir, Path.cwd()]
-        candidates += [Path(b) / p for b in bases if b]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+    """The audio file a ``source`` entry names, if it exists under an audio root
+    (:func:`audio_roots`); ``None`` otherwise. ``store_dir`` is not a root (kept for
+    compatibility)."""
+    return locate_audio(source, audio_roots(store_info, audio_root))[0]
 
 
 def _cut_wav(path: Path, offset: float, duration: float | None) -> bytes:
@@ -114,25 +269,40 @@ def _cut_soundfile(path: Path, offset: float, duration: float | None) -> bytes:
     return buf.getvalue()
 
 
-def audio_html(path: Path | None, offset: float = 0.0, duration: float | None = None,
-               max_seconds: float = 30.0) -> str:
-    """An ``<audio>`` element for ``[offset, offset + duration)`` of ``path`` ('' if absent).
+def _number(value: Any, default: float | None) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
 
-    WAV files (and, with soundfile installed, any format it reads) are cut and
-    embedded as a data URI; other files are linked with a media fragment.
-    """
-    if path is None:
-        return ""
-    offset = float(offset or 0.0)
-    dur = None if duration is None or pd.isna(duration) else min(float(duration), max_seconds)
+
+def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_seconds: float = 30.0) -> str | None:
+    """The ``src`` of an ``<audio>`` element for ``[offset, offset + duration)`` of ``path``
+    (``None`` if there is none). WAV files (and, with soundfile installed, any format it
+    reads) are cut into a ``data:`` URI; other audio files are linked with a media fragment.
+    ``path`` must already be checked (:func:`locate_audio`)."""
+    if path is None or path.suffix.lower() not in _AUDIO_SUFFIXES:
+        return None
+    start = max(0.0, _number(offset, 0.0) or 0.0)
+    dur = _number(duration, None)
+    dur = None if dur is None or dur <= 0 else min(dur, max_seconds)
     for cut in (_cut_wav, _cut_soundfile):
         try:
-            data = cut(path, offset, dur)
+            data = cut(path, start, dur)
         except Exception:  # noqa: BLE001 - not this reader's format; try the next
             continue
-        return f'<audio controls preload="none" src="data:audio/wav;base64,{base64.b64encode(data).decode()}"></audio>'
-    frag = f"#t={offset:g}" + (f",{offset + dur:g}" if dur is not None else "")
-    return f'<audio controls preload="none" src="{html.escape(path.resolve().as_uri() + frag)}"></audio>'
+        return "data:audio/wav;base64," + base64.b64encode(data).decode()
+    return path.as_uri() + f"#t={start:g}" + (f",{start + dur:g}" if dur is not None else "")
+
+
+def audio_html(path: Path | None, offset: float = 0.0, duration: float | None = None,
+               max_seconds: float = 30.0) -> str:
+    """An ``<audio>`` element (escaped) for ``[offset, offset + duration)`` of ``path`` ('' if none)."""
+    from markupsafe import escape
+
+    src = audio_src(path, offset, duration, max_seconds)
+    return "" if src is None else f'<audio controls preload="none" src="{escape(src)}"></audio>'
 
 
 def top_activating(model, store, latents: Sequence[int], top: int = 5, block: int = 8192) -> dict[int, pd.DataFrame]:
@@ -159,8 +329,17 @@ def top_activating(model, store, latents: Sequence[int], top: int = 5, block: in
     return out
 
 
-def _feature_section(sweep, feats: list[dict[str, Any]], store, top: int, audio_root) -> str:
-    parts = []
+@dataclass
+class _AudioCheck:
+    roots: list[Path]
+    outside: int = 0
+    missing: int = 0
+
+
+def _feature_section(sweep, feats: list[dict[str, Any]], store, top: int, audio_root) -> dict[str, Any]:
+    """The top-activating segments of ``feats`` for the template."""
+    out: dict[str, Any] = {"store": str(store.path), "features": [], "notes": []}
+    check = _AudioCheck(audio_roots(store.info, audio_root))
     by_model: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for f in feats:
         by_model.setdefault((int(f["k"]), int(f["latent_size"])), []).append(f)
@@ -173,22 +352,34 @@ def _feature_section(sweep, feats: list[dict[str, Any]], store, top: int, audio_
         tops = top_activating(model, store, lat, top)
         for f in fs:
             j = int(f["latent"])
-            table = tops[j]
-            parts.append(f"<h3>k={k}, L={L}, latent {j}</h3><p>{html.escape(str(f.get('why', '')))}</p>")
-            if table.empty:
-                parts.append('<p class="note">never fires on this store.</p>')
-                continue
-            if "source" in table.columns:
-                table["audio"] = [audio_html(resolve_audio(r["source"], store.path, store.info, audio_root),
-                                             r.get("offset", 0.0), r.get("duration"))
-                                  for _, r in table.iterrows()]
-            cols = [c for c in table.columns if c not in _HIDE_COLUMNS and not str(c).startswith("_")]
-            show = table[cols].copy()
-            for c in show.columns:
-                if c != "audio" and show[c].dtype == object:
-                    show[c] = show[c].map(lambda s: html.escape(str(s)))
-            parts.append(_table(show, escape=False))
-    return "\n".join(parts)
+            table = tops[j].copy()
+            entry = {"k": k, "L": L, "latent": j, "why": str(f.get("why", "")), "table": None}
+            if not table.empty:
+                if "source" in table.columns:
+                    table["audio"] = [_audio_cell(check, r) for r in table.to_dict("records")]
+                cols = [c for c in table.columns if c not in _HIDE_COLUMNS and not str(c).startswith("_")]
+                entry["table"] = _table(table[cols])
+            out["features"].append(entry)
+    if check.outside:
+        roots = ", ".join(str(r) for r in check.roots)
+        out["notes"].append(f"{check.outside} segment(s) not played: their source lies outside the audio roots "
+                            f"({roots}); only files under these are read (jsae report --audio-root DIR adds one).")
+    if check.missing and not check.roots:
+        out["notes"].append("no audio played: the store names no audio folder; pass jsae report --audio-root DIR "
+                            "(the folder the source paths are relative to).")
+    return out
+
+
+def _audio_cell(check: _AudioCheck, row: dict[str, Any]) -> "_Cell | str":
+    path, why = locate_audio(row.get("source"), check.roots)
+    if why == "outside":
+        check.outside += 1
+        return _Cell("note", "outside the audio roots")
+    if path is None:
+        check.missing += 1
+        return ""
+    src = audio_src(path, row.get("offset", 0.0), row.get("duration"))
+    return _Cell("audio", src) if src else ""
 
 
 def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int = 5,
@@ -197,65 +388,79 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
     """Write ``RUN_DIR/analysis/report.html`` (or ``out``) and return its path.
 
     ``store``: where to look for top-activating segments (default: the store each
-    analysis used). ``audio_root``: where relative ``source`` paths live.
+    analysis used). ``audio_root``: a folder audio may be read from, besides those the
+    store was exported from; relative ``source`` paths are relative to it.
     """
+    import jinja2
+
     from .labelled import as_store
-    from .sweep import load_sweep
+    from .rundir import load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "sweep.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no sweep.json; give a `jsae sweep` run directory.")
+        raise MissingPathError(f"{run_dir}: no sweep.json; give a `jsae sweep` run directory.")
+    try:
+        info = json.loads((run_dir / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MissingPathError(f"{run_dir}/sweep.json cannot be read ({type(err).__name__}); the run is "
+                               "damaged.") from None
+    info = info if isinstance(info, dict) else {}
     out = Path(out) if out is not None else run_dir / "analysis" / REPORT_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    info = json.loads((run_dir / "sweep.json").read_text())
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>jsae report: {html.escape(run_dir.name)}</title>"
-         f"<style>{_STYLE}</style></head><body>", f"<h1>jsae report: {html.escape(str(run_dir.resolve()))}</h1>"]
-    data = info.get("data") or {}
-    h.append(f"<p>{len(info.get('models', []))} models, step {info.get('step')}, embedding dim {info.get('dim')}, "
-             f"trained on {html.escape(str(data.get('source')))} ({data.get('n_train')} rows, "
-             f"{data.get('n_val')} for validation).</p>")
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    ctx: dict[str, Any] = {
+        "csp": CSP, "style": _STYLE, "run_name": run_dir.name, "run_path": str(run_dir.resolve()),
+        "n_models": len(info.get("models") or []), "step": info.get("step"), "dim": info.get("dim"),
+        "source": str(data.get("source")), "n_train": data.get("n_train"), "n_val": data.get("n_val"),
+        "unfinished": info.get("total_steps") is not None and not info.get("complete", True),  # killed/stopped
+        "total_steps": info.get("total_steps"),
+    }
     analyses = read_analyses(run_dir)
-    links = [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}") for f, a in analyses]
-    h.append("<nav>" + " ".join(f'<a href="#{html.escape(i)}">{html.escape(t)}</a>' for i, t in links) + "</nav>")
-    h.append('<h2 id="training">Training</h2>')
+    ctx["links"] = [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}")
+                                                 for f, a in analyses]
     metrics = info.get("metrics") or []
-    if metrics:
-        cols = ["name", "k", "latent_size", "val_nmse", "fraction_variance_explained", "dead_fraction", "mean_l0"]
-        h.append(_table(pd.DataFrame(metrics)[[c for c in cols if c in metrics[0]]], max_rows=200))
-    h += [_img(p) for p in sorted(run_dir.glob("*.png"))]
+    cols = ["name", "k", "latent_size", "val_nmse", "fraction_variance_explained", "dead_fraction", "mean_l0"]
+    ctx["metrics"] = (_table(pd.DataFrame(metrics)[[c for c in cols if c in metrics[0]]], max_rows=200)
+                      if metrics and isinstance(metrics[0], dict) else None)
+    ctx["training_images"] = [_image(p) for p in sorted(run_dir.glob("*.png")) if p.is_file()]
 
-    if not analyses:
-        h.append('<p class="note">No analyses yet: run <code>jsae probe</code>, <code>jsae split</code>, '
-                 '<code>jsae steer</code> or <code>jsae universality</code> first.</p>')
     sweep = None
+    ctx["analyses"] = []
     for folder, a in analyses:
-        h.append(f"<h2 id=\"a-{html.escape(folder.name)}\">{html.escape(a.get('analysis', '?'))}: "
-                 f"{html.escape(folder.name)}</h2>")
-        h.append(f"<div class='params'>{html.escape(json.dumps(a.get('params', {}), default=str))}</div>")
+        entry: dict[str, Any] = {"id": f"a-{folder.name}", "kind": str(a.get("analysis", "?")), "name": folder.name,
+                                 "params": json.dumps(a.get("params", {}), default=str), "summary": None,
+                                 "tables": [], "images": [], "notes": [], "segments": None}
+        ctx["analyses"].append(entry)
         summ = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (list, dict))}
         if summ:
-            h.append(_table(pd.DataFrame([summ])))
+            entry["summary"] = _table(pd.DataFrame([summ]))
         for title, name in (a.get("tables") or {}).items():
-            if (folder / name).exists():
-                h.append(f"<h3>{html.escape(title)}</h3>" + _table(_drop_defaults(pd.read_csv(folder / name))))
-        h += [_img(folder / f) for f in a.get("files", []) if f.endswith(".png") and (folder / f).exists()]
+            path = _inside(folder, name)
+            if path is not None:
+                entry["tables"].append((str(title), _table(_drop_defaults(pd.read_csv(path)))))
+        for f in a.get("files", []):
+            path = _inside(folder, f) if str(f).endswith(".png") else None
+            if path is not None:
+                entry["images"].append(_image(path))
         feats = list(a.get("features") or [])[:max_features]
         src = store or (a.get("params") or {}).get("store")
-        if feats and src:
-            try:
-                st = as_store(src)
-            except Exception as err:  # noqa: BLE001 - a moved store should not stop the report
-                h.append(f'<p class="note">store {html.escape(str(src))} unavailable: {html.escape(str(err))}</p>')
-                continue
-            if sweep is None:
-                sweep = load_sweep(run_dir)
-            if st.dim != int(info.get("dim", st.dim)):
-                h.append(f'<p class="note">store {html.escape(str(st.path))} holds {st.dim}-d embeddings but this '
-                         f'run was trained on {info.get("dim")}-d ones: no top-activating segments (pass the '
-                         'store of the training encoder with --data).</p>')
-                continue
-            h.append(f"<h3>Top-activating segments ({html.escape(str(st.path))})</h3>")
-            h.append(_feature_section(sweep, feats, st, top, audio_root))
-    h.append("</body></html>")
-    out.write_text("\n".join(h), encoding="utf-8")
+        if not (feats and src):
+            continue
+        try:
+            st = as_store(src)
+        except (JsaeError, OSError) as err:  # a moved store should not stop the report
+            entry["notes"].append(f"store {src} unavailable: {err}")
+            continue
+        if st.dim != int(info.get("dim", st.dim)):
+            entry["notes"].append(f"store {st.path} holds {st.dim}-d embeddings but this run was trained on "
+                                  f"{info.get('dim')}-d ones: no top-activating segments (pass the store of the "
+                                  "training encoder with --data).")
+            continue
+        if sweep is None:
+            sweep = load_run(run_dir)
+        entry["segments"] = _feature_section(sweep, feats, st, top, audio_root)
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    page = env.from_string(_TEMPLATE).render(**ctx)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
     return out

@@ -28,11 +28,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, model_index, raw_directions
+from .labelled import (ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, model_index, raw_directions,
+                       sweep_and_dir)
 from .probing import fit_probe, scores_from_counts, single_latent_counts
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
+from .errors import BadValueError, NotFoundError
 from .plots import pyplot, save_figure
 
 __all__ = ["SplitResult", "feature_split", "plot_split_flow", "write_split", "run_split", "split_table", "NONE"]
@@ -102,12 +104,12 @@ def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positiv
     if latent_sizes is not None:
         missing = sorted(set(latent_sizes) - set(sizes))
         if missing:
-            raise KeyError(f"k={k}: no models with latent sizes {missing}; this sweep has {sizes}")
+            raise NotFoundError(f"k={k}: no models with latent sizes {missing}; this sweep has {sizes}")
         sizes = sorted(set(latent_sizes))
     where = {sweep.specs[i].latent_size: (gi, mi) for i, gi, mi in located}
     root_size = sizes[0] if root_latent_size is None else int(root_latent_size)
     if root_size not in where:
-        raise KeyError(f"root_latent_size={root_size} is not a latent size of the k={k} models: {sizes}")
+        raise NotFoundError(f"root_latent_size={root_size} is not a latent size of the k={k} models: {sizes}")
 
     # Per latent size: codes on the evaluation rows, raw directions, the probe latent.
     codes, dirs, probe_latent = {}, {}, {}
@@ -124,7 +126,7 @@ def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positiv
     root = probe_latent[root_size]
     in_root = ev.y & (codes[root_size][:, root] > 0)  # S
     if not in_root.any():
-        raise ValueError(f"the root latent {root} (k={k}, L={root_size}) fires on no positive evaluation row; "
+        raise BadValueError(f"the root latent {root} (k={k}, L={root_size}) fires on no positive evaluation row; "
                          "nothing to follow. Try another --k or a larger eval split.")
     d_root = dirs[root_size][root]
 
@@ -303,9 +305,8 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
 def run_split(run_dir: str | Path, store: str | Path, label: str, positive: str, group: str, k: int, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
     """Load a sweep, run :func:`feature_split`, write the outputs."""
-    from .sweep import load_sweep
-
-    result = feature_split(load_sweep(run_dir), store, label, positive, group, k, **kwargs)
+    sweep, run_dir = sweep_and_dir(run_dir)
+    result = feature_split(sweep, store, label, positive, group, k, **kwargs)
     out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out)
     write_split(result, out_dir)
     return result, out_dir

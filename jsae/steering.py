@@ -29,11 +29,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, load_train_test, model_index
+from .labelled import LabelledSplit, load_train_test, model_index, sweep_and_dir
 from .probing import fit_probe
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import SAEModel, Sweep
+from .errors import BadValueError, NotFoundError, OutOfRangeError
 from .plots import pyplot, save_figure
 
 __all__ = ["MODES", "ALPHA_UNITS", "steer_codes", "relative_similarity", "class_centroids", "steer_latents",
@@ -127,7 +128,7 @@ def _target(mode: str, a: np.ndarray, y: np.ndarray, v_phi: np.ndarray) -> np.nd
         return np.where(y, -a[..., None], a[..., None])
     if mode == "ablate":
         return np.zeros(a.shape + y.shape, np.float32)
-    raise ValueError(f"mode={mode!r} is not one of {MODES}")
+    raise BadValueError(f"mode={mode!r} is not one of {MODES}")
 
 
 def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, negative: str | None = None, *,
@@ -145,9 +146,9 @@ def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
     ``a_φ``; ignored by ``mode="ablate"``, reported as 0). Returns a :class:`SteerResult`.
     """
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        raise BadValueError(f"mode={mode!r} is not one of {MODES}")
     if alpha_units not in ALPHA_UNITS:
-        raise ValueError(f"alpha_units={alpha_units!r} is not one of {ALPHA_UNITS}")
+        raise BadValueError(f"alpha_units={alpha_units!r} is not one of {ALPHA_UNITS}")
     # Ablation sets the latent to 0 whatever alpha says: one value, a = 0.
     alphas = np.zeros(1) if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64))
     store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
@@ -169,15 +170,19 @@ def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
         c_pos, c_neg = class_centroids(rec_tr, train.y)  # [n, M]
         if isinstance(latent, str):
             if latent != "auto":
-                raise ValueError(f"latent={latent!r}: give 'auto', an index or {{model name: index}}")
+                raise BadValueError(f"latent={latent!r}: give 'auto', an index or {{model name: index}}")
             phi = np.array([fit_probe(v_tr[i], train.y)[0] for i in range(len(members))])
         elif isinstance(latent, Mapping):
+            missing = [s.name for s in specs if s.name not in latent]
+            if missing:
+                raise NotFoundError(f"latent: no index given for the models {missing}; give {{model name: index}} "
+                                    "for every selected model, or one index for all.")
             phi = np.array([int(latent[s.name]) for s in specs])
         else:
             phi = np.full(len(members), int(latent))
         L = W.shape[1]
         if np.any((phi < 0) | (phi >= L)):
-            raise IndexError(f"latent {phi.tolist()} out of range for latent size {L}")
+            raise OutOfRangeError(f"latent {phi.tolist()} out of range for latent size {L} (0..{L - 1})")
         n = np.arange(len(members))
         v_phi = v_te[n, :, phi]  # [n, B]
         act_tr = v_tr[n, :, phi]  # [n, Btr]
@@ -307,9 +312,8 @@ def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 
 def run_steer(run_dir: str | Path, store: str | Path, label: str, positive: str, negative: str | None = None, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SteerResult, Path]:
     """Load a sweep, :func:`steer` it, write the outputs."""
-    from .sweep import load_sweep
-
-    res = steer(load_sweep(run_dir), store, label, positive, negative, **kwargs)
+    sweep, run_dir = sweep_and_dir(run_dir)
+    res = steer(sweep, store, label, positive, negative, **kwargs)
     k, L, lat = kwargs.get("k"), kwargs.get("latent_size"), kwargs.get("latent", "auto")
     name = slug("steer", label, positive, f"k{k}" if k else None, f"L{L}" if L else None,
                 f"latent{lat}" if isinstance(lat, int) else None, kwargs.get("mode", "flip"))

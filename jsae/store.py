@@ -18,7 +18,9 @@ mistaken for a finished one.
 
 Public API: :func:`write_store`, :func:`open_store`, :class:`EmbeddingStore`,
 :func:`validate_embeddings`, :func:`create_array`, :func:`write_rows`,
-:func:`finalize_store`, :class:`StoreError`, :class:`InvalidEmbeddingsError`.
+:func:`finalize_store`, :func:`read_table`, :func:`load_npy`, :class:`StoreError`,
+:class:`InvalidEmbeddingsError`. Replacing a store (``overwrite``) goes through
+:func:`jsae.safety.check_deletable`: only a folder holding nothing but a store is deleted.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import pandas as pd
 import tensorstore as ts
 
 from .errors import JsaeError
+from .safety import check_deletable, is_store_dir
 
 __all__ = [
     "ARRAY_NAME",
@@ -53,6 +56,7 @@ __all__ = [
     "write_store",
     "open_store",
     "read_table",
+    "load_npy",
 ]
 
 ARRAY_NAME = "embeddings.zarr"
@@ -73,12 +77,16 @@ class InvalidEmbeddingsError(StoreError):
 
 
 def validate_embeddings(
-    x: np.ndarray, *, dim: int | None = None, row_offset: int = 0, what: str = "embeddings"
+    x: np.ndarray, *, dim: int | None = None, row_offset: int = 0, what: str = "embeddings",
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Check a block of embeddings and return it as float32 ``[n, M]``.
 
     Raises :class:`InvalidEmbeddingsError` naming the first bad row (counted from
-    ``row_offset``) and the reason: not 2-D, wrong dimension ``M``, NaN or Inf.
+    ``row_offset``, or ``rows[i]`` when the block's store rows are given) and the
+    reason: not 2-D, wrong dimension ``M``, NaN or Inf — checked *after* the cast to
+    float32, so a float64 value beyond float32's range (it would be stored as Inf)
+    is refused too.
     """
     x = np.asarray(x)
     if x.ndim != 2:
@@ -94,19 +102,27 @@ def validate_embeddings(
         )
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise InvalidEmbeddingsError(f"{what} must be real numbers; got dtype {x.dtype}.")
-    finite = np.isfinite(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32, copy=False)  # cast first: what is stored is what is checked
+    finite = np.isfinite(x32)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))
         row = int(bad_rows[0])
         col = int(np.flatnonzero(~finite[row])[0])
-        kind = "NaN" if np.isnan(x[row, col]) else "Inf"
+        if np.isnan(x[row, col]):
+            kind = "NaN"
+        elif not np.isfinite(x[row, col]):
+            kind = "Inf"
+        else:
+            kind = f"{float(x[row, col]):g}, beyond float32's range (±3.4e38)"
+        name = (lambda r: int(rows[r])) if rows is not None else (lambda r: int(r) + row_offset)
         raise InvalidEmbeddingsError(
-            f"{what}: row {row + row_offset} contains {kind} (column {col}); "
-            f"{len(bad_rows)} row(s) in total are not finite, first ones: "
-            f"{[int(r) + row_offset for r in bad_rows[:10]]}. "
+            f"{what}: row {name(row)} contains {kind} (column {col}); "
+            f"{len(bad_rows)} row(s) in total are not finite as float32, first ones: "
+            f"{[name(r) for r in bad_rows[:10]]}. "
             "Drop or re-compute those rows before storing them."
         )
-    return x.astype(np.float32, copy=False)
+    return x32
 
 
 def validate_metadata(table: pd.DataFrame, num_rows: int) -> pd.DataFrame:
@@ -213,8 +229,12 @@ def _read_info(store_dir: Path) -> dict[str, Any]:
             f"{store_dir}: no {INFO_NAME}; not a jsae embedding store. Create one with "
             "`jsae store import X.npy --out STORE` or `jsae embed ... --out STORE`."
         )
-    info = json.loads(info_path.read_text())
-    if info.get("format") != FORMAT_NAME:
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{info_path} cannot be read ({type(err).__name__}); the store is corrupt.") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
+        info = info if isinstance(info, dict) else {}
         raise StoreError(f"{info_path}: format {info.get('format')!r} is not {FORMAT_NAME!r}.")
     return info
 
@@ -245,24 +265,33 @@ def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
 def write_store(store_dir: str | os.PathLike, embeddings: np.ndarray,
                 metadata: pd.DataFrame | None = None, *, attrs: Mapping[str, Any] | None = None,
                 rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-                rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK, overwrite: bool = False) -> "EmbeddingStore":
+                rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK, overwrite: bool = False,
+                inputs: Sequence[str | os.PathLike] = ()) -> "EmbeddingStore":
     """Validate and write a whole store atomically (a temp dir renamed into place).
 
     Args:
       embeddings: ``[N, M]`` real array; NaN/Inf rows are refused (nothing is written).
       metadata: table with ``N`` rows in the same order (``id`` is added if absent).
       attrs: extra JSON-able fields for ``store.json`` (encoder name, sample rate, ...).
+      overwrite: replace an existing store at ``store_dir``. Only a folder that holds
+        nothing but a store is replaced (:func:`jsae.safety.check_deletable`): never the
+        working directory, a folder that holds one of ``inputs``, or any other folder.
+      inputs: the files the store is made from (protected from ``overwrite``).
+    The store folder gets the permissions of any new folder (the umask), not ``0700``.
     """
     store_dir = Path(store_dir)
     x = validate_embeddings(embeddings)
     if x.shape[0] == 0:
         raise StoreError("no embeddings given (0 rows); an empty store is refused.")
     table = validate_metadata(metadata if metadata is not None else pd.DataFrame(index=range(len(x))), len(x))
-    if store_dir.exists() and not overwrite:
+    if (store_dir.exists() or store_dir.is_symlink()) and not overwrite:
         raise StoreError(f"{store_dir} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    # only a store is ever replaced: never the working directory, a folder holding an input, or user files
+    check_deletable(store_dir, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
     store_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=store_dir.name + ".tmp-", dir=store_dir.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a store is shared like any new folder
         array = create_array(tmp, x.shape[0], x.shape[1], rows_per_shard=rows_per_shard,
                              rows_per_chunk=rows_per_chunk)
         for start in range(0, x.shape[0], rows_per_shard):
@@ -270,27 +299,84 @@ def write_store(store_dir: str | os.PathLike, embeddings: np.ndarray,
             array[start:stop, :].write(x[start:stop]).result()
         finalize_store(tmp, table, {"rows_per_shard": rows_per_shard, **dict(attrs or {})})
         if store_dir.exists():
+            check_deletable(store_dir, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
             shutil.rmtree(store_dir)
         os.replace(tmp, store_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the temp folder this call made, nothing else
         raise
     return open_store(store_dir)
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a metadata table from ``.csv``, ``.parquet`` or ``.jsonl``/``.json``."""
+    """Read a metadata table from ``.csv``, ``.parquet`` or ``.jsonl``/``.json``.
+
+    A missing, empty or malformed file is a :class:`StoreError` naming the file.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(path, lines=True, dtype={"id": str})
-    if suffix == ".json":
-        return pd.read_json(path, dtype={"id": str})
-    raise StoreError(f"unknown table format {suffix!r} for {path}; use .csv, .parquet or .jsonl.")
+    readers = {
+        ".csv": lambda: pd.read_csv(path, dtype={"id": str}, keep_default_na=False),
+        ".parquet": lambda: pd.read_parquet(path),
+        ".pq": lambda: pd.read_parquet(path),
+        ".jsonl": lambda: pd.read_json(path, lines=True, dtype={"id": str}),
+        ".ndjson": lambda: pd.read_json(path, lines=True, dtype={"id": str}),
+        ".json": lambda: pd.read_json(path, dtype={"id": str}),
+    }
+    if suffix not in readers:
+        raise StoreError(f"unknown table format {suffix!r} for {path}; use .csv, .parquet or .jsonl.")
+    if not path.is_file():
+        raise StoreError(f"metadata table {path} does not exist (or is not a file).")
+    try:
+        table = readers[suffix]()
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError/ParserError and pyarrow's errors are ValueErrors
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise StoreError(f"metadata table {path} cannot be read as {suffix[1:]} ({reason}); "
+                         "give a table with a header row and one row per embedding.") from None
+    if not isinstance(table, pd.DataFrame):
+        raise StoreError(f"metadata table {path} is not a table; give one row per embedding.")
+    return table
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` file of embeddings ``[N, M]`` (memory-mapped), checked to be a 2-D array of
+    real numbers with at least one row. Pickled (object) arrays are never loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"embeddings file {path} does not exist (or is not a file).")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        what = "a .npz archive" if magic.startswith(b"PK") else "not a NumPy .npy array"
+        raise StoreError(f"{path}: cannot be read as embeddings: it is {what}. Save a float array [rows, dim] with "
+                         "numpy.save(path, x.astype('float32')).")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            reason = "it holds Python objects (a pickle), which are never loaded"
+        else:
+            reason = "it is not a NumPy .npy array"
+        raise StoreError(f"{path}: cannot be read as embeddings: {reason}. Save a float array [rows, dim] with "
+                         "numpy.save(path, x.astype('float32')).") from None
+    validate_embeddings(x[:0] if x.ndim == 2 else x, what=f"embeddings in {path}")
+    if x.shape[0] == 0:
+        raise StoreError(f"{path} holds no embeddings (0 rows); an empty store is refused.")
+    return x
 
 
 @dataclass
@@ -342,8 +428,9 @@ class EmbeddingStore:
             out[order] = sorted_rows
             start = 0
         out = np.asarray(out, dtype=np.float32)
-        if check:
-            validate_embeddings(out, dim=self.dim, row_offset=start, what=f"store {self.path}")
+        if check:  # errors name the store row (for an index array too)
+            validate_embeddings(out, dim=self.dim, row_offset=start, what=f"store {self.path}",
+                                rows=None if isinstance(rows, slice) else idx)
         return out
 
     def load(self) -> np.ndarray:

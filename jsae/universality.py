@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .labelled import as_store, raw_directions
+from .labelled import as_store, raw_directions, sweep_and_dir
 from .results import analysis_dir, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 from .sweep import Sweep
+from .errors import BadValueError, NotFoundError
 from .plots import pyplot, save_figure
 
 __all__ = ["METHODS", "best_cosine_match", "best_correlation_match", "UniversalityResult", "compare_sweeps",
@@ -149,11 +150,11 @@ def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | st
     ``activation``.
     """
     if method not in METHODS:
-        raise ValueError(f"method={method!r} is not one of {METHODS}")
+        raise BadValueError(f"method={method!r} is not one of {METHODS}")
     if method == "auto":
         method = "decoder" if same_space(sweep_a, sweep_b) and store_b is None else "activation"
     if method == "decoder" and int(sweep_a.meta["dim"]) != int(sweep_b.meta["dim"]):
-        raise ValueError(f"decoder matching needs one embedding space; dims are {sweep_a.meta['dim']} and "
+        raise BadValueError(f"decoder matching needs one embedding space; dims are {sweep_a.meta['dim']} and "
                          f"{sweep_b.meta['dim']}. Use method='activation' with a store of shared segments.")
     xa = xb = None
     if store is not None:
@@ -214,7 +215,7 @@ def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | st
             matches[spec.name] = pd.DataFrame({"latent": np.flatnonzero(fa), "best_match": idx_ab[i][fa],
                                                "score": s_ab[i][fa], "control": ctrl[i][fa]})
     if not rows:
-        raise KeyError(f"no model of {sweep_a.run_dir} has a counterpart (same k and latent size) in "
+        raise NotFoundError(f"no model of {sweep_a.run_dir} has a counterpart (same k and latent size) in "
                        f"{sweep_b.run_dir}; models: {[m.name for m in sweep_a.specs]} vs "
                        f"{[m.name for m in sweep_b.specs]}")
     df = pd.DataFrame(rows)
@@ -274,9 +275,8 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
 def run_universality(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None,
                      **kwargs: Any) -> tuple[UniversalityResult, Path]:
     """Load two sweeps, compare them, write the outputs into A's analysis folder."""
-    from .sweep import load_sweep
-
-    res = compare_sweeps(load_sweep(run_a), load_sweep(run_b), **kwargs)
+    (sweep_a, run_a), (sweep_b, run_b) = sweep_and_dir(run_a), sweep_and_dir(run_b)
+    res = compare_sweeps(sweep_a, sweep_b, **kwargs)
     out_dir = analysis_dir(run_a, slug("universality", Path(run_b).resolve().name), out)
     write_universality(res, out_dir)
     return res, out_dir

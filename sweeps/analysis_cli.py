@@ -16,29 +16,38 @@ otherwise; a short table is printed.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Callable
+
+from jsae.errors import JsaeError, print_error
 
 __all__ = ["add_analysis_commands"]
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report bad input (a wrong model, latent, label, value, split or store) as a
-    one-line error with exit status 2; the library's message names the value and the fix."""
+    """Report bad input (a wrong model, latent, label, value, split, store, or a run whose
+    checkpoint is missing or damaged) as one line ``jsae COMMAND: error: …`` with exit
+    status 2; the library's message (a :class:`jsae.errors.JsaeError`) names the value and
+    the fix. Any other exception is a bug and keeps its traceback."""
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (KeyError, IndexError, ValueError, FileNotFoundError) as err:
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"jsae {args.command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-            return 2
+        except JsaeError as err:
+            return print_error(err, f"jsae {args.command}")
     return run
+
+
+def _run(path: str):
+    """The sweep of a run directory; a missing, truncated or damaged checkpoint is a
+    one-line :class:`jsae.rundir.RunDirError` (this is the CLI's sweep-loading boundary)."""
+    from jsae.rundir import load_run
+
+    return load_run(path)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     from jsae.probing import probe_table, run_probe
 
-    df, out = run_probe(args.run_dir, args.data, args.label, args.positive, negative=args.negative,
+    df, out = run_probe(_run(args.run_dir), args.data, args.label, args.positive, negative=args.negative,
                         out=args.out, train_split=args.train_split, test_split=args.test_split, C=args.C,
                         standardize=args.standardize)
     a = df.attrs
@@ -52,7 +61,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 def _cmd_split(args: argparse.Namespace) -> int:
     from jsae.splitting import run_split, split_table
 
-    res, out = run_split(args.run_dir, args.data, args.label, args.positive, args.group, args.k, out=args.out,
+    res, out = run_split(_run(args.run_dir), args.data, args.label, args.positive, args.group, args.k, out=args.out,
                          negative=args.negative, latent_sizes=args.latent_sizes,
                          root_latent_size=args.root_latent_size, train_split=args.train_split,
                          eval_split=None if args.eval_split == "all" else args.eval_split,
@@ -69,7 +78,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     from jsae.steering import run_steer, steer_table_text
 
     latent = args.latent if args.latent == "auto" else int(args.latent)
-    res, out = run_steer(args.run_dir, args.data, args.label, args.positive, args.negative, out=args.out,
+    res, out = run_steer(_run(args.run_dir), args.data, args.label, args.positive, args.negative, out=args.out,
                          k=args.k, latent_size=args.latent_size, latent=latent, alpha=args.alpha,
                          alpha_units=args.alpha_units, mode=args.mode, train_split=args.train_split,
                          test_split=args.test_split)
@@ -84,7 +93,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
 def _cmd_universality(args: argparse.Namespace) -> int:
     from jsae.universality import run_universality, universality_table
 
-    res, out = run_universality(args.run_a, args.run_b, out=args.out, store=args.data, store_b=args.data_b,
+    res, out = run_universality(_run(args.run_a), _run(args.run_b), out=args.out, store=args.data, store_b=args.data_b,
                                 method=args.method, threshold=args.threshold, max_rows=args.max_rows)
     p = res.params
     print(f"universality ({p['method']}): score {p['score']:.3f} (control {p['control_score']:.3f}), "

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from jsae.errors import JsaeError, one_line, print_error
 from sweeps.analysis_cli import add_analysis_commands
 from sweeps.demo import add_demo_command
 
@@ -24,9 +25,12 @@ __all__ = ["main", "build_parser"]
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from jsae.config import load_config
+    from jsae.rundir import check_run_dir, check_validation_rows
     from jsae.train import train_sweep
 
     cfg = load_config(args.config, args.overrides)
+    check_run_dir(args.out)          # empty, absent or a jsae run: never the user's own files
+    check_validation_rows(cfg)       # refuse before training, not after
     records = train_sweep(cfg, args.out, stop_after=args.stop_after)
     _print_metrics(records)
     print(f"run directory: {Path(args.out).resolve()}")
@@ -43,11 +47,12 @@ def _print_metrics(records: Sequence[dict]) -> None:
 def _cmd_store_import(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from jsae.store import read_table, write_store
+    from jsae.store import load_npy, read_table, write_store
 
-    x = np.load(args.embeddings, mmap_mode="r")
+    x = load_npy(args.embeddings)
     table = read_table(args.metadata) if args.metadata else None
-    store = write_store(args.out, np.asarray(x), table, overwrite=args.overwrite,
+    inputs = [args.embeddings] + ([args.metadata] if args.metadata else [])
+    store = write_store(args.out, np.asarray(x), table, overwrite=args.overwrite, inputs=inputs,
                         attrs={"encoder": {"name": args.encoder or "imported", "dim": int(x.shape[1])},
                                "source": str(args.embeddings)})
     print(f"wrote {store.num_rows} × {store.dim} embeddings to {store.path}")
@@ -81,8 +86,8 @@ def _cmd_embed(argv: Sequence[str]) -> int:
     try:
         from embed.cli import main as embed_main
     except ImportError as err:
-        print(f"jsae embed needs the export extra (torch, NeMo): {err}\n"
-              "install it with: pip install torch==2.13.0 && pip install -e '.[embed]'", file=sys.stderr)
+        print(f"jsae embed: error: it needs the export extra (torch, NeMo): {one_line(err)}; install it with: "
+              "pip install torch==2.13.0 && pip install -e '.[embed]'", file=sys.stderr)
         return 2
     return int(embed_main(list(argv)) or 0)
 
@@ -139,11 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra  # overrides may follow --out
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from jsae.config import ConfigError
-    from jsae.store import StoreError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, StoreError, FileNotFoundError) as err:
-        print(f"jsae: error: {err}", file=sys.stderr)
-        return 2
+    except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
+        return print_error(err, getattr(args, "prog", "jsae"))

@@ -35,7 +35,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
     from jsae.config import load_config
     from jsae.consistency import consistency_text, run_consistency
     from jsae.probing import probe_table, run_probe
+    from jsae.errors import JsaeError
     from jsae.report import build_report
+    from jsae.rundir import check_run_dir, check_validation_rows
     from jsae.splitting import run_split, split_table
     from jsae.steering import run_steer, steer_table_text
     from jsae.train import train_sweep
@@ -49,6 +51,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
     def stage(name: str) -> None:
         print(f"\n== {name}  (t = {time.perf_counter() - t0:.0f} s)", flush=True)
 
+    check_run_dir(out)
+    check_validation_rows(cfg)
     stage(f"sweep: {len(cfg.grid.k) * len(cfg.grid.latent_size)} models on {cfg.data.store}")
     train_sweep(cfg, out)
     for store, label, positive, negative in FEATURES:
@@ -59,14 +63,14 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
     try:
         res, _ = run_split(out, data / "language", "lang", "es", "gender", k, negative="en")
         print(split_table(res))
-    except (KeyError, ValueError) as err:  # data-dependent (e.g. the feature never fires): report, go on
+    except JsaeError as err:  # data-dependent (e.g. the feature never fires): report, go on
         print(f"split skipped: {err}")
     stage("consistency of lang=es across speakers (by gender)")
     try:
         res, _ = run_consistency(data / "language", "lang", "es", negative="en", group="speaker", by="gender",
                                  run_dir=out)
         print(consistency_text(res))
-    except (KeyError, ValueError) as err:  # too few speakers with both languages (e.g. a tiny corpus)
+    except JsaeError as err:  # too few speakers with both languages (e.g. a tiny corpus)
         print(f"consistency skipped: {err}")
     for store, label, positive, negative in FEATURES:
         stage(f"steer {label}: {positive} ↔ {negative}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from embed.corpus.build import SCALES, CorpusExistsError, build_corpus
-from embed.corpus.tools import APT_PACKAGES, MissingToolsError, apt_command, ensure_tools
+from embed.corpus.build import SCALES, build_corpus
+from embed.corpus.tools import APT_PACKAGES, apt_command, ensure_tools
+from jsae.errors import JsaeError, print_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--out is required (or pass --check-tools)")
         build_corpus(args.out, scale=args.scale, seed=args.seed, jobs=args.jobs,
                      wav_encoding=args.wav_encoding, force=args.force)
-    except (MissingToolsError, CorpusExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except JsaeError as err:  # one line; anything else is a bug and keeps its traceback
+        return print_error(err, "python -m embed.corpus")
     return 0
 
 

@@ -51,6 +51,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from jsae.errors import BadValueError, JsaeError
+from jsae.safety import check_deletable, check_writable_folder
+
 from embed.corpus.channel import (
     SAMPLE_RATE,
     compress_pauses,
@@ -298,7 +301,7 @@ def allocate_families(scale: Scale, seed: int, speakers: list[Speaker]) -> dict[
         for set_name in SETS[1:]:
             n = scale.families.get(set_name, (0, 0))[gi]
             if pos + n > len(names):
-                raise ValueError(f"scale {scale.name}: not enough {gender} espeak-ng voice families "
+                raise BadValueError(f"scale {scale.name}: not enough {gender} espeak-ng voice families "
                                  f"({len(names)}) for the requested split.")
             for f in names[pos:pos + n]:
                 out[set_name].extend(families[f])
@@ -380,7 +383,7 @@ def plan_classes(scale: Scale, seed: int) -> tuple[list[ClassSpec], dict]:
         if target <= 0:
             return
         if not vs:
-            raise ValueError(f"scale {scale.name}: no voices for {dataset}/{split}/{lang}/{gender}.")
+            raise BadValueError(f"scale {scale.name}: no voices for {dataset}/{split}/{lang}/{gender}.")
         key = "/".join(x for x in (dataset, split, "voice", lang, gender) if x)
         classes.append(ClassSpec(dataset, split, "voice", lang, gender, target,
                                  jobs=lambda key=key, vs=vs, lang=lang: _speech_jobs(key, vs, stream(key, lang), scale, seed),
@@ -531,16 +534,46 @@ def _detail(cls: ClassSpec, job, r: Rendered, turns_used: int) -> dict:
     return d
 
 
-class CorpusExistsError(RuntimeError):
-    """``out`` holds a different corpus; the message says how to replace it."""
+class CorpusExistsError(JsaeError, RuntimeError):
+    """``out`` holds a different corpus, or files that are not a corpus; the message says what to do."""
+
+
+#: written into OUT when a build starts (kept): marks the folder as a corpus jsae made, finished or not
+BUILD_MARKER = ".jsae-corpus"
+
+
+def _corpus_files() -> list[str]:
+    return [f"{m}.jsonl" for m in MANIFESTS] + ["recordings.jsonl", "corpus.json", "DATA_CARD.md"]
+
+
+def _is_corpus_dir(out: Path) -> bool:
+    """``out`` holds only what :func:`build_corpus` writes, and a build marked it as its own
+    (``corpus.json`` or the build marker): a corpus, finished or interrupted."""
+    known = set(_corpus_files()) | {"audio", BUILD_MARKER, "corpus.json.tmp"}
+    entries = [p.name for p in out.iterdir()] if out.is_dir() and not out.is_symlink() else []
+    return (bool(entries) and all(name in known for name in entries)
+            and ((out / "corpus.json").is_file() or (out / BUILD_MARKER).is_file()))
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is not new, empty or a corpus (its files would be replaced)."""
+    try:
+        check_writable_folder(out, what="a corpus built by `python -m embed.corpus`", is_ours=_is_corpus_dir)
+    except JsaeError as err:
+        raise CorpusExistsError(str(err)) from None
 
 
 def _clean(out: Path) -> None:
-    for name in ("audio",):
-        if (out / name).exists():
-            shutil.rmtree(out / name)
-    for name in [f"{m}.jsonl" for m in MANIFESTS] + ["recordings.jsonl", "corpus.json", "DATA_CARD.md"]:
-        if (out / name).exists():
+    """Delete a previous corpus in ``out`` (only what build_corpus writes; checked first)."""
+    if (out / "audio").exists():
+        try:
+            check_deletable(out / "audio", what="a corpus audio folder", option="--out/audio",
+                            is_ours=lambda p: _is_corpus_dir(out))
+        except JsaeError as err:
+            raise CorpusExistsError(str(err)) from None
+        shutil.rmtree(out / "audio")
+    for name in _corpus_files():
+        if (out / name).is_file():
             (out / name).unlink()
 
 
@@ -569,14 +602,15 @@ def build_corpus(out: str | os.PathLike, scale: str | Scale = "tiny", seed: int 
     elif scale in SCALES:
         cfg = SCALES[scale]
     else:
-        raise ValueError(f"--scale must be one of {', '.join(SCALES)}; got {scale!r}.")
+        raise BadValueError(f"--scale must be one of {', '.join(SCALES)}; got {scale!r}.")
     scale = cfg.name
     if wav_encoding not in ("pcm16", "ulaw"):
-        raise ValueError(f"--wav-encoding must be pcm16 or ulaw; got {wav_encoding!r}.")
+        raise BadValueError(f"--wav-encoding must be pcm16 or ulaw; got {wav_encoding!r}.")
     if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1; got {jobs}.")
-    ensure_tools()
+        raise BadValueError(f"--jobs must be >= 1; got {jobs}.")
     out = Path(out)
+    _check_out(out)   # before anything else: never replace files that are not a corpus
+    ensure_tools()
     request = {"version": CORPUS_VERSION, "scale": scale, "seed": int(seed), "wav_encoding": wav_encoding}
     record_path = out / "corpus.json"
     if record_path.is_file() and not force:
@@ -589,6 +623,7 @@ def build_corpus(out: str | os.PathLike, scale: str | Scale = "tiny", seed: int 
             f"wav_encoding={old.get('wav_encoding')}; pass --force to replace it, or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
+    (out / BUILD_MARKER).write_text(json.dumps(request) + "\n", encoding="utf-8")
 
     t0 = time.time()
     classes, alloc = plan_classes(cfg, seed)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.corpus.tools import MUSIC_DIR
+from jsae.errors import MissingPathError
 
 __all__ = ["MUSIC_SOURCE", "Piece", "Track", "cut_pieces", "decode_piece", "list_tracks"]
 
@@ -64,7 +65,7 @@ def list_tracks(folder: Path = MUSIC_DIR) -> list[Track]:
     """Every ``.ogg`` under ``folder``, sorted by relative path, with its duration."""
     files = sorted(folder.rglob("*.ogg"), key=lambda p: p.relative_to(folder).as_posix())
     if not files:
-        raise FileNotFoundError(f"no .ogg music under {folder}; install the Debian package singularity-music.")
+        raise MissingPathError(f"no .ogg music under {folder}; install the Debian package singularity-music.")
     tracks = []
     for p in files:
         rel = p.relative_to(folder).with_suffix("").as_posix()

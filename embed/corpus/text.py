@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.corpus.tools import FORTUNES_EN_DIR, FORTUNES_ES_DIR
+from jsae.errors import MissingPathError
 
 __all__ = [
     "ENGLISH_FILES",
@@ -185,8 +186,8 @@ def load_sentences(lang: str) -> list[Sentence]:
                 seen.add(kept.lower())
                 out.append(Sentence(kept, lang, f"{package}:{path.name}"))
     if not out:
-        raise RuntimeError(f"no usable {lang} sentences found under {TEXT_SOURCES[lang]['path']}; "
-                           f"is the Debian package {package} installed?")
+        raise MissingPathError(f"no usable {lang} sentences found under {TEXT_SOURCES[lang]['path']}; "
+                                 f"is the Debian package {package} installed?")
     _CACHE[lang] = out
     return out
 

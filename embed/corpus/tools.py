@@ -19,6 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from jsae.errors import JsaeError
+
 __all__ = [
     "APT_PACKAGES",
     "FESTIVAL_VOICE_DIRS",
@@ -61,7 +63,7 @@ FESTIVAL_VOICE_DIRS = {
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 
 
-class MissingToolsError(RuntimeError):
+class MissingToolsError(JsaeError, RuntimeError):
     """A program, voice or data file the corpus needs is not installed.
 
     ``packages`` lists the Debian packages to install.
@@ -70,11 +72,9 @@ class MissingToolsError(RuntimeError):
     def __init__(self, problems: list[str], packages: list[str]):
         self.problems = problems
         self.packages = packages
-        lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
-            "the demo corpus is made with Debian programs and data that are missing here:\n"
-            f"{lines}\n"
-            f"Install them (as root) with:\n  {apt_command(packages)}"
+            "the demo corpus is made with Debian programs and data that are missing here: "
+            f"{'; '.join(problems)}. Install them (as root) with: {apt_command(packages)}"
         )
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.corpus.tools import espeak_data_dir
+from jsae.errors import JsaeError
 
 __all__ = [
     "ENGLISH_ACCENTS",
@@ -267,7 +268,7 @@ def make_voice(speaker: Speaker, lang: str, rng: np.random.Generator, engine_ind
     raise ValueError(f"unknown engine {engine!r}.")
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(JsaeError, RuntimeError):
     """A synthesiser failed; the message has the command and its error output."""
 
 

@@ -1,0 +1,66 @@
+"""Shared by the ``test_safety_*`` and ``test_errors_one_line`` files: a tiny store and a
+tiny trained run (k=2 × L=8 on 8-d rows, 40 steps: a few seconds), each built once per
+test process, and a helper that runs ``jsae`` in-process and returns its stderr."""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jsae.store import write_store
+
+REPO = Path(__file__).resolve().parents[1]
+DIM = 8
+TINY_SWEEP = ["grid.k=[2]", "grid.latent_size=[8]", "train.steps=40", "train.batch_size=32",
+              "train.steps_per_call=20", "train.checkpoint_every=40", "train.progress=false",
+              "train.val_fraction=0.1", "sae.b_pre_init=mean", "sae.dead_after_samples=500"]
+
+
+@functools.lru_cache(maxsize=None)
+def root() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="jsae-safety-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def tiny_x(n: int = 240, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_store() -> Path:
+    x = tiny_x()
+    table = pd.DataFrame({"id": [f"r{i}" for i in range(len(x))], "split": ["train"] * len(x)})
+    return write_store(root() / "store", x, table).path
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_run() -> Path:
+    """A finished sweep (k=2, L=8) trained by ``jsae sweep`` on :func:`tiny_store`."""
+    from sweeps.cli import main
+
+    run = root() / "run"
+    rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run), f"data.store={tiny_store()}",
+               *TINY_SWEEP])
+    assert rc == 0
+    return run
+
+
+def jsae(capsys, *argv) -> tuple[int, list[str]]:
+    """Run ``jsae ARGV`` in-process; returns (exit status, the non-empty stderr lines)."""
+    from sweeps.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return rc, err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """``{relative path: bytes}`` of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

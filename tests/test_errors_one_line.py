@@ -1,0 +1,245 @@
+"""One-line errors, always: bad configs, arrays, tables, checkpoints and model files give
+exactly one stderr line ``jsae…: error: …`` and a non-zero exit, never a traceback — and
+nothing is written. A real bug (any other exception) still shows its traceback."""
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+import jsae.store as store_module
+from jsae.errors import JsaeError, one_line
+from safety_helpers import REPO, TINY_SWEEP, jsae, tiny_run, tiny_store, tiny_x
+
+
+def assert_one_line(rc, err, *needles):
+    assert rc != 0
+    assert len(err) == 1, "\n".join(err)
+    line = err[0]
+    assert line.startswith("jsae") and ": error: " in line and "Traceback" not in line, line
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+# ----------------------------------------------------------------------------- configs
+
+def sweep(tmp_path, config, *overrides, store=None):
+    return ["sweep", config, "--out", tmp_path / "run", f"data.store={store or tiny_store()}", *TINY_SWEEP,
+            *overrides]
+
+
+def test_yaml_syntax_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid:\n  k: [1, 2\n")
+    rc, err = jsae(capsys, *sweep(tmp_path, bad))
+    assert_one_line(rc, err, "not valid YAML", "line")
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_unsafe_tag_is_refused_not_run(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"grid: !!python/object/apply:os.system ['touch {marker}']\n")
+    rc, err = jsae(capsys, *sweep(tmp_path, evil))
+    assert_one_line(rc, err, "python/object")
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("optim.lr=nan", "optim.lr=nan"), ("optim.lr=inf", "optim.lr=inf"), ("optim.lr=-0.001", "optim.lr must be > 0"),
+    ("optim.eps=nan", "optim.eps"), ("optim.eps=0", "optim.eps must be > 0"), ("optim.b1=1.0", "optim.b1"),
+    ("optim.b2=-0.5", "optim.b2"), ("sae.auxk_coef=inf", "sae.auxk_coef"), ("grid.l1_coef=[nan]", "grid.l1_coef"),
+    ("train.val_fraction=0", "train.val_fraction"), ("train.val_fraction=nan", "train.val_fraction"),
+])
+def test_non_finite_and_out_of_range_optimiser_values_are_refused(tmp_path, capsys, override, needle):
+    rc, err = jsae(capsys, *sweep(tmp_path, REPO / "configs" / "default.yaml", override))
+    assert_one_line(rc, err, needle)
+    assert not (tmp_path / "run").exists()   # nothing written: the corrected command starts afresh
+
+
+def test_a_store_too_small_for_the_validation_fraction_names_the_value_and_the_rows(tmp_path, capsys):
+    small = store_module.write_store(tmp_path / "three", tiny_x(3)).path
+    rc, err = jsae(capsys, *sweep(tmp_path, REPO / "configs" / "default.yaml", "train.val_fraction=0.05",
+                                  "train.batch_size=1", store=small))
+    assert_one_line(rc, err, "train.val_fraction=0.05", "3 training rows", "0 validation rows")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- store import
+
+@pytest.fixture
+def arrays(tmp_path):
+    np.save(tmp_path / "one_d.npy", np.zeros(5, np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float32))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "strings.npy", np.array([["a", "b"]]))
+    (tmp_path / "text.npy").write_text("hello, I am not an array\n")
+    with open(tmp_path / "pickle.npy", "wb") as f:
+        pickle.dump({"x": 1}, f)
+    np.save(tmp_path / "good.npy", tiny_x(4))
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "broken.csv").write_text('a,b\n1,"2\n')
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("one_d.npy", "2-D"), ("empty.npy", "0 rows"), ("objects.npy", "never loaded"), ("strings.npy", "real numbers"),
+    ("text.npy", "not a NumPy .npy array"), ("pickle.npy", "not a NumPy .npy array"), ("missing.npy", "does not exist"),
+])
+def test_store_import_of_a_bad_array(arrays, capsys, name, needle):
+    rc, err = jsae(capsys, "store", "import", arrays / name, "--out", arrays / "out")
+    line = assert_one_line(rc, err, needle)
+    assert "allow_pickle" not in line
+    assert not (arrays / "out").exists()
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("empty.csv", "cannot be read as csv"), ("broken.csv", "cannot be read as csv"),
+    ("broken.parquet", "cannot be read as parquet"), ("missing.csv", "does not exist"),
+])
+def test_store_import_with_a_bad_metadata_table(arrays, capsys, name, needle):
+    rc, err = jsae(capsys, "store", "import", arrays / "good.npy", "--metadata", arrays / name,
+                   "--out", arrays / "out")
+    assert_one_line(rc, err, needle)
+    assert not (arrays / "out").exists()
+
+
+def test_store_info_of_a_missing_or_corrupt_store(tmp_path, capsys):
+    assert_one_line(*jsae(capsys, "store", "info", tmp_path / "nope"), "does not exist")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "store.json").write_text("{not json")
+    assert_one_line(*jsae(capsys, "store", "info", bad), "corrupt")
+
+
+def test_a_cli_run_as_a_subprocess_prints_one_line(arrays):
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "store", "import", str(arrays / "text.npy"), "--out",
+                           str(arrays / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("jsae: error:"), proc.stderr
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+@pytest.fixture
+def damaged(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    return run
+
+
+def probe(run):
+    return ["probe", run, "--data", tiny_store(), "--label", "split", "--positive", "train"]
+
+
+def test_probe_of_a_truncated_checkpoint(damaged):
+    """In a subprocess: nothing else (orbax's own log lines) reaches stderr either."""
+    files = [p for p in (damaged / "checkpoints").rglob("*") if p.is_file() and p.stat().st_size > 64]
+    assert files
+    for p in files:  # every data file of the checkpoint cut in half
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    proc = subprocess.run([sys.executable, "-m", "sweeps", *map(str, probe(damaged))], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert_one_line(proc.returncode, err, str(damaged))
+    assert err[0].startswith("jsae probe: error:")
+
+
+def test_probe_of_a_run_without_checkpoints(damaged, capsys):
+    for step in (damaged / "checkpoints").iterdir():
+        shutil.rmtree(step)
+    assert_one_line(*jsae(capsys, *probe(damaged)), str(damaged))
+    shutil.rmtree(damaged / "checkpoints")
+    assert_one_line(*jsae(capsys, *probe(damaged)), "no checkpoints/")
+
+
+def test_probe_of_a_run_with_a_broken_config(damaged, capsys):
+    (damaged / "config.yaml").write_text("grid: [unclosed\n")
+    assert_one_line(*jsae(capsys, *probe(damaged)), str(damaged))
+
+
+# ----------------------------------------------------------------------------- model files
+
+def test_a_hostile_pt_model_is_never_unpickled(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("resemblyzer")
+    from embed.cli import main
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "weights.pt"
+    with open(evil, "wb") as f:
+        pickle.dump({"model_state": Evil()}, f)
+    import torch
+
+    zipped = tmp_path / "zipped.pt"
+    torch.save({"model_state": Evil()}, zipped)  # the zip format torch.save writes
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    with wave.open(str(audio / "a.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(16000, "<i2").tobytes())
+    for model in (evil, zipped):
+        capsys.readouterr()
+        rc = main(["--audio-dir", str(audio), "--encoder", "resemblyzer", "--model", str(model),
+                   "--out", str(tmp_path / "store"), "-q", "--no-progress"])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert rc != 0 and len(err) == 1 and err[0].startswith("jsae embed: error:"), err
+        assert "never pickled" in err[0] or "plain weights" in err[0]
+        assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- the error classes
+
+def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
+    from embed.audio import AudioReadError
+    from embed.corpus.build import CorpusExistsError
+    from embed.corpus.tools import MissingToolsError
+    from embed.corpus.voices import SynthesisError
+    from embed.encoders import EncoderLoadError
+    from embed.export import ExportError
+    from embed.plan import ManifestError
+    from jsae.config import ConfigError
+    from jsae.rundir import RunDirError
+    from jsae.safety import UnsafeDeleteError
+    from jsae.store import StoreError
+
+    for cls, old in [(ExportError, RuntimeError), (EncoderLoadError, RuntimeError), (ManifestError, ValueError),
+                     (AudioReadError, RuntimeError), (CorpusExistsError, RuntimeError),
+                     (MissingToolsError, RuntimeError), (SynthesisError, RuntimeError), (ConfigError, ValueError),
+                     (StoreError, ValueError), (RunDirError, ValueError), (UnsafeDeleteError, ValueError)]:
+        assert issubclass(cls, JsaeError) and issubclass(cls, old), cls
+
+
+def test_messages_with_a_table_are_one_line(tmp_path):
+    from embed.corpus.tools import MissingToolsError
+    from embed.export import ExportError, _check_settings
+
+    msg = str(MissingToolsError(["program sox", "program flite"], ["sox", "flite"]))
+    assert "\n" not in msg and "program sox; program flite" in msg
+    with pytest.raises(ExportError) as info:
+        _check_settings(tmp_path, {"encoder": "titanet", "rows_per_shard": 1024},
+                        {"encoder": "resemblyzer", "rows_per_shard": 64})
+    assert "\n" not in str(info.value) and "; rows_per_shard:" in str(info.value)
+    assert one_line("a table:\n  a: 1\n  b: 2\nfix it") == "a table: a: 1; b: 2; fix it"
+
+
+def test_a_real_bug_keeps_its_traceback(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(store_module, "open_store", broken)
+    with pytest.raises(ZeroDivisionError):
+        jsae(capsys, "store", "info", tiny_store())
