@@ -382,6 +382,23 @@ def _audio_cell(check: _AudioCheck, row: dict[str, Any]) -> "_Cell | str":
     return _Cell("audio", src) if src else ""
 
 
+def _check_out(out: Path) -> None:
+    """The page replaces only an earlier jsae report, never another file (``--out notes.html``)."""
+    from .safety import UnsafeDeleteError
+
+    if out.is_dir():
+        raise UnsafeDeleteError(f"--out {out} is a folder; give the path of the HTML file to write.")
+    if out.exists() or out.is_symlink():
+        try:
+            with open(out, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+        except OSError:
+            head = ""
+        if out.is_symlink() or "<title>jsae report:" not in head:
+            raise UnsafeDeleteError(f"refusing to overwrite --out {out}: it is not a jsae report. Nothing was "
+                                    "written; choose another --out.")
+
+
 def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int = 5,
                  audio_root: str | Path | None = None, store: str | Path | None = None,
                  max_features: int = 12) -> Path:
@@ -406,6 +423,7 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
                                "damaged.") from None
     info = info if isinstance(info, dict) else {}
     out = Path(out) if out is not None else run_dir / "analysis" / REPORT_NAME
+    _check_out(out)
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
     ctx: dict[str, Any] = {
         "csp": CSP, "style": _STYLE, "run_name": run_dir.name, "run_path": str(run_dir.resolve()),

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunDirError", "is_jsae_run", "check_run_dir", "check_validation_rows", "load_run"]
 
+#: left by a sweep that could not start (its run lock): the folder still counts as empty
+_IGNORED = {".lock"}
 #: keys of the ``sweep.json`` that jsae writes (train_sweep's metadata)
 _SWEEP_KEYS = {"config", "models", "normalizer"}
 
@@ -83,7 +85,7 @@ def check_run_dir(path: str | os.PathLike, option: str = "--out") -> None:
         return
     if not path.is_dir():
         raise RunDirError(f"{option} {path} is a file, not a folder; choose a new or empty folder for the run.")
-    entries = sorted(p.name for p in path.iterdir())
+    entries = sorted(p.name for p in path.iterdir() if p.name not in _IGNORED)
     if not entries or is_jsae_run(path):
         return
     shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")

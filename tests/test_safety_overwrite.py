@@ -210,3 +210,22 @@ def test_check_run_dir_accepts_new_empty_and_jsae_runs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="is a file"):
         check_run_dir(tmp_path / "file")
+
+
+def test_a_folder_holding_only_a_stale_run_lock_counts_as_empty(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_text("123\n")
+    check_run_dir(tmp_path / "run")
+
+
+def test_report_never_overwrites_a_file_that_is_no_report(tmp_path, capsys):
+    from safety_helpers import tiny_run
+
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    rc, err = jsae(capsys, "report", tiny_run(), "--out", notes)
+    assert_one_error_line(rc, err)
+    assert "not a jsae report" in err[0] and notes.read_text() == "<html>my notes</html>"
+    page = tmp_path / "report.html"
+    assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0
+    assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0   # its own page is replaced
