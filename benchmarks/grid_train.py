@@ -22,8 +22,9 @@ import time
 import numpy as np
 
 
-def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="float32", padded=False):
-    """Whole-grid samples/s of the jsae trainer.
+def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="float32", padded=False,
+                       topk_path="auto"):
+    """Whole-grid samples/s of the jsae trainer (``topk_path``: auto | sparse | dense).
 
     ``padded=True`` times the alternative layout instead: every model in one vmap at
     the largest latent size (what padding L and masking would cost).
@@ -40,7 +41,7 @@ def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="fl
         L = max(sizes)
         groups = (GroupSpec(L, "topk", tuple(ModelSpec(L, k) for _ in sizes for k in sorted(ks))),)
     trainer = GridTrainer(groups, x.shape[1], SAEConfig(dead_after_samples=batch_size * 2), OptimConfig(),
-                          matmul_dtype=matmul_dtype)
+                          matmul_dtype=matmul_dtype, topk_path=topk_path)
     state = trainer.pad(trainer.init(jax.random.key(0), np.zeros(x.shape[1], np.float32)))
     run = trainer.jit_run_steps()
     x_dev = jnp.asarray(x)
@@ -55,7 +56,7 @@ def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="fl
     state, m = run(state, x_dev, idx)
     jax.block_until_ready(state)
     dt = time.perf_counter() - t0
-    return steps * batch_size / dt, dt / steps, compile_s
+    return steps * batch_size / dt, dt / steps, compile_s, sum(trainer.sparse)
 
 
 def encoder_gemm_seconds(sizes, n_k, x, batch_size, repeats=3):
@@ -73,22 +74,22 @@ def encoder_gemm_seconds(sizes, n_k, x, batch_size, repeats=3):
     return (time.perf_counter() - t0) / repeats
 
 
-def torch_samples_per_s(ks, sizes, x, batch_size, steps, warmup):
+def torch_samples_per_s(ks, sizes, x, batch_size, steps, warmup, device="cpu"):
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     dim = x.shape[1]
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(device)
     models = []
     for L in sizes:
         for k in ks:
-            d = torch.randn(L, dim)
+            d = torch.randn(L, dim, device=device)
             d /= d.norm(dim=1, keepdim=True)
-            p = {"W_enc": d.T.clone().requires_grad_(), "b_enc": torch.zeros(L, requires_grad=True),
-                 "W_dec": d.clone().requires_grad_(), "b_pre": torch.zeros(dim, requires_grad=True)}
+            p = {"W_enc": d.T.clone().requires_grad_(), "b_enc": torch.zeros(L, requires_grad=True, device=device),
+                 "W_dec": d.clone().requires_grad_(), "b_pre": torch.zeros(dim, requires_grad=True, device=device)}
             opt = torch.optim.Adam(p.values(), lr=5e-4, betas=(0.9, 0.999), eps=6.25e-10)
-            models.append((k, L, p, opt, torch.zeros(L, dtype=torch.long)))
+            models.append((k, L, p, opt, torch.zeros(L, dtype=torch.long, device=device)))
     k_aux, dead_after = dim // 2, batch_size * 2
 
     def nmse(r, t):
@@ -103,7 +104,8 @@ def torch_samples_per_s(ks, sizes, x, batch_size, steps, warmup):
             loss = nmse(recon, xb)
             dead = since >= dead_after
             if dead.any():
-                aux = torch.topk(torch.where(dead, pre, torch.tensor(-float("inf"))), min(k_aux, L), dim=-1)
+                aux = torch.topk(torch.where(dead, pre, torch.tensor(-float("inf"), device=device)), min(k_aux, L),
+                                 dim=-1)
                 va = torch.zeros_like(pre).scatter(-1, aux.indices, torch.relu(aux.values).nan_to_num(0))
                 loss = loss + nmse(va @ p["W_dec"], xb - recon.detach()) / 32
             opt.zero_grad(set_to_none=True)
@@ -113,16 +115,19 @@ def torch_samples_per_s(ks, sizes, x, batch_size, steps, warmup):
                 g -= (g * d).sum(1, keepdim=True) * d
                 opt.step()
                 d /= d.norm(dim=1, keepdim=True)
-                fired = torch.zeros(L, dtype=torch.bool)
+                fired = torch.zeros(L, dtype=torch.bool, device=device)
                 fired[top.indices[top.values > 1e-3]] = True
                 since.add_(len(xb)).masked_fill_(fired, 0)
 
     rng = np.random.default_rng(0)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _ in range(warmup):
-        step(xt[torch.from_numpy(rng.integers(0, len(x), batch_size))])
+        step(xt[torch.from_numpy(rng.integers(0, len(x), batch_size)).to(device)])
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step(xt[torch.from_numpy(rng.integers(0, len(x), batch_size))])
+        step(xt[torch.from_numpy(rng.integers(0, len(x), batch_size)).to(device)])
+    sync()
     dt = time.perf_counter() - t0
     return steps * batch_size / dt, dt / steps
 
@@ -136,7 +141,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls (jsae) / steps (pytorch) first")
     ap.add_argument("--rows", type=int, default=65536)
     ap.add_argument("--matmul-dtype", default="float32")
+    ap.add_argument("--topk-path", nargs="+", default=["auto", "dense"],
+                    help="jsae variants to time: auto (sparse kernels where they pay off), sparse, dense")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--torch-device", default="cpu", help="device of the PyTorch loop (cuda on a GPU machine)")
     ap.add_argument("--compare-padded", action="store_true",
                     help="also time one vmap over every model padded to the largest latent size")
     ap.add_argument("--json", help="also write the results here")
@@ -150,24 +158,32 @@ def main() -> None:
 
     print(f"{n_models} models, batch {args.batch_size}, {args.steps} timed steps; "
           f"jax {jax.__version__} on {jax.devices()[0].platform}; {os.cpu_count()} CPUs; {platform.processor()}")
-    j_sps, j_step, compile_s = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps,
-                                                  args.warmup, args.matmul_dtype)
     gemm = encoder_gemm_seconds(args.latent_size, len(args.k), x, args.batch_size)
-    print(f"jsae grid:        {j_sps:10.0f} samples/s  ({j_step * 1000:8.1f} ms/step; first call {compile_s:.1f} s)")
-    print(f"one encoder GEMM of the whole grid: {gemm * 1000:.1f} ms → a jsae step = {j_step / gemm:.1f} GEMMs")
-    result = {"models": n_models, "batch_size": args.batch_size, "steps": args.steps, "jsae_samples_per_s": j_sps,
-              "jsae_ms_per_step": j_step * 1000, "gemm_ms": gemm * 1000, "device": jax.devices()[0].platform}
+    print(f"one encoder GEMM of the whole grid: {gemm * 1000:.1f} ms")
+    result = {"models": n_models, "batch_size": args.batch_size, "steps": args.steps, "gemm_ms": gemm * 1000,
+              "device": jax.devices()[0].platform, "jsae": {}}
+    for path in args.topk_path:
+        j_sps, j_step, compile_s, n_sparse = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size,
+                                                                args.steps, args.warmup, args.matmul_dtype,
+                                                                topk_path=path)
+        print(f"jsae grid ({path}; {n_sparse}/{len(args.latent_size)} groups sparse): {j_sps:10.0f} samples/s "
+              f"({j_step * 1000:8.1f} ms/step = {j_step / gemm:.2f} GEMMs; first call {compile_s:.1f} s)")
+        result["jsae"][path] = {"samples_per_s": j_sps, "ms_per_step": j_step * 1000, "gemms_per_step": j_step / gemm,
+                                "sparse_groups": n_sparse}
+    j_sps = result["jsae"][args.topk_path[0]]["samples_per_s"]
     if args.compare_padded:
-        p_sps, p_step, _ = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps, args.warmup,
+        p_sps, p_step, _, _ = jsae_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps, args.warmup,
                                               args.matmul_dtype, padded=True)
         print(f"jsae padded to L={max(args.latent_size)}: {p_sps:10.0f} samples/s ({p_step * 1000:8.1f} ms/step); "
               f"grouped / padded = {j_sps / p_sps:.2f}x")
         result |= {"padded_samples_per_s": p_sps, "grouped_over_padded": j_sps / p_sps}
     if not args.skip_torch:
         t_sps, t_step = torch_samples_per_s(args.k, args.latent_size, x, args.batch_size, args.steps,
-                                            min(args.warmup, 2))
+                                            min(args.warmup, 2), device=args.torch_device)
         print(f"pytorch loop:     {t_sps:10.0f} samples/s  ({t_step * 1000:8.1f} ms/step)")
-        print(f"a pytorch step = {t_step / gemm:.1f} GEMMs; ratio jsae / pytorch: {j_sps / t_sps:.2f}x")
+        print(f"a pytorch step = {t_step / gemm:.2f} GEMMs")
+        for path, r in result["jsae"].items():
+            print(f"ratio jsae ({path}) / pytorch: {r['samples_per_s'] / t_sps:.2f}x")
         result |= {"torch_samples_per_s": t_sps, "torch_ms_per_step": t_step * 1000, "ratio": j_sps / t_sps}
     if args.json:
         with open(args.json, "w") as f:

@@ -5,8 +5,9 @@ and the selected latents ``idx [B, k]`` (values ``s = pre[idx]``):
 
 * decode: ``x̂_b = Σ_j v_bj d_{idx_bj} + b_pre`` with ``v = ReLU(s)`` (ranks ≥ the
   model's k masked to 0) — ``B·k·M`` multiply-adds instead of a ``B·L·M`` GEMM;
-* backward of the decoder (:func:`decode_rows`): ``∂v_bj = g_b · d_{idx_bj}``, and
-  ``∂W_dec`` gets ``Σ_b v_bj g_b`` in the rows ``idx_bj`` only;
+* backward of the decoder (:func:`decode_active`): ``∂v_bj = g_b · d_{idx_bj}`` at the
+  active entries (``v_bj ≠ 0``), and ``∂W_dec`` gets ``Σ_b v_bj g_b`` in the rows
+  ``idx_bj`` only;
 * backward of the encoder (:func:`encode_rows`): for the code gradient ``∂s [B, k]``,
   ``∂W_enc[:, l] = Σ_{(b,j): idx_bj = l} ∂s_bj (x_b − b_pre)`` (a sparse outer
   product), ``∂b_enc[l] = Σ ∂s_bj``, ``∂b_pre = −W_enc ∂b_enc``.
@@ -25,27 +26,37 @@ import jax.numpy as jnp
 from . import kernels
 from .sae import LossOutput, SAEParams, normalized_mse, pre_activation
 
-__all__ = ["decode_rows", "encode_rows", "topk_loss_sparse"]
+__all__ = ["active_codes", "decode_active", "encode_rows", "topk_loss_sparse"]
+
+
+def active_codes(s: jax.Array, keep: jax.Array) -> jax.Array:
+    """``v = ReLU(s)`` where ``keep``, else 0: the codes of the selected latents ``[B, k]``."""
+    return jnp.where(keep & (s > 0), s, 0.0)
 
 
 @jax.custom_vjp
-def decode_rows(w_dec: jax.Array, v: jax.Array, idx: jax.Array) -> jax.Array:
-    """``Σ_j v_bj w_dec[idx_bj]``: ``w_dec [L, M]``, ``v, idx [B, k]`` → ``[B, M]`` (no bias)."""
-    return kernels.sparse_decode(w_dec, v, idx)
+def decode_active(w_dec: jax.Array, s: jax.Array, keep: jax.Array, idx: jax.Array) -> jax.Array:
+    """``Σ_j v_bj w_dec[idx_bj]`` with ``v = active_codes(s, keep)``: ``w_dec [L, M]``, ``s, keep, idx [B, k]`` → ``[B, M]``.
+
+    No bias. The backward pass works on the active entries (``v ≠ 0``) only: the other
+    entries' cotangent is 0 (ReLU′ = 0 at ``s ≤ 0``, JAX's convention, or masked).
+    """
+    return kernels.sparse_decode(w_dec, active_codes(s, keep), idx)
 
 
-def _decode_fwd(w_dec, v, idx):
+def _decode_fwd(w_dec, s, keep, idx):
+    v = active_codes(s, keep)
     return kernels.sparse_decode(w_dec, v, idx), (w_dec, v, idx)
 
 
 def _decode_bwd(res, g):
     w_dec, v, idx = res
-    dv = kernels.gather_dot(w_dec, g, idx)
+    ds = kernels.gather_dot(w_dec, g, idx, v)  # 0 where v = 0
     dw, _ = kernels.scatter_outer(g, v, idx, w_dec.shape[0])
-    return dw, dv, None
+    return dw, ds, None, None
 
 
-decode_rows.defvjp(_decode_fwd, _decode_bwd)
+decode_active.defvjp(_decode_fwd, _decode_bwd)
 
 
 @jax.custom_vjp
@@ -84,17 +95,18 @@ def topk_loss_sparse(p: SAEParams, x: jax.Array, k: jax.Array | int, dead: jax.A
     pre = jax.lax.stop_gradient(pre_activation(p, x, matmul_dtype))
     sel, idx = kernels.select(pre, k, k_max)
     s = encode_rows(p.W_enc, p.b_enc, p.b_pre, x, idx, sel)
-    v = jnp.where(jnp.arange(k_max) < k, jax.nn.relu(s), 0.0)
-    recon = decode_rows(p.W_dec, v, idx) + p.b_pre
+    keep = jnp.arange(k_max) < k
+    recon = decode_active(p.W_dec, s, keep, idx) + p.b_pre
     nmse = normalized_mse(recon, x)
     if with_auxk and auxk_coef > 0 and k_aux > 0:
         a_sel, a_idx = kernels.masked_select(pre, dead, k_aux)
         a = encode_rows(p.W_enc, p.b_enc, p.b_pre, x, a_idx, a_sel)
-        v_aux = jnp.where(a_sel > -jnp.inf, jax.nn.relu(a), 0.0)  # -inf: not a dead latent
-        aux = normalized_mse(decode_rows(p.W_dec, v_aux, a_idx), x - jax.lax.stop_gradient(recon))
+        aux_recon = decode_active(p.W_dec, a, a_sel > -jnp.inf, a_idx)  # -inf: not a dead latent
+        aux = normalized_mse(aux_recon, x - jax.lax.stop_gradient(recon))
         aux = jnp.where(jnp.any(dead), aux, 0.0)
     else:
         aux = jnp.zeros(())
+    v = active_codes(sel, keep)
     fired = kernels.scatter_sum((v > fire_threshold).astype(jnp.float32), idx, p.W_dec.shape[0])
     out = LossOutput(nmse=nmse, auxk=aux, l1=jnp.zeros(()), l0=jnp.mean(jnp.sum(v > 0, -1)), fired=fired > 0)
     return nmse + auxk_coef * aux, out

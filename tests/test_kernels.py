@@ -123,6 +123,8 @@ def test_sparse_decode_gather_dot_scatter_outer_match_float64_numpy():
             ref_sum[idx[b, j]] += v64[b, j]
     np.testing.assert_allclose(np.asarray(kernels.sparse_decode(w, v, idx)), ref_decode, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(kernels.gather_dot(w, g, idx)), ref_dot, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(kernels.gather_dot(w, g, idx, v)), np.where(v != 0, ref_dot, 0.0),
+                               rtol=1e-5, atol=1e-5)
     out, csum = kernels.scatter_outer(g, v, idx, w.shape[0])
     np.testing.assert_allclose(np.asarray(out), ref_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(csum), ref_sum, rtol=1e-5, atol=1e-5)

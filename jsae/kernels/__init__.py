@@ -183,16 +183,24 @@ def sparse_decode(w: jax.Array, v: jax.Array, idx: jax.Array) -> jax.Array:
                      idx.astype(jnp.int32))
 
 
-def gather_dot(w: jax.Array, g: jax.Array, idx: jax.Array) -> jax.Array:
-    """``out_bj = g_b · w[idx_bj]``: ``w [L, M]``, ``g [..., M]``, ``idx [..., K]`` → ``[..., K]``."""
+def gather_dot(w: jax.Array, g: jax.Array, idx: jax.Array, v: jax.Array | None = None) -> jax.Array:
+    """``out_bj = g_b · w[idx_bj]``: ``w [L, M]``, ``g [..., M]``, ``idx [..., K]`` → ``[..., K]``.
+
+    With ``v [..., K]``, entries where ``v_bj = 0`` are skipped and set to 0 (the
+    cotangent of a code that is 0 because ReLU or the TopK mask cut it, which the
+    caller zeroes anyway).
+    """
     shape = idx.shape
+    v = jnp.ones(shape, jnp.float32) if v is None else v
 
-    def kernel(w, g, idx):
+    def kernel(w, g, idx, v):
         out = jax.ShapeDtypeStruct((int(np.prod(shape[:-1], dtype=int)), shape[-1]), jnp.float32)
-        return _ffi("jsae_gather_dot", out, w, _rows(g), _rows(idx)).reshape(shape)
+        return _ffi("jsae_gather_dot", out, w, _rows(g), _rows(idx), _rows(v)).reshape(shape)
 
-    return _dispatch(kernel, lambda w, g, idx: jnp.einsum("...m,...km->...k", g, w[idx]), w, g,
-                     idx.astype(jnp.int32))
+    def xla(w, g, idx, v):
+        return jnp.where(v != 0, jnp.einsum("...m,...km->...k", g, w[idx]), 0.0)
+
+    return _dispatch(kernel, xla, w, g, idx.astype(jnp.int32), v.astype(jnp.float32))
 
 
 def scatter_outer(g: jax.Array, c: jax.Array, idx: jax.Array, num_rows: int) -> tuple[jax.Array, jax.Array]:

@@ -17,8 +17,8 @@
 //                      serves the R rows of a problem (AuxK: a model's dead latents).
 //   jsae_sparse_decode w [..., L, M], v [..., B, K], idx [..., B, K] → out [..., B, M]
 //                      out_b = Σ_j v_bj · w[idx_bj]   (entries with v = 0 are skipped)
-//   jsae_gather_dot    w [..., L, M], g [..., B, M], idx [..., B, K] → out [..., B, K]
-//                      out_bj = g_b · w[idx_bj]
+//   jsae_gather_dot    w [..., L, M], g [..., B, M], idx [..., B, K], v [..., B, K]
+//                      → out [..., B, K]: out_bj = g_b · w[idx_bj] where v_bj ≠ 0, else 0
 //   jsae_scatter_outer g [..., B, M], c [..., B, K], idx [..., B, K]
 //                      → out [..., L, M], csum [..., L]
 //                      out[l] = Σ_{(b,j): idx_bj = l} c_bj · g_b ;  csum[l] = Σ c_bj
@@ -269,7 +269,6 @@ ffi::Error TopkMaskedImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::PRED> mask, 
       if (mp[g * L + l]) live.push_back(static_cast<int32_t>(l));
     const int64_t d = static_cast<int64_t>(live.size());
     std::vector<float> xs(d);
-    std::vector<int32_t> chosen;
     if (d >= K) {
       RowSelector sel(d, K, sorted != 0);
       for (int64_t r = r0; r < r1; ++r) {
@@ -281,26 +280,29 @@ ffi::Error TopkMaskedImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::PRED> mask, 
       }
       return;
     }
+    // Fewer unmasked entries than K: every row takes all of them (sorted: by value)
+    // and the same -inf fill at the lowest other indices.
+    std::vector<int32_t> fill;
+    for (int32_t l = 0, c = 0; static_cast<int64_t>(fill.size()) < K - d; ++l) {
+      if (c < d && live[c] == l) { ++c; continue; }
+      fill.push_back(l);
+    }
+    std::vector<uint64_t> top(d);
     for (int64_t r = r0; r < r1; ++r) {
       const float* row = xp + r * L;
       float* vr = vp + r * K;
       int32_t* ir = ip + r * K;
-      std::vector<uint64_t> top(d);
-      for (int64_t j = 0; j < d; ++j) top[j] = Pack(OrderKey(row[live[j]]), static_cast<uint32_t>(live[j]));
-      std::sort(top.begin(), top.end(), std::greater<uint64_t>());
-      chosen.clear();
-      for (int64_t j = 0; j < d; ++j) {
-        ir[j] = static_cast<int32_t>(Unpack(top[j]));
-        vr[j] = row[ir[j]];
-        chosen.push_back(ir[j]);
+      if (sorted) {
+        for (int64_t j = 0; j < d; ++j) top[j] = Pack(OrderKey(row[live[j]]), static_cast<uint32_t>(live[j]));
+        std::sort(top.begin(), top.end(), std::greater<uint64_t>());
+        for (int64_t j = 0; j < d; ++j) ir[j] = static_cast<int32_t>(Unpack(top[j]));
+      } else {
+        std::copy(live.begin(), live.end(), ir);
       }
-      std::sort(chosen.begin(), chosen.end());
-      int64_t j = d, c = 0;
-      for (int32_t l = 0; j < K; ++l) {
-        if (c < d && chosen[c] == l) { ++c; continue; }
-        ir[j] = l;
+      for (int64_t j = 0; j < d; ++j) vr[j] = row[ir[j]];
+      for (int64_t j = d; j < K; ++j) {
+        ir[j] = fill[j - d];
         vr[j] = neg_inf;
-        ++j;
       }
     }
   });
@@ -338,109 +340,163 @@ inline float Dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-struct Dims {
-  int64_t batch, L, M, B, K;
+// out[0..M) = Σ_j c[j] · rows[j][0..M)  (entries with c = 0 skipped), accumulated
+// in registers over blocks of 64 floats and stored once.
+inline void AxpyRows(float* out, const float* const* rows, const float* c, int64_t n, int64_t M) {
+  int64_t mb = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; mb + 64 <= M; mb += 64) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    __m256 a4 = _mm256_setzero_ps(), a5 = _mm256_setzero_ps(), a6 = _mm256_setzero_ps(), a7 = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) {
+      if (j + 4 < n) {  // rows are scattered in memory: fetch ahead
+        const char* ahead = reinterpret_cast<const char*>(rows[j + 4] + mb);
+        for (int line = 0; line < 256; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+      }
+      if (c[j] == 0.0f) continue;
+      const __m256 cv = _mm256_set1_ps(c[j]);
+      const float* r = rows[j] + mb;
+      a0 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r), a0);
+      a1 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 8), a1);
+      a2 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 16), a2);
+      a3 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 24), a3);
+      a4 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 32), a4);
+      a5 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 40), a5);
+      a6 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 48), a6);
+      a7 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(r + 56), a7);
+    }
+    float* o = out + mb;
+    _mm256_storeu_ps(o, a0); _mm256_storeu_ps(o + 8, a1); _mm256_storeu_ps(o + 16, a2); _mm256_storeu_ps(o + 24, a3);
+    _mm256_storeu_ps(o + 32, a4); _mm256_storeu_ps(o + 40, a5); _mm256_storeu_ps(o + 48, a6); _mm256_storeu_ps(o + 56, a7);
+  }
+#endif
+  if (mb < M) {
+    std::fill(out + mb, out + M, 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      if (c[j] == 0.0f) continue;
+      const float* r = rows[j];
+      for (int64_t m = mb; m < M; ++m) out[m] += c[j] * r[m];
+    }
+  }
+}
+
+// One problem: out_b = Σ_j v_bj · w[idx_bj] for rows b in [b0, b1).
+void DecodeRows(const float* w, const float* v, const int32_t* idx, int64_t K, int64_t M, int64_t b0, int64_t b1,
+                float* out) {
+  std::vector<const float*> rows(K);
+  for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t j = 0; j < K; ++j) rows[j] = w + static_cast<int64_t>(idx[b * K + j]) * M;
+    AxpyRows(out + b * M, rows.data(), v + b * K, K, M);
+  }
+}
+
+// One problem: out_bj = g_b · w[idx_bj] where v_bj ≠ 0 (else 0), rows b in [b0, b1).
+void GatherDotRows(const float* w, const float* g, const int32_t* idx, const float* v, int64_t K, int64_t M,
+                   int64_t b0, int64_t b1, float* out) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* gb = g + b * M;
+    for (int64_t j = 0; j < K; ++j) {
+#if defined(__AVX2__)
+      if (j + 2 < K) {  // rows are scattered in memory: fetch ahead
+        const char* ahead = reinterpret_cast<const char*>(w + static_cast<int64_t>(idx[b * K + j + 2]) * M);
+        for (int64_t line = 0; line < M * 4; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+      }
+#endif
+      out[b * K + j] = v[b * K + j] == 0.0f ? 0.0f : Dot(gb, w + static_cast<int64_t>(idx[b * K + j]) * M, M);
+    }
+  }
+}
+
+// One problem, latents [l0, l1): out[l] = Σ_{idx_bj = l} c_bj g_b, csum[l] = Σ c_bj.
+// The (b, j) entries are bucketed by latent first (counting sort), so each output
+// row is accumulated in registers and written once.
+void ScatterOuterRows(const float* g, const float* c, const int32_t* idx, int64_t B, int64_t K, int64_t M,
+                      int64_t l0, int64_t l1, float* out, float* csum) {
+  const int64_t n = l1 - l0;
+  std::vector<int32_t> start(n + 1, 0);
+  for (int64_t e = 0; e < B * K; ++e) {
+    const int64_t l = idx[e];
+    if (l >= l0 && l < l1 && c[e] != 0.0f) ++start[l - l0 + 1];
+  }
+  for (int64_t l = 0; l < n; ++l) start[l + 1] += start[l];
+  std::vector<const float*> rows(start[n]);
+  std::vector<float> coef(start[n]);
+  std::vector<int32_t> fill(start.begin(), start.end() - 1);
+  for (int64_t e = 0; e < B * K; ++e) {
+    const int64_t l = idx[e];
+    if (l >= l0 && l < l1 && c[e] != 0.0f) {
+      const int32_t at = fill[l - l0]++;
+      rows[at] = g + (e / K) * M;
+      coef[at] = c[e];
+    }
+  }
+  for (int64_t l = 0; l < n; ++l) {
+    const int64_t a = start[l], cnt = start[l + 1] - a;
+    AxpyRows(out + (l0 + l) * M, rows.data() + a, coef.data() + a, cnt, M);
+    float sum = 0.0f;
+    for (int64_t j = a; j < a + cnt; ++j) sum += coef[j];
+    csum[l0 + l] = sum;
+  }
+}
+
+// Shapes [..., A, B] → (A, B, batch = product of the leading dims).
+struct Trailing2 {
+  int64_t a, b, batch;
 };
+Trailing2 Split2(const ffi::AnyBuffer::Dimensions& d, int64_t count) {
+  const int64_t a = d[d.size() - 2], b = d.back();
+  return {a, b, a * b == 0 ? 0 : count / (a * b)};
+}
+
+constexpr int64_t kRowChunk = 64;
 
 ffi::Error SparseDecodeImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> idx,
                             ffi::ResultBuffer<ffi::F32> out) {
-  auto wd = w.dimensions();
-  auto vd = v.dimensions();
-  if (wd.size() < 2 || vd.size() != wd.size())
+  if (w.dimensions().size() < 2 || v.dimensions().size() != w.dimensions().size())
     return ffi::Error::InvalidArgument("jsae_sparse_decode: w [..., L, M] and v [..., B, K] need equal ranks");
-  const int64_t L = wd[wd.size() - 2], M = wd.back(), B = vd[vd.size() - 2], K = vd.back();
-  const int64_t batch = w.element_count() / std::max<int64_t>(L * M, 1);
-  const float* wp = w.typed_data();
-  const float* vp = v.typed_data();
-  const int32_t* ip = idx.typed_data();
-  float* op = out->typed_data();
-  const int64_t chunk = 64;
-  const int64_t chunks = (B + chunk - 1) / chunk;
+  const auto [L, M, batch] = Split2(w.dimensions(), w.element_count());
+  const auto [B, K, vb] = Split2(v.dimensions(), v.element_count());
+  if (vb != batch) return ffi::Error::InvalidArgument("jsae_sparse_decode: batch dims differ");
+  const int64_t chunks = (B + kRowChunk - 1) / kRowChunk;
   ParallelFor(batch * chunks, [&](int64_t t) {
-    const int64_t n = t / chunks, b0 = (t % chunks) * chunk, b1 = std::min(B, b0 + chunk);
-    const float* wn = wp + n * L * M;
-    for (int64_t b = b0; b < b1; ++b) {
-      float* o = op + (n * B + b) * M;
-      std::fill(o, o + M, 0.0f);
-      const float* vb = vp + (n * B + b) * K;
-      const int32_t* ib = ip + (n * B + b) * K;
-      for (int64_t j = 0; j < K; ++j) {
-        const float c = vb[j];
-        if (c == 0.0f) continue;
-        const float* row = wn + static_cast<int64_t>(ib[j]) * M;
-        for (int64_t m = 0; m < M; ++m) o[m] += c * row[m];
-      }
-    }
+    const int64_t n = t / chunks, b0 = (t % chunks) * kRowChunk, b1 = std::min(B, b0 + kRowChunk);
+    DecodeRows(w.typed_data() + n * L * M, v.typed_data() + n * B * K, idx.typed_data() + n * B * K, K, M, b0, b1,
+               out->typed_data() + n * B * M);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error GatherDotImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::S32> idx,
-                         ffi::ResultBuffer<ffi::F32> out) {
-  auto wd = w.dimensions();
-  auto id = idx.dimensions();
-  if (wd.size() < 2 || id.size() != wd.size())
+                         ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> out) {
+  if (w.dimensions().size() < 2 || idx.dimensions().size() != w.dimensions().size())
     return ffi::Error::InvalidArgument("jsae_gather_dot: w [..., L, M] and idx [..., B, K] need equal ranks");
-  const int64_t L = wd[wd.size() - 2], M = wd.back(), B = id[id.size() - 2], K = id.back();
-  const int64_t batch = w.element_count() / std::max<int64_t>(L * M, 1);
-  const float* wp = w.typed_data();
-  const float* gp = g.typed_data();
-  const int32_t* ip = idx.typed_data();
-  float* op = out->typed_data();
-  const int64_t chunk = 64;
-  const int64_t chunks = (B + chunk - 1) / chunk;
+  const auto [L, M, batch] = Split2(w.dimensions(), w.element_count());
+  const auto [B, K, ib] = Split2(idx.dimensions(), idx.element_count());
+  if (ib != batch) return ffi::Error::InvalidArgument("jsae_gather_dot: batch dims differ");
+  const int64_t chunks = (B + kRowChunk - 1) / kRowChunk;
   ParallelFor(batch * chunks, [&](int64_t t) {
-    const int64_t n = t / chunks, b0 = (t % chunks) * chunk, b1 = std::min(B, b0 + chunk);
-    const float* wn = wp + n * L * M;
-    for (int64_t b = b0; b < b1; ++b) {
-      const float* gb = gp + (n * B + b) * M;
-      const int32_t* ib = ip + (n * B + b) * K;
-      float* o = op + (n * B + b) * K;
-      for (int64_t j = 0; j < K; ++j) {
-        const float* row = wn + static_cast<int64_t>(ib[j]) * M;
-        o[j] = Dot(gb, row, M);
-      }
-    }
+    const int64_t n = t / chunks, b0 = (t % chunks) * kRowChunk, b1 = std::min(B, b0 + kRowChunk);
+    GatherDotRows(w.typed_data() + n * L * M, g.typed_data() + n * B * M, idx.typed_data() + n * B * K,
+                  v.typed_data() + n * B * K, K, M, b0, b1, out->typed_data() + n * B * K);
   });
   return ffi::Error::Success();
 }
 
 ffi::Error ScatterOuterImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> c, ffi::Buffer<ffi::S32> idx,
                             ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> csum) {
-  auto gd = g.dimensions();
-  auto cd = c.dimensions();
-  auto od = out->dimensions();
-  if (gd.size() < 2 || cd.size() != gd.size() || od.size() != gd.size())
+  if (g.dimensions().size() < 2 || c.dimensions().size() != g.dimensions().size() ||
+      out->dimensions().size() != g.dimensions().size())
     return ffi::Error::InvalidArgument("jsae_scatter_outer: g, c and out need equal ranks >= 2");
-  const int64_t B = gd[gd.size() - 2], M = gd.back(), K = cd.back(), L = od[od.size() - 2];
-  const int64_t batch = g.element_count() / std::max<int64_t>(B * M, 1);
-  const float* gp = g.typed_data();
-  const float* cp = c.typed_data();
-  const int32_t* ip = idx.typed_data();
-  float* op = out->typed_data();
-  float* sp = csum->typed_data();
-  // Tasks own disjoint latent ranges of one problem: no two threads add to one row.
+  const auto [B, M, batch] = Split2(g.dimensions(), g.element_count());
+  const int64_t K = c.dimensions().back();
+  const int64_t L = out->dimensions()[out->dimensions().size() - 2];
+  // Tasks own disjoint latent ranges of one problem: no two threads write one row.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(NumThreads(), (L + 63) / 64));
   ParallelFor(batch * parts, [&](int64_t t) {
     const int64_t n = t / parts, part = t % parts;
-    const int64_t l0 = L * part / parts, l1 = L * (part + 1) / parts;
-    float* on = op + n * L * M;
-    float* sn = sp + n * L;
-    std::fill(on + l0 * M, on + l1 * M, 0.0f);
-    std::fill(sn + l0, sn + l1, 0.0f);
-    for (int64_t b = 0; b < B; ++b) {
-      const float* gb = gp + (n * B + b) * M;
-      const float* cb = cp + (n * B + b) * K;
-      const int32_t* ib = ip + (n * B + b) * K;
-      for (int64_t j = 0; j < K; ++j) {
-        const int64_t l = ib[j];
-        const float cv = cb[j];
-        if (l < l0 || l >= l1 || cv == 0.0f) continue;
-        float* row = on + l * M;
-        for (int64_t m = 0; m < M; ++m) row[m] += cv * gb[m];
-        sn[l] += cv;
-      }
-    }
+    ScatterOuterRows(g.typed_data() + n * B * M, c.typed_data() + n * B * K, idx.typed_data() + n * B * K, B, K, M,
+                     L * part / parts, L * (part + 1) / parts, out->typed_data() + n * L * M,
+                     csum->typed_data() + n * L);
   });
   return ffi::Error::Success();
 }
@@ -467,6 +523,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsaeGatherDot, GatherDotImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsaeScatterOuter, ScatterOuterImpl,
