@@ -108,6 +108,7 @@ def probe(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
     train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
     latents). ``df.attrs`` holds the parameters and the row counts.
     """
+    sweep.warn_if_unfinished("probe")
     store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
                                          test_split=test_split, train=train, test=test)
     rows: list[dict[str, Any]] = []

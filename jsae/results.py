@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "analysis_dir", "slug", "to_jsonable", "write_json",
-           "write_analysis", "read_analyses", "format_table"]
+           "atomic_write_text", "atomic_write_json", "write_analysis", "read_analyses", "format_table"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
@@ -58,10 +60,40 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder,
+    flushed to disk, then renamed over ``path``.
+
+    A reader sees the old file or the new one, never a half-written one, even if the
+    process is killed or the disk fills up mid-write (the temporary file is removed
+    and the error — e.g. ``OSError(ENOSPC)`` — propagates; the old file is intact).
+    """
     path = Path(path)
-    path.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False))
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as a plain open() gives
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1, **dumps_kwargs: Any) -> Path:
+    """``json.dumps(obj)`` written with :func:`atomic_write_text`."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, **dumps_kwargs))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Strict JSON of ``obj`` (numpy → Python, NaN/Inf → null), written atomically."""
+    return atomic_write_json(path, to_jsonable(obj), allow_nan=False)
 
 
 def write_analysis(out_dir: Path, kind: str, params: dict[str, Any], summary: dict[str, Any],

@@ -89,6 +89,7 @@ def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positiv
     ``eval_split``: rows used for coverage, sub-groups and flows (``"all"`` for
     every labelled row). See the module docstring for the definitions.
     """
+    sweep.warn_if_unfinished("split")
     store = as_store(store)
     check_dim(sweep, store)
     train = load_labelled(store, label, positive, negative=negative, split=train_split)

@@ -145,6 +145,7 @@ def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
     ``{model name: index}``. ``alpha``: one value or several (a sweep over
     ``a_φ``; ignored by ``mode="ablate"``, reported as 0). Returns a :class:`SteerResult`.
     """
+    sweep.warn_if_unfinished("steering")
     if mode not in MODES:
         raise BadValueError(f"mode={mode!r} is not one of {MODES}")
     if alpha_units not in ALPHA_UNITS:

@@ -12,6 +12,7 @@ the normalisation fitted at training time is applied inside.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,11 @@ from .config import SweepConfig, config_from_dict
 from .grid import GridTrainer, GroupSpec, ModelSpec, make_groups
 from .normalize import Normalizer
 
-__all__ = ["SAEModel", "Sweep", "load_sweep"]
+__all__ = ["SAEModel", "Sweep", "load_sweep", "UnfinishedRunWarning"]
+
+
+class UnfinishedRunWarning(UserWarning):
+    """An analysis ran on a sweep that has not reached its last training step."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,12 @@ class Sweep:
       run_dir: where the run lives. config: its resolved config.
       groups: the latent-size groups; ``group_params[i]`` has a leading model axis.
       normalizer: the normalisation fitted on the training data.
-      metrics: per-model validation records (``metrics.json``), in spec order.
+      metrics: per-model validation records (``metrics.json``), in spec order;
+        empty when the run's metrics are not of the loaded step.
+      step: the training step of the loaded checkpoint. total_steps: the step the
+        run trains to. complete: ``step >= total_steps`` (an unfinished run was
+        killed or stopped with ``stop_after``; the same ``jsae sweep`` command
+        continues it). Analyses call :meth:`warn_if_unfinished`.
     """
 
     run_dir: Path
@@ -98,6 +108,22 @@ class Sweep:
     metrics: list[dict[str, Any]]
     step: int
     meta: dict[str, Any]
+    total_steps: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the loaded checkpoint is the run's last step (unknown total: assumed so)."""
+        return self.total_steps is None or self.step >= self.total_steps
+
+    def warn_if_unfinished(self, what: str = "analysis") -> bool:
+        """Warn (:class:`UnfinishedRunWarning`) ``run X is unfinished: step S of T`` when
+        the sweep is not complete; returns whether it warned."""
+        if self.complete:
+            return False
+        warnings.warn(f"run {self.run_dir} is unfinished: step {self.step} of {self.total_steps}; the {what} "
+                      "uses partly trained models (re-run the same `jsae sweep` command to finish it).",
+                      UnfinishedRunWarning, stacklevel=3)
+        return True
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
@@ -153,7 +179,15 @@ class Sweep:
 
 
 def load_sweep(run_dir: str | Path, step: int | None = None) -> Sweep:
-    """Restore a sweep's newest (or given) checkpoint on the devices present now."""
+    """Restore a sweep's newest (or given) checkpoint on the devices present now.
+
+    The checkpoint's checksums are verified: a newest (or given) checkpoint that
+    fails them raises :class:`~jsae.checkpoint.CheckpointError` naming the step —
+    there is no silent fall-back to an older one. Re-running the sweep command
+    moves the bad step aside and retrains it from the newest good checkpoint;
+    ``load_sweep(run, step=S)`` loads an older good step explicitly.
+    ``Sweep.step``/``total_steps``/``complete`` say how far the run got.
+    """
     run_dir = Path(run_dir)
     info_path = run_dir / "sweep.json"
     if not (run_dir / "checkpoints").exists():
@@ -169,6 +203,12 @@ def load_sweep(run_dir: str | Path, step: int | None = None) -> Sweep:
     trainer = GridTrainer(groups, info["dim"], cfg.sae, cfg.optim)
     state, meta, got = restore_checkpoint(run_dir, trainer.abstract_state(), step)
     metrics = info.get("metrics", []) if info.get("step") == got else []
+    total = meta.get("total_steps", info.get("total_steps"))
+    if total is None and (meta.get("data") or {}).get("n_train"):
+        from .train import num_steps
+
+        total = num_steps(cfg, int(meta["data"]["n_train"]))
     return Sweep(run_dir=run_dir, config=cfg, groups=groups, group_params=tuple(g.params for g in state.groups),
-                 normalizer=Normalizer.from_dict(meta["normalizer"]), metrics=metrics, step=got, meta=meta)
+                 normalizer=Normalizer.from_dict(meta["normalizer"]), metrics=metrics, step=got, meta=meta,
+                 total_steps=None if total is None else int(total))
 

@@ -8,16 +8,33 @@ function of ``(seed, step)`` only.
 Run directory::
 
     RUN_DIR/config.yaml          resolved config
-    RUN_DIR/checkpoints/<step>/  orbax: stacked state + JSON meta
-    RUN_DIR/sweep.json           grid, normalisation, metrics, history, version
+    RUN_DIR/checkpoints/<step>/  orbax: stacked state + JSON meta (with checksums)
+    RUN_DIR/sweep.json           grid, normalisation, metrics, history, version,
+                                 step / total_steps / complete, data fingerprint
     RUN_DIR/metrics.json         one record per model (k, latent_size, val_nmse, ...)
     RUN_DIR/*.png                heatmaps over K × L, loss curves
+    RUN_DIR/.lock                flock held by the sweep writing here (pid inside)
+    RUN_DIR/checkpoints.corrupt/ checkpoints that failed their checksums, set aside
+
+Safeguards (see :func:`train_sweep`): one writer per run directory (``.lock``);
+resuming needs the same config *and* the same training data (the data
+fingerprint, :func:`data_fingerprint`); a checkpoint that fails its checksums is
+set aside and training resumes from the newest one that verifies; a full disk
+stops the sweep with one :class:`DiskFullError` line naming the last good
+checkpoint; a run that fails before its first checkpoint leaves no config behind
+(the corrected command starts it afresh). JSON files are replaced atomically.
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import errno
+import fcntl
+import hashlib
 import math
+import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +46,41 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import open_manager, restore_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_steps, open_manager, restore_newest_good,
+                         save_checkpoint, set_aside)
 from .config import ConfigError, SweepConfig, config_from_dict, config_to_dict, config_to_yaml
+from .errors import JsaeError
 from .grid import GridState, GridTrainer, make_groups
 from .normalize import Normalizer, fit_normalizer, geometric_median
 from .plots import plot_sweep
+from .results import atomic_write_json, atomic_write_text
 from .store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
 __all__ = ["TrainingData", "prepare_data", "batch_indices", "num_steps", "make_mesh", "train_sweep",
-           "evaluate", "RESUMABLE_KEYS"]
+           "evaluate", "RESUMABLE_KEYS", "data_fingerprint", "run_lock", "LOCK_NAME", "RunLockedError",
+           "DataChangedError", "DiskFullError", "TrainingDivergedError", "CheckpointWarning"]
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(JsaeError):
+    """Another process holds the run directory's lock (a second sweep on one ``--out``)."""
+
+
+class DataChangedError(JsaeError):
+    """Resuming a run on training data whose fingerprint differs from the one it was trained on."""
+
+
+class DiskFullError(JsaeError):
+    """The disk (or quota) filled up while the sweep was writing; names the last good checkpoint."""
+
+
+class TrainingDivergedError(JsaeError, FloatingPointError):
+    """A model's training loss became NaN/Inf."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint failed verification and was set aside; training resumed from an older one."""
 
 # Keys that may differ when a run is resumed (they do not change the trained models).
 RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.progress", "train.keep_checkpoints",
@@ -120,6 +163,39 @@ def num_steps(cfg: SweepConfig, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
 
 
+FINGERPRINT_VERSION = 1
+
+
+def data_fingerprint(td: TrainingData, block_rows: int = 65536) -> dict[str, Any]:
+    """What the run was trained on: ``{"n_train", "n_val", "dim", "blake2b"}``.
+
+    ``blake2b`` (128-bit) is over the float32 little-endian bytes of the training
+    rows, then the validation rows, in the order training uses them (after
+    ``data.splits``/``data.max_rows`` and the validation split), preceded by the row
+    counts and dimension. Streaming (``data.stream``) reads the training rows from
+    the store ``block_rows`` at a time, so nothing is loaded at once; both modes
+    give the same fingerprint for the same rows.
+    """
+    dim = int(td.fit.shape[1])
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"jsae-data-fingerprint-{FINGERPRINT_VERSION} {td.n_train} {len(td.val)} {dim}\n".encode())
+
+    def feed(block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype="<f4")
+        if block.size:
+            h.update(block.reshape(-1).view(np.uint8))
+
+    for start in range(0, td.n_train, block_rows):
+        stop = min(start + block_rows, td.n_train)
+        feed(td.train[start:stop] if td.train is not None else td.store.read(td.train_rows[start:stop]))
+    feed(td.val)
+    return {"n_train": int(td.n_train), "n_val": int(len(td.val)), "dim": dim, "blake2b": h.hexdigest()}
+
+
+def _fingerprint_text(fp: dict[str, Any]) -> str:
+    return f"{fp.get('n_train')}+{fp.get('n_val')} rows × {fp.get('dim')}, blake2b {str(fp.get('blake2b'))[:16]}"
+
+
 def batch_indices(seed: int, start: int, count: int, n: int, batch_size: int) -> np.ndarray:
     """Rows of the batches of steps ``[start, start + count)``: ``[count, batch_size]`` int32.
 
@@ -194,8 +270,13 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
 
 
 def _check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
+    """Refuse a config that differs from the run's in anything but :data:`RESUMABLE_KEYS`.
+
+    Only a run with a checkpoint binds its config: a run directory without one (a
+    sweep that failed or was killed before its first checkpoint) starts afresh.
+    """
     saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
+    if not saved_path.exists() or not checkpoint_steps(run_dir):
         return
     import yaml
 
@@ -218,23 +299,170 @@ def _check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
         )
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path):
+    """Hold ``RUN_DIR/.lock`` (``fcntl.flock``, exclusive) for the ``with`` block.
+
+    A second holder is refused at once with :class:`RunLockedError` naming the pid
+    written in the file. The kernel releases the lock when the process dies, so a
+    killed sweep never leaves a stale lock behind.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLockedError(
+                f"another sweep (pid {holder}) is writing to {Path(run_dir)}; wait for it to finish (then this "
+                "command resumes or completes the run), or give a different --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", f"os_error_code='{errno.ENOSPC}'",
+                   f"os_error_code='{errno.EDQUOT}'")
+
+
+def _is_disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is ENOSPC/EDQUOT.
+
+    orbax/tensorstore report them as ``ValueError('RESOURCE_EXHAUSTED: … No space
+    left on device [os_error_code='28']')`` rather than as an ``OSError``.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(err) for t in _DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _cleanup_failed_start(run_dir: Path, created: bool) -> None:
+    """After a failure before the first checkpoint: remove what this call wrote, so that
+    the run directory accepts a corrected command (with any config) as a new run."""
+    if checkpoint_steps(run_dir):
+        return
+    for name in ("config.yaml", "sweep.json"):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink()
+    ck = run_dir / CHECKPOINT_DIR
+    if ck.is_dir() and not any(p.name.isdigit() for p in ck.iterdir()):
+        shutil.rmtree(ck, ignore_errors=True)  # empty, or leftovers of an interrupted first save
+    if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:  # leave the folder as it was: absent or empty
+        with contextlib.suppress(OSError):
+            (run_dir / LOCK_NAME).unlink()
+            if created:
+                run_dir.rmdir()
+
+
 def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | None = None,
                 stop_after: int | None = None) -> list[dict[str, Any]]:
     """Train (or resume) every model of ``cfg.grid`` in one compiled program.
 
     Args:
       cfg: the sweep config. run_dir: output directory (created; resumed if it
-        holds checkpoints of the same config). data: optional raw ``[N, M]``
-        embeddings used instead of ``cfg.data.store``.
+        holds checkpoints of the same config and data). data: optional raw
+        ``[N, M]`` embeddings used instead of ``cfg.data.store``.
       stop_after: stop (after checkpointing) once this step is reached — for
         tests and time-boxed jobs; a later call continues.
     Returns:
       the per-model metric records (also written to ``RUN_DIR/metrics.json``).
+    Raises (one-line :class:`~jsae.errors.JsaeError` messages):
+      :class:`RunLockedError`: another process is writing to ``run_dir``.
+      ``ConfigError``: the run's checkpoints are of another config.
+      :class:`DataChangedError`: the training data's fingerprint is not the run's.
+      :class:`~jsae.checkpoint.CheckpointError`: no checkpoint of the run verifies.
+      :class:`DiskFullError`: ENOSPC/EDQUOT while writing; names the last good checkpoint.
+      :class:`TrainingDivergedError`: a loss became NaN/Inf.
+    A newest checkpoint that fails its checksums is moved to ``checkpoints.corrupt/``
+    with a :class:`CheckpointWarning`, and training resumes from the newest one that
+    verifies (ending where an uninterrupted run ends). A run that fails before its
+    first checkpoint leaves no ``config.yaml``/``sweep.json``: re-running — with a
+    corrected config too — starts it afresh.
     """
-
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        doing = ["preparing the run"]  # what was being written, for a disk-full message
+        try:
+            return _train_locked(cfg, run_dir, data, stop_after, doing)
+        except BaseException as err:
+            if isinstance(err, Exception) and not isinstance(err, JsaeError) and _is_disk_full(err):
+                _remove_partial_saves(run_dir, tries=10)
+                _cleanup_failed_start(run_dir, created)
+                raise _disk_full_error(run_dir, doing[0], err) from err
+            _cleanup_failed_start(run_dir, created)
+            raise
+
+
+def _remove_partial_saves(run_dir: Path, tries: int = 1) -> None:
+    """Delete orbax's temporary folders of interrupted saves (killed, disk full): they are
+    never checkpoints, and they hold the space a failed save took. Only called with the
+    run's lock held. ``tries``: after a failed save, orbax's writer threads may still be
+    finishing for a moment; look again a few times."""
+    for attempt in range(tries):
+        leftovers = list((run_dir / CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+        if not leftovers and attempt:
+            return
+        if attempt + 1 < tries:
+            time.sleep(0.2)
+
+
+def _disk_full_error(run_dir: Path, doing: str, err: BaseException) -> DiskFullError:
+    quota = "quota" in str(err).lower() or any(
+        isinstance(e, OSError) and e.errno == errno.EDQUOT for e in (err, err.__cause__, err.__context__))
+    what = "disk quota exceeded" if quota else "no space left on device"
+    steps = checkpoint_steps(run_dir)
+    if steps:
+        left = (f"the last good checkpoint is step {steps[-1]}; free space (or copy {run_dir} to a larger disk) "
+                "and re-run the same command to resume from it")
+    else:
+        left = "no checkpoint was saved yet; free space and re-run the same command to start the run"
+    return DiskFullError(f"{what} while {doing} in {run_dir}; {left}.")
+
+
+def _diverged(run_dir: Path, model: str, step: int) -> TrainingDivergedError:
+    saved = checkpoint_steps(run_dir)
+    if saved:
+        fix = (f"lower optim.lr; {run_dir} keeps this config's checkpoints up to step {saved[-1]}, so train the "
+               f"corrected config into a new --out (or delete {run_dir})")
+    else:
+        fix = f"lower optim.lr and re-run: nothing was saved, so {run_dir} starts afresh with the corrected config"
+    return TrainingDivergedError(f"model {model}: loss is not finite at step {step}; {fix}.")
+
+
+def _resume(run_dir: Path, trainer: GridTrainer, manager) -> tuple[GridState, dict[str, Any], int]:
+    """The newest checkpoint that verifies; newer ones that fail are set aside with a warning."""
+    state, meta, step, bad = restore_newest_good(run_dir, trainer.abstract_state(), manager)
+    for bad_step, err in bad:
+        dest = set_aside(run_dir, bad_step)
+        warnings.warn(f"{err} Moved it to {dest}; resuming from step {step}, the newest checkpoint that verifies.",
+                      CheckpointWarning, stacklevel=4)
+    if bad:
+        manager.reload()
+    return state, meta, step
+
+
+def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None, stop_after: int | None,
+                  doing: list[str]) -> list[dict[str, Any]]:
     _check_resumable(run_dir, cfg)
     td = prepare_data(cfg, data)
+    fingerprint = data_fingerprint(td)
     dim = td.fit.shape[1]
     normalizer = fit_normalizer(td.fit, cfg.sae.normalize)
     x_fit = normalizer.apply(td.fit).astype(np.float32)
@@ -243,12 +471,31 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     trainer = GridTrainer(groups, dim, cfg.sae, cfg.optim, mesh=mesh, matmul_dtype=cfg.train.matmul_dtype)
     total = num_steps(cfg, td.n_train)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    doing[0] = "writing config.yaml"
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    _remove_partial_saves(run_dir)  # orbax would not reuse them; they are not checkpoints
     manager = open_manager(run_dir, keep=cfg.train.keep_checkpoints)
+    try:
+        return _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total, manager,
+                           stop_after, doing)
+    finally:
+        with contextlib.suppress(Exception):
+            manager.close()
+
+
+def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total, manager, stop_after, doing):
+    dim = td.fit.shape[1]
     history: dict[str, list] = {"step": [], "loss": [], "nmse": [], "dead_fraction": []}
-    if manager.latest_step() is not None:
-        state, meta, step = restore_checkpoint(run_dir, trainer.abstract_state(), manager=manager)
+    if manager.all_steps():
+        doing[0] = "restoring the newest checkpoint"
+        state, meta, step = _resume(run_dir, trainer, manager)
+        saved_fp = (meta.get("data") or {}).get("fingerprint")
+        if saved_fp is not None and saved_fp != fingerprint:
+            raise DataChangedError(
+                f"{run_dir} was trained on other data ({_fingerprint_text(saved_fp)}) than {td.source} gives now "
+                f"({_fingerprint_text(fingerprint)}); resume it with the data it was trained on, or train on this "
+                "data into a new --out directory."
+            )
         history = meta["history"]
     else:
         rng = np.random.default_rng([cfg.train.seed, 3])
@@ -259,12 +506,23 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
         step = 0
 
     def meta_now(step: int) -> dict[str, Any]:
-        return {"step": step, "version": __version__, "config": config_to_dict(cfg), "dim": dim,
-                "models": [m.to_dict() for m in trainer.specs], "normalizer": normalizer.to_dict(),
-                "history": history, "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val)}}
+        return {"step": step, "total_steps": total, "version": __version__, "config": config_to_dict(cfg),
+                "dim": dim, "models": [m.to_dict() for m in trainer.specs], "normalizer": normalizer.to_dict(),
+                "history": history, "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val),
+                                             "fingerprint": fingerprint}}
 
-    (run_dir / "sweep.json").write_text(json.dumps(meta_now(step) | {"metrics": [], "complete": False,
-                                                                    "total_steps": total}, indent=1))
+    def write_info(step: int, records: list[dict[str, Any]] | None = None) -> None:
+        doing[0] = "writing sweep.json"
+        atomic_write_json(run_dir / "sweep.json", meta_now(step) | {
+            "metrics": records or [], "complete": records is not None and step >= total, "total_steps": total})
+
+    def checkpoint(step: int, state: GridState) -> None:
+        doing[0] = f"saving checkpoint step {step}"
+        save_checkpoint(manager, step, trainer.unpad(state), meta_now(step))
+        write_info(step)  # the step and completeness a reader of the run sees
+        doing[0] = "training"
+
+    write_info(step)
     state = trainer.pad(state)
     # In memory: the normalised training rows live on the device and each step gathers
     # its batch there. Streaming: each host call's batches are read from the store.
@@ -274,6 +532,8 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     bar = tqdm(total=total, initial=step, unit="step", desc=f"sweep {len(trainer.specs)} models",
                disable=not cfg.train.progress, dynamic_ncols=True)
     every = cfg.train.checkpoint_every
+    doing[0] = "training"
+    # ---- the step loop (kept as close as possible to the original; see checkpoint() above) ----
     while step < stop:
         count = min(cfg.train.steps_per_call, stop - step, every - step % every)
         idx = batch_indices(cfg.train.seed, step, count, td.n_train, cfg.train.batch_size)
@@ -295,16 +555,18 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
                         loss_worst=f"{loss[-1].max():.4f}", loss_best=f"{loss[-1].min():.4f}")
         if not np.all(np.isfinite(loss)):
             bad = trainer.specs[int(np.flatnonzero(~np.isfinite(loss).all(axis=0))[0])].name
-            raise FloatingPointError(f"model {bad}: loss is not finite at step {step}; lower optim.lr.")
+            raise _diverged(run_dir, bad, step)
         if step % every == 0 or step == stop:
-            save_checkpoint(manager, step, trainer.unpad(state), meta_now(step))
+            checkpoint(step, state)
+    # ---- end of the step loop ----
     bar.close()
-    manager.close()
 
+    doing[0] = "evaluating"
     records = evaluate(trainer, state, td.val, normalizer)
-    summary = meta_now(step) | {"metrics": records, "complete": step >= total, "total_steps": total}
-    (run_dir / "sweep.json").write_text(json.dumps(summary, indent=1))
-    (run_dir / "metrics.json").write_text(json.dumps(records, indent=1))
+    write_info(step, records)
+    doing[0] = "writing metrics.json"
+    atomic_write_json(run_dir / "metrics.json", records)
     if step >= total:
+        doing[0] = "writing the plots"
         plot_sweep(run_dir, records, history, [m.name for m in trainer.specs])
     return records

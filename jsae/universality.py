@@ -149,6 +149,8 @@ def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | st
     :func:`same_space` and no ``store_b``, else activation), ``decoder`` or
     ``activation``.
     """
+    sweep_a.warn_if_unfinished("universality comparison")
+    sweep_b.warn_if_unfinished("universality comparison")
     if method not in METHODS:
         raise BadValueError(f"method={method!r} is not one of {METHODS}")
     if method == "auto":
