@@ -144,6 +144,41 @@ int64_t Collect(const float* x, int64_t n, int32_t thr, uint32_t* out, int64_t c
   return c;
 }
 
+// Permutes the distinct values a[0..c) so that the n largest are in a[0..n) (in no
+// order), by
+// quickselect with a branch-free partition (each value is written to both sides'
+// buffers, one cursor advances); scratch needs room for c values.
+void SelectTop(uint64_t* a, int64_t c, int64_t n, uint64_t* scratch) {
+  while (n > 0 && c > n) {
+    uint64_t p0 = a[0], p1 = a[c / 2], p2 = a[c - 1];  // median of three as the pivot
+    uint64_t pivot = std::max(std::min(p0, p1), std::min(std::max(p0, p1), p2));
+    int64_t hi = 0, lo = 0;
+    for (int64_t i = 0; i < c; ++i) {
+      const uint64_t v = a[i];
+      const bool above = v > pivot;
+      a[hi] = v;  // hi ≤ i: never overwrites an unread value
+      scratch[lo] = v;
+      hi += above;
+      lo += !above;
+    }
+    // a[0..hi): values above the pivot; scratch[0..lo): the pivot and values below.
+    std::copy(scratch, scratch + lo, a + hi);  // a[0..c) stays a permutation of its values
+    if (hi >= n) {
+      c = hi;
+    } else {
+      // the pivot is the largest of the rest: take it, then go on among the others
+      int64_t at = hi;
+      for (int64_t i = hi; i < hi + lo; ++i)
+        if (a[i] == pivot) at = i;
+      std::swap(a[hi], a[at]);
+      if (hi + 1 >= n) return;
+      a += hi + 1;
+      n -= hi + 1;
+      c = lo - 1;
+    }
+  }
+}
+
 // Selects the top kk of one row into vals/idx (width K). `thr` carries a
 // collection threshold from row to row of the same problem (a model's rows look
 // alike); it only affects speed, never the result: a row whose collection falls
@@ -152,13 +187,13 @@ int64_t Collect(const float* x, int64_t n, int32_t thr, uint32_t* out, int64_t c
 struct RowSelector {
   int64_t L, K;
   bool sorted;
-  std::vector<uint64_t> cand;
+  std::vector<uint64_t> cand, scratch;
   std::vector<uint32_t> hits;
   int32_t thr = 0;
   bool have_thr = false;
   int64_t fallbacks = 0;
 
-  RowSelector(int64_t L_, int64_t K_, bool sorted_) : L(L_), K(K_), sorted(sorted_), cand(L_), hits(L_ + 8) {}
+  RowSelector(int64_t L_, int64_t K_, bool sorted_) : L(L_), K(K_), sorted(sorted_), cand(L_), scratch(L_), hits(L_ + 8) {}
 
   void Select(const float* x, int64_t kk, float* vals, int32_t* idx) {
     kk = std::max<int64_t>(0, std::min(kk, K));
@@ -181,18 +216,19 @@ struct RowSelector {
       c = L;
       for (int64_t i = 0; i < L; ++i) b[i] = Pack(OrderKey(x[i]), static_cast<uint32_t>(i));
     }
+    uint64_t* tmp = scratch.data();
     if (whole_row || c > 3 * want) {
-      // (Re-)estimate the threshold: the key at rank `want`.
-      std::nth_element(b, b + want - 1, b + c, desc);
+      // (Re-)estimate the threshold: the smallest key among the top `want`.
+      SelectTop(b, c, want, tmp);
       have_thr = 4 * K < L;  // short rows: the whole row is as cheap as a collection
-      thr = UnpackKey(b[want - 1]);
+      thr = UnpackKey(*std::min_element(b, b + want));
       c = want;  // the top `want` ⊇ the top K are in front
     }
-    if (K < c) std::nth_element(b, b + K - 1, b + c, desc);
+    SelectTop(b, c, K, tmp);
     if (sorted) {
       std::sort(b, b + K, desc);
     } else if (kk > 0 && kk < K) {
-      std::nth_element(b, b + kk - 1, b + K, desc);
+      SelectTop(b, K, kk, tmp);
     }
     for (int64_t j = 0; j < K; ++j) {
       uint32_t i = Unpack(b[j]);
