@@ -270,16 +270,32 @@ class GridTrainer:
             metrics.append(m)
         return GridState(state.step + 1, tuple(new_groups)), tuple(metrics)
 
-    def run_steps(self, state: GridState, data: jax.Array, batch_index: jax.Array | None = None):
-        """``lax.scan`` of :meth:`step`.
+    def run_steps(self, state: GridState, data: jax.Array, batch_index: jax.Array | None = None,
+                  count: jax.Array | int | None = None):
+        """``lax.scan`` of :meth:`step` over ``S`` slots, of which the first ``count`` run.
 
         Either ``data [N, M]`` on device plus ``batch_index [S, B]`` (rows of each
         step's batch), or ``data [S, B, M]`` (streamed batches) with no index.
+        ``count`` (traced; default ``S``): slots ``≥ count`` are skipped (their inputs
+        are ignored and their metrics are 0), so one compiled program serves every
+        number of steps up to ``S`` — no recompilation for a short last call.
         Returns the new state and per-step metrics (leaves ``[S, n]``).
         """
-        if batch_index is None:
-            return jax.lax.scan(self.step, state, data)
-        return jax.lax.scan(lambda st, idx: self.step(st, jnp.take(data, idx, axis=0)), state, batch_index)
+        xs = data if batch_index is None else batch_index
+        slots = xs.shape[0]
+        count = slots if count is None else count
+
+        def batch(item):
+            return item if batch_index is None else jnp.take(data, item, axis=0)
+
+        metric_shapes = jax.eval_shape(lambda st, it: self.step(st, batch(it))[1], state, xs[0])
+        skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+
+        def body(st, slot):
+            i, item = slot
+            return jax.lax.cond(i < count, lambda: self.step(st, batch(item)), lambda: (st, skipped))
+
+        return jax.lax.scan(body, state, (jnp.arange(slots), xs))
 
     def jit_run_steps(self):
         """``run_steps`` jitted once, with the state buffers donated."""

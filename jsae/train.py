@@ -83,7 +83,7 @@ class CheckpointWarning(UserWarning):
     """A checkpoint failed verification and was set aside; training resumed from an older one."""
 
 # Keys that may differ when a run is resumed (they do not change the trained models).
-RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.progress", "train.keep_checkpoints",
+RESUMABLE_KEYS = ("train.steps", "train.topk_path", "train.epochs", "train.progress", "train.keep_checkpoints",
                   "train.checkpoint_every", "train.steps_per_call")
 
 
@@ -219,6 +219,11 @@ def make_mesh(shard_models: bool) -> Mesh | None:
     if not shard_models or len(devices) == 1:
         return None
     return Mesh(np.array(devices), ("model",))
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a [S, ...]`` padded with zeros to ``rows`` along the first axis (slots that do not run)."""
+    return a if len(a) == rows else np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
 def _flat_metric(metrics: tuple[dict[str, Any], ...], trainer: GridTrainer, key: str) -> np.ndarray:
@@ -468,7 +473,8 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None, stop
     x_fit = normalizer.apply(td.fit).astype(np.float32)
     groups = make_groups(cfg.grid)
     mesh = make_mesh(cfg.train.shard_models)
-    trainer = GridTrainer(groups, dim, cfg.sae, cfg.optim, mesh=mesh, matmul_dtype=cfg.train.matmul_dtype)
+    trainer = GridTrainer(groups, dim, cfg.sae, cfg.optim, mesh=mesh, matmul_dtype=cfg.train.matmul_dtype,
+                          topk_path=cfg.train.topk_path)
     total = num_steps(cfg, td.n_train)
 
     doing[0] = "writing config.yaml"
@@ -533,17 +539,18 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
                disable=not cfg.train.progress, dynamic_ncols=True)
     every = cfg.train.checkpoint_every
     doing[0] = "training"
-    # ---- the step loop (kept as close as possible to the original; see checkpoint() above) ----
     while step < stop:
         count = min(cfg.train.steps_per_call, stop - step, every - step % every)
-        idx = batch_indices(cfg.train.seed, step, count, td.n_train, cfg.train.batch_size)
+        # Always steps_per_call slots, the first `count` of which run: one compiled program.
+        idx = _pad_rows(batch_indices(cfg.train.seed, step, count, td.n_train, cfg.train.batch_size),
+                        cfg.train.steps_per_call)
         t0 = time.perf_counter()
         if x_dev is not None:
-            state, metrics = run(state, x_dev, jnp.asarray(idx))
+            state, metrics = run(state, x_dev, jnp.asarray(idx), count=count)
         else:
-            batches = normalizer.apply(td.read_batches(idx)).astype(np.float32)
-            state, metrics = run(state, jnp.asarray(batches))
-        metrics = jax.device_get(metrics)
+            batches = normalizer.apply(td.read_batches(idx[:count])).astype(np.float32)
+            state, metrics = run(state, jnp.asarray(_pad_rows(batches, cfg.train.steps_per_call)), count=count)
+        metrics = jax.tree.map(lambda a: a[:count], jax.device_get(metrics))
         dt = time.perf_counter() - t0
         step += count
         loss = _flat_metric(metrics, trainer, "loss")
@@ -558,7 +565,6 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
             raise _diverged(run_dir, bad, step)
         if step % every == 0 or step == stop:
             checkpoint(step, state)
-    # ---- end of the step loop ----
     bar.close()
 
     doing[0] = "evaluating"

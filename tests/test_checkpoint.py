@@ -46,8 +46,9 @@ def _assert_same_params(a, b, **tol):
                                        err_msg=f"{name}.{field}", **tol)
 
 
-def test_killed_sweep_resumes_to_the_same_parameters(tmp_path, store):
-    args = ["sweep", str(ROOT / "configs" / "default.yaml"), f"data.store={store}", "grid.k=[4,8]",
+def test_killed_sweep_resumes_to_the_same_parameters(tmp_path, store, topk_path):
+    args = ["sweep", str(ROOT / "configs" / "default.yaml"), f"data.store={store}", f"train.topk_path={topk_path}",
+            "grid.k=[4,8]",
             "grid.latent_size=[64,96]", "train.batch_size=256", "train.steps=1500", "train.steps_per_call=25",
             "train.checkpoint_every=100", "train.keep_checkpoints=3", "train.progress=false", "optim.lr=1e-3"]
     killed = tmp_path / "killed"
@@ -88,8 +89,8 @@ np.save(sys.argv[1] + "/recon8.npy", load_sweep(sys.argv[1]).reconstruct_all(x))
 """
 
 
-def test_sweep_sharded_over_8_devices_restores_on_1_device(tmp_path, store):
-    overrides = [f"data.store={store}", "grid.k=[3,6,9]", "grid.latent_size=[48,80]", "train.batch_size=128",
+def test_sweep_sharded_over_8_devices_restores_on_1_device(tmp_path, store, topk_path):
+    overrides = [f"data.store={store}", f"train.topk_path={topk_path}", "grid.k=[3,6,9]", "grid.latent_size=[48,80]", "train.batch_size=128",
                  "train.steps=60", "train.steps_per_call=20", "train.checkpoint_every=60", "train.progress=false",
                  "train.shard_models=true"]
     x = make_dictionary_data(40, dim=32, n_atoms=64, active=4, seed=99).x
@@ -146,9 +147,9 @@ def test_load_sweep_answers_model_queries_with_raw_space_functions(tmp_path, sto
         sweep.model(k=20, latent_size=64)
 
 
-def test_streaming_from_the_store_trains_the_same_models_as_in_memory(tmp_path, store):
+def test_streaming_from_the_store_trains_the_same_models_as_in_memory(tmp_path, store, topk_path):
     """data.stream reads every host call's batches from the store instead of loading the rows."""
-    base = [f"data.store={store}", "grid.k=[4]", "grid.latent_size=[64,32]", "train.batch_size=128",
+    base = [f"data.store={store}", f"train.topk_path={topk_path}", "grid.k=[4]", "grid.latent_size=[64,32]", "train.batch_size=128",
             "train.steps=90", "train.steps_per_call=30", "train.progress=false"]
     mem = train_sweep(load_config(None, base), tmp_path / "mem")
     streamed = train_sweep(load_config(None, [*base, "data.stream=true"]), tmp_path / "stream")

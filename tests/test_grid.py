@@ -21,17 +21,18 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory, data):
+def grid_run(tmp_path_factory, data, topk_path):
     run = tmp_path_factory.mktemp("grid")
-    cfg = load_config(None, ["grid.k=[2,5]", "grid.latent_size=[40,24]", *COMMON])
+    cfg = load_config(None, ["grid.k=[2,5]", "grid.latent_size=[40,24]", *COMMON, f"train.topk_path={topk_path}"])
     train_sweep(cfg, run, data=data)
     return run
 
 
 @pytest.mark.parametrize("k,latent_size", [(5, 40), (2, 24)])
-def test_grid_member_equals_the_same_model_trained_alone(tmp_path, data, grid_run, k, latent_size):
+def test_grid_member_equals_the_same_model_trained_alone(tmp_path, data, grid_run, topk_path, k, latent_size):
     alone_dir = tmp_path / "alone"
-    cfg = load_config(None, [f"grid.k=[{k}]", f"grid.latent_size=[{latent_size}]", *COMMON])
+    cfg = load_config(None, [f"grid.k=[{k}]", f"grid.latent_size=[{latent_size}]", *COMMON,
+                             f"train.topk_path={topk_path}"])
     train_sweep(cfg, alone_dir, data=data)
     member = load_sweep(grid_run).model(k=k, latent_size=latent_size)
     alone = load_sweep(alone_dir).model(k=k, latent_size=latent_size)
@@ -59,10 +60,11 @@ def test_decoder_rows_stay_unit_norm_after_training(grid_run):
         np.testing.assert_allclose(np.linalg.norm(m.decoder_directions, axis=1), 1.0, rtol=1e-5)
 
 
-def test_topk_sae_recovers_a_known_dictionary(tmp_path):
+def test_topk_sae_recovers_a_known_dictionary(tmp_path, topk_path):
     """Sparse non-negative codes over a random dictionary plus noise: the right K finds the atoms."""
     d = make_dictionary_data(20000, dim=64, n_atoms=96, active=4, noise=0.01, seed=1)
     cfg = load_config(None, ["grid.k=[4]", "grid.latent_size=[128]", "train.steps=1000", "train.batch_size=256",
+                             f"train.topk_path={topk_path}",
                              "train.checkpoint_every=100000", "train.progress=false", "optim.lr=2e-3"])
     records = train_sweep(cfg, tmp_path, data=d.x)
     model = load_sweep(tmp_path).model(k=4, latent_size=128)
