@@ -161,3 +161,15 @@ def test_without_the_library_the_xla_fallback_gives_the_same_results_and_warns_o
     got = np.array(json.loads(out.stdout))
     np.testing.assert_array_equal(got, np.asarray(jax.lax.top_k(jnp.asarray(
         np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32)), 5)[1]))
+
+
+def test_selections_are_differentiable_like_lax_top_k():
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((6, 40)), jnp.float32)
+    w = jnp.asarray(np.random.default_rng(6).standard_normal((6, 9)), jnp.float32)
+    ref = jax.grad(lambda a: jnp.sum(jax.lax.top_k(a, 9)[0] * w))(x)
+    np.testing.assert_array_equal(jax.grad(lambda a: jnp.sum(kernels.top_k(a, 9)[0] * w))(x), ref)
+    got = jax.grad(lambda a: jnp.sum(jnp.sort(kernels.select(a, 4, 9)[0]) * jnp.sort(w)))(x)
+    np.testing.assert_array_equal(np.asarray(got) != 0, np.asarray(ref) != 0)  # the same 9 entries get gradient
+    mask = jnp.arange(40) % 3 == 0  # 14 unmasked of 40: 9 selected among them
+    g = jax.grad(lambda a: jnp.sum(kernels.masked_select(a, mask, 20)[0].clip(-1e3)))(x)
+    assert np.all(np.asarray(g)[:, ~np.asarray(mask)] == 0) and np.all(np.asarray(g)[:, np.asarray(mask)] == 1)

@@ -104,6 +104,27 @@ def _kernel_select(x: jax.Array, k, width: int, sort: bool):
     return tuple(_ffi("jsae_topk", out, x, jnp.asarray(k, jnp.int32), sorted=np.int32(sort)))
 
 
+def _value_jvp(select_fn, x: jax.Array, *args, tangent_mask=None):
+    """``select_fn(x, *args) → (values, indices)`` with ``values = x[indices]``, made differentiable in ``x``.
+
+    The values' tangent is the input's tangent at the selected indices (``lax.top_k``'s
+    rule); with ``tangent_mask``, entries outside it (selected as -inf fill) get none.
+    """
+
+    @jax.custom_jvp
+    def f(x, *args):
+        return select_fn(x, *args)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        vals, idx = f(*primals)
+        dx = tangents[0] if tangent_mask is None else jnp.where(tangent_mask, tangents[0], 0.0)
+        dx = jnp.zeros_like(primals[0]) if isinstance(dx, jax.custom_derivatives.SymbolicZero) else dx
+        return (vals, idx), (jnp.take_along_axis(dx, idx, axis=-1), np.zeros(idx.shape, jax.dtypes.float0))
+
+    return f(x, *args)
+
+
 def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """``lax.top_k(x, k)``, computed by the selection kernel on CPU.
 
@@ -114,8 +135,8 @@ def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     if x.dtype != jnp.float32 or not _use_kernels():
         return jax.lax.top_k(x, k)
     _check_row_op(x, k)
-    return jax.lax.platform_dependent(x, cpu=lambda a: _kernel_select(a, k, k, True),
-                                      default=lambda a: tuple(jax.lax.top_k(a, k)))
+    return _value_jvp(lambda a: jax.lax.platform_dependent(a, cpu=lambda a: _kernel_select(a, k, k, True),
+                                                           default=lambda a: tuple(jax.lax.top_k(a, k))), x)
 
 
 def select(x: jax.Array, k, width: int) -> tuple[jax.Array, jax.Array]:
@@ -131,9 +152,9 @@ def select(x: jax.Array, k, width: int) -> tuple[jax.Array, jax.Array]:
     if x.dtype != jnp.float32 or not _use_kernels():
         return jax.lax.top_k(x, width)
     _check_row_op(x, width)
-    return jax.lax.platform_dependent(x, jnp.asarray(k, jnp.int32),
-                                      cpu=lambda a, kk: _kernel_select(a, kk, width, False),
-                                      default=lambda a, kk: tuple(jax.lax.top_k(a, width)))
+    return _value_jvp(lambda a, kk: jax.lax.platform_dependent(
+        a, kk, cpu=lambda a, kk: _kernel_select(a, kk, width, False),
+        default=lambda a, kk: tuple(jax.lax.top_k(a, width))), x, jnp.asarray(k, jnp.int32))
 
 
 def masked_select(x: jax.Array, mask: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
@@ -157,7 +178,9 @@ def masked_select(x: jax.Array, mask: jax.Array, width: int) -> tuple[jax.Array,
                jax.ShapeDtypeStruct(a.shape[:-1] + (width,), jnp.int32))
         return tuple(_ffi("jsae_topk_masked", out, a, m, sorted=np.int32(False)))
 
-    return jax.lax.platform_dependent(x, jnp.asarray(mask, bool), cpu=kernel, default=xla)
+    mask = jnp.asarray(mask, bool)
+    return _value_jvp(lambda a, m: jax.lax.platform_dependent(a, m, cpu=kernel, default=xla), x, mask,
+                      tangent_mask=mask)
 
 
 def _rows(a: jax.Array) -> jax.Array:
