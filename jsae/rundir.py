@@ -6,7 +6,8 @@
 * :func:`is_jsae_run` — recognises a run by what :func:`jsae.train.train_sweep` writes:
   a ``sweep.json`` with its keys, or a jsae ``config.yaml`` next to ``checkpoints/``.
 * :func:`check_validation_rows` — refuses, before training, a store too small for
-  ``train.val_fraction`` to leave a validation row.
+  ``train.val_fraction`` to leave a validation row (:func:`validation_row_count`, which
+  :func:`jsae.train.prepare_data` applies too).
 * :func:`load_run` — :func:`jsae.sweep.load_sweep` whose failures on a missing,
   truncated or damaged checkpoint become one-line :class:`RunDirError` messages.
 """
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from .config import SweepConfig
     from .sweep import Sweep
 
-__all__ = ["RunDirError", "is_jsae_run", "check_run_dir", "check_validation_rows", "load_run"]
+__all__ = ["RunDirError", "is_jsae_run", "check_run_dir", "check_validation_rows", "validation_row_count",
+           "load_run"]
 
 #: left by a sweep that could not start (its run lock): the folder still counts as empty
 _IGNORED = {".lock"}
@@ -95,10 +97,32 @@ def check_run_dir(path: str | os.PathLike, option: str = "--out") -> None:
     )
 
 
+def validation_row_count(val_fraction: float, n: int, source: str) -> int:
+    """The validation rows ``round(val_fraction × n)`` of ``n`` training rows of ``source``;
+    a :class:`~jsae.config.ConfigError` (one line naming ``train.val_fraction`` and ``n``)
+    when that leaves no validation row or no training row."""
+    from .config import ConfigError
+
+    frac = val_fraction
+    n_val = int(round(frac * n))
+    if n_val == 0:
+        need = 0.5 / n
+        raise ConfigError(
+            f"train.val_fraction={frac:g} of the {n} training rows of {source} gives 0 validation rows "
+            f"(round({frac:g} × {n}) = 0); metrics need at least one: raise train.val_fraction above {need:.3g} "
+            "or use a store with more rows."
+        )
+    if n_val >= n:
+        raise ConfigError(
+            f"train.val_fraction={frac:g} of the {n} training rows of {source} leaves no training row; "
+            "lower train.val_fraction or use a store with more rows."
+        )
+    return n_val
+
+
 def check_validation_rows(cfg: "SweepConfig") -> None:
     """Refuse a config whose ``train.val_fraction`` leaves no validation row of its store
-    (the run would train and then fail to compute its metrics)."""
-    from .config import ConfigError
+    (the run would train and then fail to compute its metrics); see :func:`validation_row_count`."""
     from .store import open_store
 
     store = open_store(cfg.data.store)
@@ -111,20 +135,7 @@ def check_validation_rows(cfg: "SweepConfig") -> None:
         n = min(n, cfg.data.max_rows)
     if n == 0:
         return  # train_sweep names this problem itself
-    frac = cfg.train.val_fraction
-    n_val = int(round(frac * n))
-    if n_val == 0:
-        need = 0.5 / n
-        raise ConfigError(
-            f"train.val_fraction={frac:g} of the {n} training rows of {store.path} gives 0 validation rows "
-            f"(round({frac:g} × {n}) = 0); metrics need at least one: raise train.val_fraction above {need:.3g} "
-            "or use a store with more rows."
-        )
-    if n_val >= n:
-        raise ConfigError(
-            f"train.val_fraction={frac:g} of the {n} training rows of {store.path} leaves no training row; "
-            "lower train.val_fraction or use a store with more rows."
-        )
+    validation_row_count(cfg.train.val_fraction, n, str(store.path))
 
 
 @contextlib.contextmanager

@@ -24,7 +24,8 @@ import numpy as np
 
 from . import sae
 from .checkpoint import restore_checkpoint
-from .config import SweepConfig, config_from_dict
+from .config import SweepConfig, load_config
+from .errors import MissingPathError, NotFoundError
 from .grid import GridTrainer, GroupSpec, ModelSpec, make_groups
 from .normalize import Normalizer
 
@@ -140,7 +141,8 @@ class Sweep:
                 if (k is not None and m.k == k) or (l1_coef is not None and np.isclose(m.l1_coef, l1_coef)):
                     return gi, mi
         have = ", ".join(m.name for m in self.specs)
-        raise KeyError(f"no model k={k} latent_size={latent_size} in {self.run_dir}; models: {have}")
+        raise NotFoundError(f"no model k={k} latent_size={latent_size} in {self.run_dir}; models: {have}; "
+                            "give one of these (sweep.model(k=K, latent_size=L)).")
 
     def model(self, k: int | None = None, latent_size: int | None = None, *, l1_coef: float | None = None) -> SAEModel:
         """The model with this ``k`` (or ``l1_coef``) and ``latent_size``."""
@@ -187,19 +189,26 @@ def load_sweep(run_dir: str | Path, step: int | None = None) -> Sweep:
     moves the bad step aside and retrains it from the newest good checkpoint;
     ``load_sweep(run, step=S)`` loads an older good step explicitly.
     ``Sweep.step``/``total_steps``/``complete`` say how far the run got.
+
+    A run directory without ``checkpoints/``, ``config.yaml`` or ``sweep.json`` raises
+    :class:`~jsae.errors.MissingPathError` (also a ``FileNotFoundError``); a damaged
+    ``config.yaml`` a :class:`~jsae.config.ConfigError`.
     """
     run_dir = Path(run_dir)
     info_path = run_dir / "sweep.json"
     if not (run_dir / "checkpoints").exists():
-        raise FileNotFoundError(f"{run_dir}: no checkpoints/ folder; is this a `jsae sweep` run directory?")
-    import yaml
-
-    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        raise MissingPathError(f"{run_dir}: no checkpoints/ folder; give a `jsae sweep` run directory "
+                               "(one that reached a checkpoint).")
+    if not (run_dir / "config.yaml").is_file():
+        raise MissingPathError(f"{run_dir}: config.yaml is missing; give a `jsae sweep` run directory, or restore "
+                               "its config.yaml from a copy of the run.")
+    cfg = load_config(run_dir / "config.yaml")  # safe YAML; a damaged file is a one-line ConfigError
     groups = make_groups(cfg.grid)
     # dim from the saved meta; the abstract target needs it before restoring.
     info = json.loads(info_path.read_text()) if info_path.exists() else None
     if info is None:
-        raise FileNotFoundError(f"{run_dir}: sweep.json is missing (the run never reached a checkpoint).")
+        raise MissingPathError(f"{run_dir}: sweep.json is missing (the run never reached a checkpoint); re-run "
+                               "the `jsae sweep` command that made it.")
     trainer = GridTrainer(groups, info["dim"], cfg.sae, cfg.optim)
     state, meta, got = restore_checkpoint(run_dir, trainer.abstract_state(), step)
     metrics = info.get("metrics", []) if info.get("step") == got else []

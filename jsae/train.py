@@ -48,12 +48,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_steps, open_manager, restore_newest_good,
                          save_checkpoint, set_aside)
-from .config import ConfigError, SweepConfig, config_from_dict, config_to_dict, config_to_yaml
-from .errors import JsaeError
+from .config import ConfigError, SweepConfig, config_to_dict, config_to_yaml, load_config
+from .errors import BadValueError, JsaeError, one_line
 from .grid import GridState, GridTrainer, make_groups
 from .normalize import Normalizer, fit_normalizer, geometric_median
 from .plots import plot_sweep
 from .results import atomic_write_json, atomic_write_text
+from .rundir import RunDirError, check_run_dir, validation_row_count
 from .store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
 __all__ = ["TrainingData", "prepare_data", "batch_indices", "num_steps", "make_mesh", "train_sweep",
@@ -118,12 +119,18 @@ class TrainingData:
 
 
 def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingData:
-    """Load the configured store (or take ``data [N, M]``) and split off validation rows."""
+    """Load the configured store (or take ``data [N, M]``) and split off validation rows.
+
+    A ``train.val_fraction`` that leaves no validation row (or no training row) of the
+    rows found is a one-line :class:`~jsae.config.ConfigError` naming the value and the
+    row count (:func:`jsae.rundir.validation_row_count`), raised before any training.
+    """
     store = None
     if data is not None:
         x = validate_embeddings(data, what="training data")
         rows = np.arange(len(x))
         source = "array"
+        where = "the data array"
         dim = x.shape[1]
     else:
         store = open_store(cfg.data.store)
@@ -137,11 +144,12 @@ def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingDa
             rows = rows[: cfg.data.max_rows]
         x = None if cfg.data.stream else (store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32))
         source = str(store.path)
+        where = source
         dim = store.dim
     if len(rows) == 0:
         raise StoreError(f"no training rows in {source} (after data.splits / data.max_rows); nothing to train on.")
     perm = np.random.default_rng([cfg.train.seed, 7]).permutation(len(rows))
-    n_val = int(round(cfg.train.val_fraction * len(rows)))
+    n_val = validation_row_count(cfg.train.val_fraction, len(rows), where)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if len(train_idx) < cfg.train.batch_size:
         raise ConfigError(
@@ -239,9 +247,10 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     variance unexplained); ``mean_l0``; ``dead_fraction``: latents that never fired
     on the validation set; ``train_dead_fraction``: dead by the training criterion.
     """
+    if len(val) == 0:  # train_sweep never gets here: prepare_data refuses a val_fraction that leaves none
+        raise BadValueError("evaluate() was given 0 validation rows; the metrics need at least one: pass a "
+                            "non-empty val (train_sweep takes round(train.val_fraction × the training rows)).")
     state = trainer.unpad(state)
-    if len(val) == 0:
-        raise ConfigError("no validation rows (train.val_fraction=0); set train.val_fraction > 0 to get metrics.")
     scale = jnp.asarray(normalizer.scale, jnp.float32)
     fn = jax.jit(trainer.eval_sums)
     totals = None
@@ -278,14 +287,19 @@ def _check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
     """Refuse a config that differs from the run's in anything but :data:`RESUMABLE_KEYS`.
 
     Only a run with a checkpoint binds its config: a run directory without one (a
-    sweep that failed or was killed before its first checkpoint) starts afresh.
+    sweep that failed or was killed before its first checkpoint) starts afresh. A saved
+    ``config.yaml`` that is not valid YAML or not a valid config is a one-line ConfigError.
     """
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists() or not checkpoint_steps(run_dir):
         return
-    import yaml
-
-    saved = config_to_dict(config_from_dict(yaml.safe_load(saved_path.read_text())))
+    try:
+        saved = config_to_dict(load_config(saved_path))  # safe YAML; a syntax error is a ConfigError
+    except ConfigError as err:
+        raise ConfigError(
+            f"{run_dir} cannot be resumed: its saved config.yaml is damaged ({one_line(err)}); restore "
+            f"{saved_path} from a copy of the run, or train this sweep into a new --out directory."
+        ) from None
     now = config_to_dict(cfg)
 
     def flat(d, prefix=""):
@@ -302,6 +316,11 @@ def _check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
             f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a[k]} → {b[k]}' for k in diff)}); "
             "resume it with the same config, or write this sweep to a new --out directory."
         )
+
+
+def _locked(run_dir: Path, holder: str) -> RunLockedError:
+    return RunLockedError(f"another sweep (pid {holder}) is writing to {run_dir}; wait for it to finish (then this "
+                          "command resumes or completes the run), or give a different --out.")
 
 
 @contextlib.contextmanager
@@ -321,10 +340,7 @@ def run_lock(run_dir: str | Path):
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLockedError(
-                f"another sweep (pid {holder}) is writing to {Path(run_dir)}; wait for it to finish (then this "
-                "command resumes or completes the run), or give a different --out."
-            ) from None
+            raise _locked(Path(run_dir), holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
@@ -385,8 +401,11 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     Returns:
       the per-model metric records (also written to ``RUN_DIR/metrics.json``).
     Raises (one-line :class:`~jsae.errors.JsaeError` messages):
+      :class:`~jsae.rundir.RunDirError`: ``run_dir`` is neither absent, empty nor a jsae
+        run (:func:`jsae.rundir.check_run_dir`); nothing is written or deleted there.
       :class:`RunLockedError`: another process is writing to ``run_dir``.
-      ``ConfigError``: the run's checkpoints are of another config.
+      ``ConfigError``: the run's checkpoints are of another config, its saved
+        ``config.yaml`` is damaged, or ``train.val_fraction`` leaves no validation row.
       :class:`DataChangedError`: the training data's fingerprint is not the run's.
       :class:`~jsae.checkpoint.CheckpointError`: no checkpoint of the run verifies.
       :class:`DiskFullError`: ENOSPC/EDQUOT while writing; names the last good checkpoint.
@@ -398,9 +417,13 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     corrected config too — starts it afresh.
     """
     run_dir = Path(run_dir)
+    _check_run_dir(run_dir)  # before anything is created there
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
+        # Again under the lock, and outside the try below: _cleanup_failed_start deletes
+        # config.yaml, sweep.json and checkpoints/, which is only safe in a run folder of ours.
+        check_run_dir(run_dir)
         doing = ["preparing the run"]  # what was being written, for a disk-full message
         try:
             return _train_locked(cfg, run_dir, data, stop_after, doing)
@@ -411,6 +434,40 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
                 raise _disk_full_error(run_dir, doing[0], err) from err
             _cleanup_failed_start(run_dir, created)
             raise
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """:func:`jsae.rundir.check_run_dir`; a folder refused while another sweep holds its
+    lock (mid-write, so not yet recognisable as a run) is reported as :class:`RunLockedError`."""
+    try:
+        check_run_dir(run_dir)
+    except RunDirError:
+        holder = _lock_holder(run_dir)
+        if holder is not None:
+            raise _locked(run_dir, holder) from None
+        raise
+
+
+def _lock_holder(run_dir: Path) -> str | None:
+    """The pid in ``RUN_DIR/.lock`` if another process holds that lock, else None; the
+    file is only read (never created or written: the folder may be the user's)."""
+    path = run_dir / LOCK_NAME
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        return None
+    finally:
+        os.close(fd)  # releases a shared lock taken above
 
 
 def _remove_partial_saves(run_dir: Path, tries: int = 1) -> None:

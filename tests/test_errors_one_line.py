@@ -70,6 +70,56 @@ def test_a_store_too_small_for_the_validation_fraction_names_the_value_and_the_r
     assert not (tmp_path / "run").exists()
 
 
+def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_training(tmp_path, monkeypatch):
+    """The library path (no CLI pre-check) refuses in prepare_data, naming the configured
+    value and the row count, for a store and for an array; evaluate() is never reached."""
+    import jsae.train
+    from jsae.config import ConfigError, load_config
+    from jsae.train import train_sweep
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(jsae.train, "GridTrainer", never)
+    default = REPO / "configs" / "default.yaml"
+    for overrides, data, needles in [
+        (["train.val_fraction=0.001"], None, ("train.val_fraction=0.001 of the 240 training rows of",
+                                              str(tiny_store()), "0 validation rows")),
+        (["train.val_fraction=0.001"], tiny_x(240), ("train.val_fraction=0.001 of the 240 training rows of the "
+                                                     "data array", "0 validation rows")),
+        (["train.val_fraction=0.999"], None, ("train.val_fraction=0.999 of the 240 training rows",
+                                              "leaves no training row")),
+    ]:
+        cfg = load_config(default, [f"data.store={tiny_store()}", *TINY_SWEEP, *overrides])
+        with pytest.raises(ConfigError) as info:
+            train_sweep(cfg, tmp_path / "run", data=data)
+        msg = str(info.value)
+        assert "\n" not in msg and all(n in msg for n in needles), msg
+        assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_without_validation_rows_does_not_invent_a_val_fraction():
+    from jsae.errors import BadValueError
+    from jsae.train import evaluate
+
+    with pytest.raises(BadValueError, match="0 validation rows") as info:
+        evaluate(None, None, np.zeros((0, 8), np.float32), None)
+    assert "val_fraction=0" not in str(info.value)
+
+
+def test_resuming_a_run_whose_saved_config_is_not_yaml_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    (run / "config.yaml").write_text("grid:\n  k: [1, 2\n")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    rc, err = jsae(capsys, "sweep", REPO / "configs" / "default.yaml", "--out", run, f"data.store={tiny_store()}",
+                   *TINY_SWEEP)
+    line = assert_one_line(rc, err, str(run), "saved config.yaml is damaged", "not valid YAML", "line 3")
+    assert "new --out" in line
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # nothing deleted or rewritten: the run keeps its checkpoints
+
+
 # ----------------------------------------------------------------------------- store import
 
 @pytest.fixture
@@ -221,6 +271,34 @@ def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
                      (MissingToolsError, RuntimeError), (SynthesisError, RuntimeError), (ConfigError, ValueError),
                      (StoreError, ValueError), (RunDirError, ValueError), (UnsafeDeleteError, ValueError)]:
         assert issubclass(cls, JsaeError) and issubclass(cls, old), cls
+
+
+def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_path):
+    from jsae.config import ConfigError
+    from jsae.errors import MissingPathError, NotFoundError
+    from jsae.sweep import load_sweep
+
+    sweep = load_sweep(tiny_run())
+    with pytest.raises(KeyError, match="k=3 latent_size=8") as info:
+        sweep.model(k=3, latent_size=8)
+    assert isinstance(info.value, NotFoundError) and str(info.value).startswith("no model k=3")
+    assert "k2_L8" in str(info.value)  # names the models there are
+
+    with pytest.raises(FileNotFoundError, match="no checkpoints/") as info:
+        load_sweep(tmp_path)
+    assert isinstance(info.value, MissingPathError)
+    for name, needle in (("config.yaml", "config.yaml is missing"), ("sweep.json", "sweep.json is missing")):
+        run = tmp_path / f"without-{name}"
+        shutil.copytree(tiny_run(), run)
+        (run / name).unlink()
+        with pytest.raises(MissingPathError, match=needle) as info:
+            load_sweep(run)
+        assert isinstance(info.value, FileNotFoundError) and "\n" not in str(info.value)
+    run = tmp_path / "broken"
+    shutil.copytree(tiny_run(), run)
+    (run / "config.yaml").write_text("grid: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(run)
 
 
 def test_messages_with_a_table_are_one_line(tmp_path):
