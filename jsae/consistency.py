@@ -39,7 +39,7 @@ from .errors import BadValueError
 from .labelled import ALL_SPLITS, as_store, load_labelled
 from .plots import pyplot, save_figure
 from .probing import scores_from_counts
-from .results import format_table, slug, write_analysis, write_json
+from .results import check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 
 __all__ = ["group_shifts", "loo_cosines", "shared_fraction", "permuted_shifts", "unseen_group_predictions",
@@ -282,11 +282,16 @@ def run_consistency(store: str | Path, label: str, positive: str, *, out: str | 
                     run_dir: str | Path | None = None, **kwargs: Any) -> tuple[ConsistencyResult, Path]:
     """:func:`consistency` and :func:`write_consistency`. Output folder: ``out``, else
     ``RUN_DIR/analysis/consistency-<label>-<positive>-<group>`` (shown by ``jsae report``),
-    else ``runs/consistency/<same name>``."""
+    else ``runs/consistency/<same name>``. An ``out`` must be new, empty or an earlier
+    consistency output (:func:`jsae.results.check_analysis_out`), checked before the work."""
+    if out is not None:
+        check_analysis_out(out, "consistency")
     res = consistency(store, label, positive, **kwargs)
     name = slug("consistency", label, positive, res.params["group"], res.params["by"])
     folder = Path(out) if out is not None else (Path(run_dir) / "analysis" / name if run_dir is not None
                                                 else Path("runs") / "consistency" / name)
+    if out is not None:
+        check_analysis_out(out, "consistency")  # again: the folder may have changed meanwhile
     write_consistency(res, folder)
     return res, folder
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .labelled import LabelledSplit, load_train_test, sweep_and_dir
-from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
 
@@ -187,9 +187,11 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
 def run_probe(run_dir: str | Path, store: str | Path, label: str, positive: str, *, negative: str | None = None,
               out: str | Path | None = None, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
     """Load a sweep, probe it, write the outputs (default ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
+    if out is not None:
+        check_analysis_out(out, "probe")  # before the work: --out must be new, empty or an earlier probe
     sweep, run_dir = sweep_and_dir(run_dir)
     df = probe(sweep, store, label, positive, negative=negative, **kwargs)
-    out_dir = analysis_dir(run_dir, slug("probe", label, positive), out)
+    out_dir = analysis_dir(run_dir, slug("probe", label, positive), out, kind="probe")
     write_probe(df, out_dir)
     return df, out_dir
 

@@ -4,9 +4,15 @@ Every analysis writes into ``RUN_DIR/analysis/<name>/`` (or ``--out``):
 ``analysis.json`` (``{"analysis": kind, "params": {...}, "summary": {...},
 "features": [...], "files": [...]}``), its tables as CSV and its figures as PNG.
 :mod:`jsae.report` reads these folders back.
+
+Those files have fixed names (``probe.csv``, ``steer.json``, …), so ``--out DIR`` is
+refused (:func:`check_analysis_out`, through :func:`jsae.safety.check_writable_folder`)
+unless ``DIR`` is new, empty, or an earlier output of the same analysis: an
+``analysis.json`` of that kind next to nothing but files that analysis writes.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -18,11 +24,24 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "analysis_dir", "slug", "to_jsonable", "write_json",
+__all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
+           "is_analysis_output", "slug", "to_jsonable", "write_json",
            "atomic_write_text", "atomic_write_json", "write_analysis", "read_analyses", "format_table"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
+#: the file names (glob patterns) each analysis writes besides ``analysis.json``
+ANALYSIS_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "probe": ("probe.csv", "probe.json", "precision.png", "recall.png", "f1.png", "logreg_test_accuracy.png"),
+    "split": ("split_levels.csv", "split_nodes.csv", "split_flows.csv", "split.json", "split_flow.png"),
+    "steer": ("steer_summary.csv", "steer_table.csv", "steer.json", "delta_hist_*.png", "alpha_*.png",
+              "pos_after.png", "neg_after.png"),
+    "universality": ("universality.csv", "universality_matches.csv", "universality.json", "universality_hist.png",
+                     "mean_max.png"),
+    "consistency": ("consistency.csv", "by.csv", "consistency.json", "consistency.png"),
+}
+#: a temporary file of :func:`atomic_write_text` left by a killed write: ``.NAME.PID.HEX8.tmp``
+_TMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 def slug(*parts: Any) -> str:
@@ -31,8 +50,68 @@ def slug(*parts: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "analysis"
 
 
-def analysis_dir(run_dir: str | Path, name: str, out: str | Path | None = None) -> Path:
-    """``out`` or ``RUN_DIR/analysis/<name>``, created."""
+def _foreign_entries(path: Path, kind: str) -> list[str] | None:
+    """The entries of ``path`` that are not files of the ``kind`` analysis, or None when
+    ``path`` holds no ``analysis.json`` of that kind (see :func:`is_analysis_output`)."""
+    if path.is_symlink() or not path.is_dir():
+        return None
+    marker = path / ANALYSIS_FILE
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("analysis") != kind:
+        return None
+    listed = {f for f in info.get("files") or [] if isinstance(f, str)} | {ANALYSIS_FILE}
+    patterns = ANALYSIS_OUTPUTS.get(kind, ())
+
+    def known(name: str) -> bool:
+        return name in listed or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    foreign = []
+    for entry in sorted(path.iterdir()):
+        tmp = _TMP.match(entry.name)
+        if entry.is_symlink() or not entry.is_file() or not (known(entry.name) or (tmp and known(tmp.group("name")))):
+            foreign.append(entry.name)
+    return foreign
+
+
+def is_analysis_output(path: str | Path, kind: str) -> bool:
+    """True if ``path`` is a folder written by the ``kind`` analysis (``probe``, ``steer``, …):
+    its ``analysis.json`` says ``"analysis": kind``, and every other entry is a plain file
+    (no folder, no symbolic link) that it lists or that the analysis writes
+    (:data:`ANALYSIS_OUTPUTS`), or a temporary file of an interrupted write of one."""
+    return _foreign_entries(Path(path), kind) == []
+
+
+def check_analysis_out(out: str | Path, kind: str) -> None:
+    """Refuse ``--out DIR`` for the ``kind`` analysis unless ``DIR`` is new, empty or an
+    earlier output of that analysis (:func:`is_analysis_output`): it writes files with
+    fixed names (``probe.csv``, …) that would overwrite or mix with other files there.
+    Raises :class:`jsae.safety.UnsafeDeleteError` (a one-line JsaeError); nothing is written."""
+    from .safety import UnsafeDeleteError, check_writable_folder
+
+    what = f"an earlier `jsae {kind}` output"
+    foreign = _foreign_entries(Path(out), kind)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+        raise UnsafeDeleteError(
+            f"--out {out} is not empty and not {what}: it holds an analysis.json of `jsae {kind}` but also {shown}, "
+            f"which `jsae {kind}` does not write (or a folder or symbolic link); choose a new or empty folder."
+        )
+    check_writable_folder(out, what=what, is_ours=lambda p: is_analysis_output(p, kind))
+
+
+def analysis_dir(run_dir: str | Path, name: str, out: str | Path | None = None, *, kind: str | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>``, created.
+
+    An ``out`` given by the user is checked first with :func:`check_analysis_out`
+    (``kind``: the analysis, by default the first part of ``name``, e.g. ``probe``).
+    """
+    if out is not None:
+        check_analysis_out(out, kind or name.split("-", 1)[0])
     path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
     path.mkdir(parents=True, exist_ok=True)
     return path

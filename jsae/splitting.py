@@ -31,7 +31,7 @@ import pandas as pd
 from .labelled import (ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, model_index, raw_directions,
                        sweep_and_dir)
 from .probing import fit_probe, scores_from_counts, single_latent_counts
-from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import Sweep
 from .errors import BadValueError, NotFoundError
@@ -306,9 +306,11 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
 def run_split(run_dir: str | Path, store: str | Path, label: str, positive: str, group: str, k: int, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
     """Load a sweep, run :func:`feature_split`, write the outputs."""
+    if out is not None:
+        check_analysis_out(out, "split")  # before the work: --out must be new, empty or an earlier split
     sweep, run_dir = sweep_and_dir(run_dir)
     result = feature_split(sweep, store, label, positive, group, k, **kwargs)
-    out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out)
+    out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out, kind="split")
     write_split(result, out_dir)
     return result, out_dir
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .labelled import LabelledSplit, load_train_test, model_index, sweep_and_dir
 from .probing import fit_probe
-from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 from .sweep import SAEModel, Sweep
 from .errors import BadValueError, NotFoundError, OutOfRangeError
@@ -313,12 +313,14 @@ def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 
 def run_steer(run_dir: str | Path, store: str | Path, label: str, positive: str, negative: str | None = None, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SteerResult, Path]:
     """Load a sweep, :func:`steer` it, write the outputs."""
+    if out is not None:
+        check_analysis_out(out, "steer")  # before the work: --out must be new, empty or an earlier steer
     sweep, run_dir = sweep_and_dir(run_dir)
     res = steer(sweep, store, label, positive, negative, **kwargs)
     k, L, lat = kwargs.get("k"), kwargs.get("latent_size"), kwargs.get("latent", "auto")
     name = slug("steer", label, positive, f"k{k}" if k else None, f"L{L}" if L else None,
                 f"latent{lat}" if isinstance(lat, int) else None, kwargs.get("mode", "flip"))
-    out_dir = analysis_dir(run_dir, name, out)
+    out_dir = analysis_dir(run_dir, name, out, kind="steer")
     write_steer(res, out_dir)
     return res, out_dir
 

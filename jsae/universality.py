@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .labelled import as_store, raw_directions, sweep_and_dir
-from .results import analysis_dir, format_table, slug, write_analysis, write_json
+from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
 from .sweep import Sweep
 from .errors import BadValueError, NotFoundError
@@ -277,9 +277,11 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
 def run_universality(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None,
                      **kwargs: Any) -> tuple[UniversalityResult, Path]:
     """Load two sweeps, compare them, write the outputs into A's analysis folder."""
+    if out is not None:
+        check_analysis_out(out, "universality")  # before the work: new, empty or an earlier comparison
     (sweep_a, run_a), (sweep_b, run_b) = sweep_and_dir(run_a), sweep_and_dir(run_b)
     res = compare_sweeps(sweep_a, sweep_b, **kwargs)
-    out_dir = analysis_dir(run_a, slug("universality", Path(run_b).resolve().name), out)
+    out_dir = analysis_dir(run_a, slug("universality", Path(run_b).resolve().name), out, kind="universality")
     write_universality(res, out_dir)
     return res, out_dir
 

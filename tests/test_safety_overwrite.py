@@ -229,3 +229,149 @@ def test_report_never_overwrites_a_file_that_is_no_report(tmp_path, capsys):
     page = tmp_path / "report.html"
     assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0
     assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0   # its own page is replaced
+
+
+def test_train_sweep_itself_refuses_a_folder_of_user_files(user_dir):
+    """The library entry point checks the run directory before anything else: its clean-up
+    of a failed first start deletes config.yaml, sweep.json and checkpoints/, which must
+    never be the user's (here a diverging lr would have failed before the first checkpoint)."""
+    from jsae.config import load_config
+    from jsae.train import train_sweep
+
+    (user_dir / "checkpoints").mkdir()
+    (user_dir / "checkpoints" / "README").write_text("my checkpoints\n")
+    (user_dir / "sweep.json").write_text('{"mine": true}\n')
+    before = snapshot(user_dir)
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store()}", *TINY_SWEEP, "optim.lr=1e30"])
+    with pytest.raises(RunDirError, match="neither empty nor a jsae run") as info:
+        train_sweep(cfg, user_dir)
+    assert "\n" not in str(info.value) and str(user_dir) in str(info.value)
+    assert snapshot(user_dir) == before and not (user_dir / ".lock").exists()
+
+
+def test_train_sweep_on_a_folder_another_sweep_is_writing_names_that_sweep(tmp_path):
+    """Mid-write (config.yaml written, no checkpoints/ yet) a run is not recognisable as one;
+    while its writer holds the lock, the refusal names the writer instead, and the lock
+    file is only read."""
+    from jsae.config import load_config
+    from jsae.train import RunLockedError, run_lock, train_sweep
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store()}", *TINY_SWEEP])
+    with run_lock(run):
+        (run / "config.yaml").write_text((REPO / "configs" / "default.yaml").read_text())
+        lock_before = (run / ".lock").read_bytes()
+        with pytest.raises(RunLockedError, match=rf"another sweep \(pid {os.getpid()}\)"):
+            train_sweep(cfg, run)
+        assert (run / ".lock").read_bytes() == lock_before
+    (run / "config.yaml").unlink()  # the other sweep failed before its first checkpoint
+    train_sweep(cfg, run)
+    assert is_jsae_run(run)
+
+
+# ----------------------------------------------------------------------------- analyses --out
+
+@pytest.fixture(scope="module")
+def labelled_tiny(tmp_path_factory):
+    """A labelled store of the tiny run's dimension: lang es/en, train/test, 10 speakers."""
+    import pandas as pd
+
+    x = tiny_x(200, seed=3)
+    table = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "lang": ["es", "en"] * 100,
+                          "split": (["train"] * 2 + ["test"] * 2) * 50, "speaker": [f"s{(i // 2) % 10}" for i in
+                                                                                   range(200)]})
+    return write_store(tmp_path_factory.mktemp("labelled") / "store", x, table).path
+
+
+def probe_args(store, out):
+    from safety_helpers import tiny_run
+
+    return ["probe", tiny_run(), "--data", store, "--label", "lang", "--positive", "es", "--out", out]
+
+
+def consistency_args(store, out):
+    return ["consistency", "--data", store, "--label", "lang", "--positive", "es", "--negative", "en",
+            "--group", "speaker", "--out", out]
+
+
+def test_analysis_out_into_a_folder_of_user_files_is_refused_before_the_work(user_dir, labelled_tiny,
+                                                                             monkeypatch, capsys):
+    import importlib
+
+    probing = importlib.import_module("jsae.probing")   # jsae.consistency is also the name of a function
+    consistency_module = importlib.import_module("jsae.consistency")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran before its --out was checked")
+
+    monkeypatch.setattr(probing, "probe", never)
+    monkeypatch.setattr(consistency_module, "consistency", never)
+    before = snapshot(user_dir)
+    for args, kind in ((probe_args(labelled_tiny, user_dir), "probe"),
+                       (consistency_args(labelled_tiny, user_dir), "consistency")):
+        rc, err = jsae(capsys, *args)
+        assert_one_error_line(rc, err)
+        assert f"--out {user_dir} is not empty and not an earlier `jsae {kind}` output" in err[0], err[0]
+        assert "config.yaml" in err[0]  # names what it holds
+        assert snapshot(user_dir) == before
+    monkeypatch.chdir(user_dir)
+    rc, err = jsae(capsys, *probe_args(labelled_tiny, "."))  # --out . in a project folder
+    assert_one_error_line(rc, err)
+    assert snapshot(user_dir) == before
+
+
+def test_analysis_out_takes_a_new_or_empty_folder_or_its_own_earlier_output(tmp_path, labelled_tiny, capsys):
+    out = tmp_path / "probe-out"
+    assert jsae(capsys, *probe_args(labelled_tiny, out))[0] == 0
+    info = json.loads((out / "analysis.json").read_text())
+    assert info["analysis"] == "probe" and "probe.csv" in info["files"]
+    (out / "probe.csv").write_text("stale\n")
+    assert jsae(capsys, *probe_args(labelled_tiny, out))[0] == 0  # an earlier probe: replaced
+    assert (out / "probe.csv").read_text() != "stale\n"
+    (tmp_path / "empty").mkdir()
+    assert jsae(capsys, *probe_args(labelled_tiny, tmp_path / "empty"))[0] == 0
+    assert (tmp_path / "empty" / "analysis.json").is_file()
+
+    # another analysis does not write into a probe's folder (its files would mix with the probe's)
+    before = snapshot(out)
+    rc, err = jsae(capsys, *consistency_args(labelled_tiny, out))
+    assert_one_error_line(rc, err)
+    assert "not an earlier `jsae consistency` output" in err[0] and snapshot(out) == before
+
+    # a file the probe does not write, or a link in place of one of its files, makes it not a probe folder
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my table\n")
+    for planted in ("notes.txt", "probe.csv"):
+        target = out / planted
+        target.unlink(missing_ok=True)
+        if planted == "probe.csv":
+            target.symlink_to(mine)  # to.csv would write through it into mine.csv
+        else:
+            target.write_text("my notes\n")
+        before = snapshot(out)
+        rc, err = jsae(capsys, *probe_args(labelled_tiny, out))
+        assert_one_error_line(rc, err)
+        assert planted in err[0] and snapshot(out) == before and mine.read_text() == "my table\n"
+        target.unlink()
+
+
+def test_is_analysis_output_knows_each_analysis_files(tmp_path):
+    from jsae.results import ANALYSIS_OUTPUTS, check_analysis_out, is_analysis_output
+
+    d = tmp_path / "steer"
+    d.mkdir()
+    (d / "analysis.json").write_text(json.dumps({"analysis": "steer", "files": ["steer.json", "custom.png"]}))
+    for name in ("steer.json", "custom.png", "steer_table.csv", "delta_hist_k3_L8.png", "alpha_k3_L8.png",
+                 ".steer.json.1234.0123abcd.tmp"):  # listed, a steer output, a killed atomic write
+        (d / name).write_text("x")
+    assert is_analysis_output(d, "steer") and not is_analysis_output(d, "probe")
+    check_analysis_out(d, "steer")
+    with pytest.raises(UnsafeDeleteError, match="not an earlier `jsae probe` output"):
+        check_analysis_out(d, "probe")
+    (d / "sub").mkdir()  # a folder is never an analysis output
+    assert not is_analysis_output(d, "steer")
+    assert set(ANALYSIS_OUTPUTS) == {"probe", "split", "steer", "universality", "consistency"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UnsafeDeleteError, match="is a file"):
+        check_analysis_out(tmp_path / "file", "probe")
