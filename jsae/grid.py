@@ -9,6 +9,12 @@ grid is the sum of the models' losses: each model's gradient is its own, and
 its Adam state, dead-latent counters and batches are its own too — a grid
 member trains exactly as it would alone.
 
+Each TopK group trains on one of two paths that compute the same loss and
+gradients (:func:`prefers_sparse`): dense (:func:`jsae.sae.topk_loss`: codes
+``[B, L]``, decoder and backward as GEMMs) or sparse
+(:func:`jsae.sparse.topk_loss_sparse`: after the encoder GEMM only the k active
+latents of a row are touched, through the CPU kernels of :mod:`jsae.kernels`).
+
 The model axis can be sharded over devices (mesh axis ``"model"``); groups are
 padded to a multiple of the device count with zero-weight copies that are
 dropped before anything is saved.
