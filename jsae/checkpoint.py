@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -50,16 +51,50 @@ class CheckpointError(JsaeError):
     """A checkpoint is missing, unreadable or fails its checksums; the message names the step."""
 
 
+#: what asyncio logs when a failed Task, Future or gather() (``_GatheringFuture``) is
+#: garbage-collected unawaited: ``<class name> exception was never retrieved``
+_NEVER_RETRIEVED = re.compile(r"^\w+ exception was never retrieved")
+#: marks of an orbax/tensorstore operation in such a record (its message, exception or traceback)
+_ORBAX_MARKS = ("orbax", "tensorstore", "ocdbt", "RESOURCE_EXHAUSTED")
+
+
 class _OrbaxThreadNoise(logging.Filter):
     """Drops what orbax's worker threads log about a save/restore that failed — the same
     error reaches the caller as the exception of ``manager.save``/``restore`` (a full
-    disk printed several hundred lines of tracebacks besides the one-line message)."""
+    disk printed several hundred lines of tracebacks besides the one-line message).
+
+    asyncio reports the failed operations of orbax's event loops as ``Task exception
+    was never retrieved``, ``Future exception was never retrieved`` (a tensorstore
+    write) or ``_GatheringFuture exception was never retrieved`` (orbax's
+    ``asyncio.gather`` of them), whenever the garbage collector gets to them (so which
+    ones, and whether at all, depends on timing). Both are dropped when the record
+    (message, exception or its traceback's files) shows an orbax/tensorstore operation.
+    The filter sits on the loggers, so it holds whichever handlers print them (the
+    default stderr one, ``basicConfig``'s, absl's or a test runner's)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         if "_SignalingThread.run() raised an exception" in msg:  # absl, orbax's signalling threads
             return False
-        return not ("Task exception was never retrieved" in msg and "orbax" in msg)  # asyncio, at GC
+        if _NEVER_RETRIEVED.match(msg):  # asyncio, at GC
+            return not any(mark in _record_text(record) for mark in _ORBAX_MARKS)
+        return True
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    """A record's message, its exception (type, module, text) and the files of its traceback."""
+    parts = [record.getMessage()]
+    exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts += [type(exc).__module__, type(exc).__name__, str(exc)]
+        tb = exc.__traceback__
+        while tb is not None:
+            parts.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return " ".join(parts)
 
 
 def _quiet_orbax_threads() -> None:
