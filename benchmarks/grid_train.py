@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 15, 20, 25, 30, 35])
     ap.add_argument("--latent-size", type=int, nargs="+", default=list(range(100, 1300, 100)))
     ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps (one compiled call, as in training)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls (jsae) / steps (pytorch) first")
     ap.add_argument("--rows", type=int, default=65536)
     ap.add_argument("--matmul-dtype", default="float32")

@@ -217,10 +217,11 @@ struct RowSelector {
       for (int64_t i = 0; i < L; ++i) b[i] = Pack(OrderKey(x[i]), static_cast<uint32_t>(i));
     }
     uint64_t* tmp = scratch.data();
-    if (whole_row || c > 3 * want) {
+    if ((whole_row || c > 3 * want) && 4 * K < L) {
       // (Re-)estimate the threshold: the smallest key among the top `want`.
+      // (Short rows, 4K ≥ L, are always taken whole: as cheap as a collection.)
       SelectTop(b, c, want, tmp);
-      have_thr = 4 * K < L;  // short rows: the whole row is as cheap as a collection
+      have_thr = true;
       thr = UnpackKey(*std::min_element(b, b + want));
       c = want;  // the top `want` ⊇ the top K are in front
     }
@@ -419,7 +420,8 @@ inline void AxpyRows(float* out, const float* const* rows, const float* c, int64
 // One problem: out_b = Σ_j v_bj · w[idx_bj] for rows b in [b0, b1).
 void DecodeRows(const float* w, const float* v, const int32_t* idx, int64_t K, int64_t M, int64_t b0, int64_t b1,
                 float* out) {
-  std::vector<const float*> rows(K);
+  thread_local std::vector<const float*> rows;
+  rows.resize(K);
   for (int64_t b = b0; b < b1; ++b) {
     for (int64_t j = 0; j < K; ++j) rows[j] = w + static_cast<int64_t>(idx[b * K + j]) * M;
     AxpyRows(out + b * M, rows.data(), v + b * K, K, M);
@@ -445,26 +447,52 @@ void GatherDotRows(const float* w, const float* g, const int32_t* idx, const flo
 
 // One problem, latents [l0, l1): out[l] = Σ_{idx_bj = l} c_bj g_b, csum[l] = Σ c_bj.
 // The (b, j) entries are bucketed by latent first (counting sort), so each output
-// row is accumulated in registers and written once.
+// row is accumulated in registers and written once, unless the output is narrow
+// or fits the L2 cache. Buffers are per thread and reused across calls.
 void ScatterOuterRows(const float* g, const float* c, const int32_t* idx, int64_t B, int64_t K, int64_t M,
-                      int64_t l0, int64_t l1, float* out, float* csum) {
+                      int64_t L, int64_t l0, int64_t l1, float* out, float* csum) {
   const int64_t n = l1 - l0;
-  std::vector<int32_t> start(n + 1, 0);
-  for (int64_t e = 0; e < B * K; ++e) {
-    const int64_t l = idx[e];
-    if (l >= l0 && l < l1 && c[e] != 0.0f) ++start[l - l0 + 1];
+  const bool whole = l0 == 0 && l1 == L;
+  if (M < 16 || n * M * 4 <= (256 << 10)) {
+    // Narrow rows, or an output that stays in the L2 cache: add in place, reading
+    // each g_b once, in order.
+    std::fill(out + l0 * M, out + l1 * M, 0.0f);
+    std::fill(csum + l0, csum + l1, 0.0f);
+    for (int64_t e = 0; e < B * K; ++e) {
+      const int64_t l = idx[e];
+      if (c[e] == 0.0f || !(whole || (l >= l0 && l < l1))) continue;
+      const float* gb = g + (e / K) * M;
+      float* o = out + l * M;
+      const float ce = c[e];
+      for (int64_t m = 0; m < M; ++m) o[m] += ce * gb[m];
+      csum[l] += ce;
+    }
+    return;
+  }
+  thread_local std::vector<int32_t> start, fill;
+  thread_local std::vector<const float*> rows;
+  thread_local std::vector<float> coef;
+  start.assign(n + 1, 0);
+  if (whole) {
+    for (int64_t e = 0; e < B * K; ++e) start[idx[e] + 1] += c[e] != 0.0f;
+  } else {
+    for (int64_t e = 0; e < B * K; ++e) {
+      const int64_t l = idx[e];
+      if (l >= l0 && l < l1 && c[e] != 0.0f) ++start[l - l0 + 1];
+    }
   }
   for (int64_t l = 0; l < n; ++l) start[l + 1] += start[l];
-  std::vector<const float*> rows(start[n]);
-  std::vector<float> coef(start[n]);
-  std::vector<int32_t> fill(start.begin(), start.end() - 1);
+  if (static_cast<int64_t>(rows.size()) < start[n]) {
+    rows.resize(start[n]);
+    coef.resize(start[n]);
+  }
+  fill.assign(start.begin(), start.end() - 1);
   for (int64_t e = 0; e < B * K; ++e) {
     const int64_t l = idx[e];
-    if (l >= l0 && l < l1 && c[e] != 0.0f) {
-      const int32_t at = fill[l - l0]++;
-      rows[at] = g + (e / K) * M;
-      coef[at] = c[e];
-    }
+    if (c[e] == 0.0f || !(whole || (l >= l0 && l < l1))) continue;
+    const int32_t at = fill[l - l0]++;
+    rows[at] = g + (e / K) * M;
+    coef[at] = c[e];
   }
   for (int64_t l = 0; l < n; ++l) {
     const int64_t a = start[l], cnt = start[l + 1] - a;
@@ -526,12 +554,14 @@ ffi::Error ScatterOuterImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> c, ff
   const auto [B, M, batch] = Split2(g.dimensions(), g.element_count());
   const int64_t K = c.dimensions().back();
   const int64_t L = out->dimensions()[out->dimensions().size() - 2];
-  // Tasks own disjoint latent ranges of one problem: no two threads write one row.
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(NumThreads(), (L + 63) / 64));
+  // Tasks are whole problems when there are enough of them for the threads; otherwise
+  // each problem is split into disjoint latent ranges (no two threads write one row).
+  const int64_t parts =
+      batch >= NumThreads() ? 1 : std::max<int64_t>(1, std::min<int64_t>(NumThreads(), (L + 63) / 64));
   ParallelFor(batch * parts, [&](int64_t t) {
     const int64_t n = t / parts, part = t % parts;
     ScatterOuterRows(g.typed_data() + n * B * M, c.typed_data() + n * B * K, idx.typed_data() + n * B * K, B, K, M,
-                     L * part / parts, L * (part + 1) / parts, out->typed_data() + n * L * M,
+                     L, L * part / parts, L * (part + 1) / parts, out->typed_data() + n * L * M,
                      csum->typed_data() + n * L);
   });
   return ffi::Error::Success();
