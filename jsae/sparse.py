@@ -51,8 +51,7 @@ def _decode_fwd(w_dec, s, keep, idx):
 
 def _decode_bwd(res, g):
     w_dec, v, idx = res
-    ds = kernels.gather_dot(w_dec, g, idx, v)  # 0 where v = 0
-    dw, _ = kernels.scatter_outer(g, v, idx, w_dec.shape[0])
+    ds, dw = kernels.decoder_backward(w_dec, g, v, idx)  # ds = 0 where v = 0
     return dw, ds, None, None
 
 

@@ -129,6 +129,9 @@ def test_sparse_decode_gather_dot_scatter_outer_match_float64_numpy():
     np.testing.assert_allclose(np.asarray(out), ref_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(csum), ref_sum, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(kernels.scatter_sum(v, idx, w.shape[0])), ref_sum, rtol=1e-5, atol=1e-5)
+    dv, dw = kernels.decoder_backward(w, g, v, idx)
+    np.testing.assert_allclose(np.asarray(dv), np.where(v != 0, ref_dot, 0.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dw), ref_out, rtol=1e-5, atol=1e-5)
 
 
 def test_sparse_algebra_under_vmap_over_models():

@@ -33,10 +33,11 @@ import numpy as np
 from .build import library_path
 
 __all__ = ["available", "on_cpu", "load_error", "top_k", "select", "masked_select", "sparse_decode", "gather_dot",
-           "scatter_outer", "scatter_sum"]
+           "scatter_outer", "scatter_sum", "decoder_backward"]
 
 _TARGETS = {"jsae_topk": "JsaeTopk", "jsae_topk_masked": "JsaeTopkMasked", "jsae_sparse_decode": "JsaeSparseDecode",
-            "jsae_gather_dot": "JsaeGatherDot", "jsae_scatter_outer": "JsaeScatterOuter"}
+            "jsae_gather_dot": "JsaeGatherDot", "jsae_scatter_outer": "JsaeScatterOuter",
+            "jsae_decoder_backward": "JsaeDecoderBackward"}
 _load_error: str | None = None
 
 
@@ -249,3 +250,22 @@ def scatter_outer(g: jax.Array, c: jax.Array, idx: jax.Array, num_rows: int) -> 
 def scatter_sum(c: jax.Array, idx: jax.Array, num_rows: int) -> jax.Array:
     """``out[l] = Σ_{(b,j): idx_bj = l} c_bj``: ``c, idx [..., K]`` → ``[L]``."""
     return scatter_outer(jnp.zeros(c.shape[:-1] + (1,), jnp.float32), c, idx, num_rows)[1]
+
+
+def decoder_backward(w: jax.Array, g: jax.Array, v: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The backward pass of :func:`sparse_decode` at codes ``v``: ``(gather_dot(w, g, idx, v), ∂w)``.
+
+    Args: w ``[L, M]``, g ``[B, M]`` (the output's cotangent), v and idx ``[B, K]``.
+    Returns: ``dv [B, K]`` (0 where ``v = 0``) and ``∂w [L, M] = Σ v_bj g_b`` in rows ``idx_bj``.
+    """
+
+    def kernel(w, g, v, idx):
+        out = (jax.ShapeDtypeStruct(v.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32))
+        return tuple(_ffi("jsae_decoder_backward", out, w, g, v, idx))
+
+    def xla(w, g, v, idx):
+        return gather_dot(w, g, idx, v), scatter_outer(g, v, idx, w.shape[0])[0]
+
+    if g.ndim != 2 or v.ndim != 2:
+        raise ValueError(f"decoder_backward takes g [B, M] and v [B, K], got {g.shape} and {v.shape}")
+    return _dispatch(kernel, xla, w, g, v.astype(jnp.float32), idx.astype(jnp.int32))

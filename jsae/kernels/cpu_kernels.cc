@@ -19,6 +19,9 @@
 //                      out_b = Σ_j v_bj · w[idx_bj]   (entries with v = 0 are skipped)
 //   jsae_gather_dot    w [..., L, M], g [..., B, M], idx [..., B, K], v [..., B, K]
 //                      → out [..., B, K]: out_bj = g_b · w[idx_bj] where v_bj ≠ 0, else 0
+//   jsae_decoder_backward w [..., L, M], g [..., B, M], v [..., B, K], idx [..., B, K]
+//                      → dv [..., B, K], dw [..., L, M]: jsae_gather_dot(w, g, idx, v) and
+//                      the out of jsae_scatter_outer(g, v, idx) in one sweep
 //   jsae_scatter_outer g [..., B, M], c [..., B, K], idx [..., B, K]
 //                      → out [..., L, M], csum [..., L]
 //                      out[l] = Σ_{(b,j): idx_bj = l} c_bj · g_b ;  csum[l] = Σ c_bj
@@ -30,6 +33,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -503,6 +507,39 @@ void ScatterOuterRows(const float* g, const float* c, const int32_t* idx, int64_
   }
 }
 
+// How many disjoint latent ranges each of `batch` problems is split into, so that
+// the tasks (problems × ranges) divide evenly among the threads: 7 models on 2
+// threads become 14 tasks, not 4 + 3.
+int64_t LatentParts(int64_t batch, int64_t L) {
+  const int64_t t = NumThreads();
+  int64_t parts = batch >= t ? t / std::gcd(batch, t) : (t + batch - 1) / batch;
+  return std::max<int64_t>(1, std::min<int64_t>(parts, (L + 63) / 64));
+}
+
+// One problem, latents [l0, l1) — the decoder's backward pass in one sweep over the
+// entries (b, j) whose latent lies in the range: dv_bj = g_b · w[idx_bj] where
+// v_bj ≠ 0 (else 0) and dw[idx_bj] += v_bj g_b, each g_b read once, in order, and the
+// dw rows of the range updated in place (a range is sized to stay in the L2 cache).
+void DecoderBackwardRows(const float* w, const float* g, const float* v, const int32_t* idx, int64_t B, int64_t K,
+                         int64_t M, int64_t l0, int64_t l1, float* dv, float* dw) {
+  std::fill(dw + l0 * M, dw + l1 * M, 0.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* gb = g + b * M;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t e = b * K + j, l = idx[e];
+      if (l < l0 || l >= l1) continue;
+      const float ve = v[e];
+      if (ve == 0.0f) {
+        dv[e] = 0.0f;
+        continue;
+      }
+      dv[e] = Dot(gb, w + l * M, M);
+      float* o = dw + l * M;
+      for (int64_t m = 0; m < M; ++m) o[m] += ve * gb[m];
+    }
+  }
+}
+
 // Shapes [..., A, B] → (A, B, batch = product of the leading dims).
 struct Trailing2 {
   int64_t a, b, batch;
@@ -556,13 +593,33 @@ ffi::Error ScatterOuterImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> c, ff
   const int64_t L = out->dimensions()[out->dimensions().size() - 2];
   // Tasks are whole problems when there are enough of them for the threads; otherwise
   // each problem is split into disjoint latent ranges (no two threads write one row).
-  const int64_t parts =
-      batch >= NumThreads() ? 1 : std::max<int64_t>(1, std::min<int64_t>(NumThreads(), (L + 63) / 64));
+  const int64_t parts = LatentParts(batch, L);
   ParallelFor(batch * parts, [&](int64_t t) {
     const int64_t n = t / parts, part = t % parts;
     ScatterOuterRows(g.typed_data() + n * B * M, c.typed_data() + n * B * K, idx.typed_data() + n * B * K, B, K, M,
                      L, L * part / parts, L * (part + 1) / parts, out->typed_data() + n * L * M,
                      csum->typed_data() + n * L);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error DecoderBackwardImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> v,
+                               ffi::Buffer<ffi::S32> idx, ffi::ResultBuffer<ffi::F32> dv,
+                               ffi::ResultBuffer<ffi::F32> dw) {
+  if (w.dimensions().size() < 2 || v.dimensions().size() != w.dimensions().size() ||
+      g.dimensions().size() != w.dimensions().size())
+    return ffi::Error::InvalidArgument("jsae_decoder_backward: w, g, v and idx need equal ranks >= 2");
+  const auto [L, M, batch] = Split2(w.dimensions(), w.element_count());
+  const auto [B, K, vb] = Split2(v.dimensions(), v.element_count());
+  if (vb != batch) return ffi::Error::InvalidArgument("jsae_decoder_backward: batch dims differ");
+  // Ranges small enough for the L2 cache (≤ 256 KiB of dw rows), and enough tasks for the threads.
+  const int64_t cache_parts = (L * M * 4 + (256 << 10) - 1) / (256 << 10);
+  const int64_t parts = std::min<int64_t>(L, std::max(LatentParts(batch, L), cache_parts));
+  ParallelFor(batch * parts, [&](int64_t t) {
+    const int64_t n = t / parts, part = t % parts;
+    DecoderBackwardRows(w.typed_data() + n * L * M, g.typed_data() + n * B * M, v.typed_data() + n * B * K,
+                        idx.typed_data() + n * B * K, B, K, M, L * part / parts, L * (part + 1) / parts,
+                        dv->typed_data() + n * B * K, dw->typed_data() + n * L * M);
   });
   return ffi::Error::Success();
 }
@@ -607,3 +664,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsaeTopkMasked, TopkMaskedImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Attr<int32_t>("sorted"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsaeDecoderBackward, DecoderBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
