@@ -82,9 +82,8 @@ def profile(ks, sizes, batch_size: int, repeats: int, dead_fraction: float) -> d
         vals = jnp.maximum(vals, 0.0)
         add("sparse: decode", _best(jax.jit(jax.vmap(lambda p, v, i: kernels.sparse_decode(p.W_dec, v, i))),
                                     p, vals, idx, repeats=repeats))
-        add("sparse: decoder backward (gather-dot + scatter)", _best(jax.jit(jax.vmap(
-            lambda p, v, i, g: (kernels.gather_dot(p.W_dec, g, i, v), kernels.scatter_outer(g, v, i, L)))),
-            p, vals, idx, gx, repeats=repeats))
+        add("sparse: decoder backward (fused gather-dot + scatter)", _best(jax.jit(jax.vmap(
+            lambda p, v, i, g: kernels.decoder_backward(p.W_dec, g, v, i))), p, vals, idx, gx, repeats=repeats))
         add("sparse: encoder backward (scatter + transpose)", _best(jax.jit(jax.vmap(
             lambda p, v, i: (lambda o: (o[0].T, p.W_enc @ o[1]))(kernels.scatter_outer(x - p.b_pre, v, i, L)))),
             p, vals, idx, repeats=repeats))
