@@ -14,7 +14,8 @@ works under ``vmap``: the kernels see the vmapped axes as a batch of problems.
   the next ranks after them: the training path's selection, with a traced ``k``.
 * :func:`sparse_decode` ``Σ_j v_j W[idx_j]``; :func:`gather_dot` ``g · W[idx_j]``;
   :func:`scatter_outer` ``Σ c_j g`` into rows ``idx_j`` (+ ``Σ c_j``): the pieces of a
-  sparse decoder and of its backward pass (:mod:`jsae.sparse`).
+  sparse decoder and of its backward pass; :func:`decoder_backward` does the gather-dot
+  and the decoder's scatter in one sweep (:mod:`jsae.sparse`).
 
 ``JSAE_KERNELS=0`` disables the library (everything falls back to XLA);
 ``JSAE_KERNEL_THREADS`` sets the kernels' thread count (default: all CPUs).
@@ -120,7 +121,6 @@ def _value_jvp(select_fn, x: jax.Array, *args, tangent_mask=None):
     def f_jvp(primals, tangents):
         vals, idx = f(*primals)
         dx = tangents[0] if tangent_mask is None else jnp.where(tangent_mask, tangents[0], 0.0)
-        dx = jnp.zeros_like(primals[0]) if isinstance(dx, jax.custom_derivatives.SymbolicZero) else dx
         return (vals, idx), (jnp.take_along_axis(dx, idx, axis=-1), np.zeros(idx.shape, jax.dtypes.float0))
 
     return f(x, *args)

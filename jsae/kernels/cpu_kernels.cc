@@ -195,7 +195,6 @@ struct RowSelector {
   std::vector<uint32_t> hits;
   int32_t thr = 0;
   bool have_thr = false;
-  int64_t fallbacks = 0;
 
   RowSelector(int64_t L_, int64_t K_, bool sorted_) : L(L_), K(K_), sorted(sorted_), cand(L_), scratch(L_), hits(L_ + 8) {}
 
@@ -216,7 +215,6 @@ struct RowSelector {
     }
     const bool whole_row = c < 0;
     if (whole_row) {
-      ++fallbacks;
       c = L;
       for (int64_t i = 0; i < L; ++i) b[i] = Pack(OrderKey(x[i]), static_cast<uint32_t>(i));
     }
