@@ -7,7 +7,7 @@ RUN ?= runs/demo
 # FULL=1: the paper's 84-model grid instead of the reduced demo grid.
 DEMO_FLAGS := $(if $(FULL),--full-grid,)
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test bench wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# JAX first: setup.py compiles jsae's CPU kernels against the FFI headers it ships (needs g++).
 	$(PIP) install -q 'jax>=0.6'
 	# webrtcvad (resemblyzer) builds from source and imports pkg_resources: no build isolation.
-	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer]'
+	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer,export]'
 	-$(PY) -m jsae.kernels status
 	touch $@
 
@@ -40,6 +40,13 @@ test: system-deps setup
 
 bench: setup
 	$(PY) benchmarks/grid_train.py
+
+# dist/jsae-*.whl with the configs and the demo data inside (setup.py bundles them into
+# jsae/_bundled/); `pip install dist/jsae-*.whl` then runs `jsae demo` from any folder.
+# The kernels are compiled for this CPU (-march=native; JSAE_KERNEL_MARCH=x86-64-v3 for others).
+wheel: setup
+	rm -rf build
+	$(PIP) wheel -q --no-deps --no-build-isolation -w dist .
 
 clean:
 	rm -rf runs

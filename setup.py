@@ -1,4 +1,5 @@
-"""Builds jsae's CPU kernel library (jsae/kernels/cpu_kernels.cc) at install time.
+"""Builds jsae's CPU kernel library (jsae/kernels/cpu_kernels.cc) at install time, and
+puts the bundled configs and demo data into the wheel.
 
 Everything else about the package is in pyproject.toml. The compile recipe lives in
 jsae/kernels/build.py (loaded by path: the package is not importable yet). Without a
@@ -6,13 +7,51 @@ C++ compiler the install still succeeds; jsae then warns once and trains on XLA'
 slower top_k and dense path (`python -m jsae.kernels build` builds the library later).
 """
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
+
+# (source under the project root, glob) → jsae/_bundled/<same relative path> in the wheel.
+# The top-level configs/ and data/demo/ stay the one source of truth; jsae.resources finds
+# them in jsae/_bundled/ when installed from a wheel and in place in a checkout.
+BUNDLED = (("configs", "*.yaml"), ("data/demo", "**/*"))
+
+
+class BuildPyWithResources(build_py):
+    """build_py, plus a copy of configs/*.yaml and data/demo/** into jsae/_bundled/.
+
+    Why a copy at build time: the repository keeps configs/ and data/ at the top level
+    (its layout says so), and package data must lie inside a package to be importable.
+    Symlinks would break on checkouts without them (Windows, some archives), a
+    package-dir mapping would make configs/ a Python package and needs a data-only
+    package per folder of the zarr stores, and [tool.setuptools.data-files] installs
+    outside the package where nothing can find it. An editable install (`pip install
+    -e .`) skips the copy: jsae.resources reads the checkout in place, so edits to
+    configs/ take effect without reinstalling. The sdist carries both folders
+    (MANIFEST.in), so a wheel built from it gets the same copy.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        dest_root = Path(self.build_lib) / "jsae" / "_bundled"
+        shutil.rmtree(dest_root, ignore_errors=True)  # no stale files from an earlier build
+        for folder, pattern in BUNDLED:
+            src = HERE / folder
+            files = sorted(p for p in src.glob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+            if not files:
+                raise RuntimeError(f"{src} has no {pattern} files to bundle; build from a checkout or the sdist")
+            for path in files:
+                out = dest_root / folder / path.relative_to(src)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, out)
 
 
 class BuildKernels(build_ext):
@@ -33,5 +72,5 @@ class BuildKernels(build_ext):
 
 setup(
     ext_modules=[Extension("jsae.kernels._jsae_cpu", sources=["jsae/kernels/cpu_kernels.cc"])],
-    cmdclass={"build_ext": BuildKernels},
+    cmdclass={"build_ext": BuildKernels, "build_py": BuildPyWithResources},
 )

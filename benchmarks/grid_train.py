@@ -33,13 +33,14 @@ def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="fl
     import jax.numpy as jnp
 
     from jsae.config import GridConfig, OptimConfig, SAEConfig
+    from jsae.activation import TopK
     from jsae.grid import GroupSpec, GridTrainer, ModelSpec, make_groups
     from jsae.train import batch_indices
 
     groups = make_groups(GridConfig(k=tuple(ks), latent_size=tuple(sizes)))
     if padded:
         L = max(sizes)
-        groups = (GroupSpec(L, "topk", tuple(ModelSpec(L, k) for _ in sizes for k in sorted(ks))),)
+        groups = (GroupSpec(L, "topk", tuple(ModelSpec(L, TopK(k)) for _ in sizes for k in sorted(ks))),)
     trainer = GridTrainer(groups, x.shape[1], SAEConfig(dead_after_samples=batch_size * 2), OptimConfig(),
                           matmul_dtype=matmul_dtype, topk_path=topk_path)
     state = trainer.pad(trainer.init(jax.random.key(0), np.zeros(x.shape[1], np.float32)))

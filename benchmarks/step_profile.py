@@ -57,7 +57,7 @@ def profile(ks, sizes, batch_size: int, repeats: int, dead_fraction: float) -> d
 
     for g, gs in zip(groups, state.groups):
         p = gs.params
-        k = jnp.asarray(g.sparsity())
+        k = jnp.asarray(g.activations().k)
         n, L, K = g.size, g.latent_size, g.k_max
         dead = jnp.asarray(rng.random((n, L)) < dead_fraction)
         pre_fn = jax.jit(jax.vmap(lambda p: sae.pre_activation(p, x)))

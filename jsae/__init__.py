@@ -6,8 +6,11 @@ Public API (see each module's docstring for the math and the shapes):
 * the store: :func:`open_store`, :func:`write_store`
 * the model: :mod:`jsae.sae` (pure functions for one model and one example)
 * training: :func:`train_sweep`
-* analysis: :func:`load_sweep` → :class:`Sweep`, :class:`SAEModel`; on a loaded
-  sweep and a labelled store: :func:`probe` (:mod:`jsae.probing`),
+* models: :class:`TopK` / :class:`ReluL1` (the activation of a model);
+  :func:`load_sweep` → :class:`Sweep`, a :class:`ModelBatch` of every model of a run
+  (``sweep.select(k=20)`` another batch, ``sweep.model(k=20, latent_size=200)`` one
+  :class:`SAEModel`), read from the run's model files (``RUN/models/``)
+* analysis: on a ModelBatch (or a Sweep) and a labelled store: :func:`probe` (:mod:`jsae.probing`),
   :func:`feature_split` (:mod:`jsae.splitting`), :func:`steer` and
   :func:`steer_latents` (:mod:`jsae.steering`), :func:`compare_sweeps`
   (:mod:`jsae.universality`), :func:`build_report` (:mod:`jsae.report`)
@@ -27,7 +30,10 @@ _LAZY = {
     'StoreError': 'store',
     'open_store': 'store',
     'write_store': 'store',
-    'SAEModel': 'sweep',
+    'SAEModel': 'models',
+    'ModelBatch': 'models',
+    'TopK': 'activation',
+    'ReluL1': 'activation',
     'Sweep': 'sweep',
     'load_sweep': 'sweep',
     'train_sweep': 'train',
@@ -43,6 +49,8 @@ _LAZY = {
     'UniversalityResult': 'universality',
     'compare_sweeps': 'universality',
     'build_report': 'report',
+    'config_path': 'resources',
+    'demo_data_dir': 'resources',
     'ConsistencyResult': 'consistency',
     'consistency': 'consistency',
 }
@@ -58,6 +66,9 @@ __all__ = [
     "open_store",
     "write_store",
     "SAEModel",
+    "ModelBatch",
+    "TopK",
+    "ReluL1",
     "Sweep",
     "load_sweep",
     "train_sweep",
@@ -75,6 +86,8 @@ __all__ = [
     "UniversalityResult",
     "compare_sweeps",
     "build_report",
+    "config_path",
+    "demo_data_dir",
 ]
 
 

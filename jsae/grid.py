@@ -34,6 +34,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from . import kernels, sae, sparse
+from .activation import Activation, ReluL1, TopK, activation_from_dict, leading, stack_activations
 from .config import GridConfig, OptimConfig, SAEConfig
 
 __all__ = [
@@ -52,30 +53,52 @@ _SINCE_FIRED_CAP = 2**30
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the grid. ``k`` is 0 for ReLU+L1 models (``l1_coef`` then)."""
+    """One model: its latent size ``L`` and its :data:`~jsae.activation.Activation`.
+
+    ``ModelSpec(200, TopK(20))`` is ``k20_L200``; ``ModelSpec(100, ReluL1(1e-3))`` is
+    ``l1_0.001_L100``. ``k`` / ``l1_coef`` read the activation's parameter (0 for the
+    other kind), as the spec dicts of ``sweep.json`` and the model files spell it.
+    """
 
     latent_size: int
-    k: int = 0
-    activation: str = "topk"
-    l1_coef: float = 0.0
+    activation: Activation
+
+    @property
+    def kind(self) -> str:
+        """``"topk"`` or ``"relu_l1"``."""
+        return self.activation.kind
+
+    @property
+    def k(self) -> int:
+        return int(self.activation.k) if isinstance(self.activation, TopK) else 0
+
+    @property
+    def l1_coef(self) -> float:
+        return float(self.activation.coef) if isinstance(self.activation, ReluL1) else 0.0
 
     @property
     def name(self) -> str:
-        if self.activation == "topk":
+        if isinstance(self.activation, TopK):
             return f"k{self.k}_L{self.latent_size}"
         return f"l1_{self.l1_coef:g}_L{self.latent_size}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "latent_size": self.latent_size, "activation": self.activation,
+        """``{"k", "latent_size", "activation" (kind), "l1_coef", "name"}`` (JSON)."""
+        return {"k": self.k, "latent_size": self.latent_size, "activation": self.kind,
                 "l1_coef": self.l1_coef, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        """The inverse of :meth:`to_dict`."""
+        return cls(int(d["latent_size"]), activation_from_dict(d))
 
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """Models sharing one latent size (and activation): one vmapped stack."""
+    """Models sharing one latent size and activation kind: one vmapped stack."""
 
     latent_size: int
-    activation: str
+    kind: str
     models: tuple[ModelSpec, ...]
 
     @property
@@ -84,23 +107,22 @@ class GroupSpec:
 
     @property
     def k_max(self) -> int:
+        """The largest k of the group (``top_k``'s static size; 0 for ReLU+L1)."""
         return max(m.k for m in self.models)
 
-    def sparsity(self) -> np.ndarray:
-        """Per-model sparsity parameter: k (int32) for TopK, l1_coef (float32) for ReLU+L1."""
-        if self.activation == "topk":
-            return np.array([m.k for m in self.models], np.int32)
-        return np.array([m.l1_coef for m in self.models], np.float32)
+    def activations(self) -> Activation:
+        """The models' activations stacked: ``TopK(k [n] int32)`` or ``ReluL1(coef [n] float32)``."""
+        return stack_activations([m.activation for m in self.models])
 
 
 def make_groups(grid: GridConfig) -> tuple[GroupSpec, ...]:
     """Group the grid's models by latent size; models sorted by k (or l1_coef)."""
     groups = []
     for L in sorted(grid.latent_size):
-        if grid.activation == "topk":
-            models = tuple(ModelSpec(L, int(k), "topk") for k in sorted(grid.k))
+        if grid.activation == TopK.kind:
+            models = tuple(ModelSpec(L, TopK(int(k))) for k in sorted(grid.k))
         else:
-            models = tuple(ModelSpec(L, 0, "relu_l1", float(c)) for c in sorted(grid.l1_coef))
+            models = tuple(ModelSpec(L, ReluL1(float(c))) for c in sorted(grid.l1_coef))
         groups.append(GroupSpec(L, grid.activation, models))
     return tuple(groups)
 
@@ -142,7 +164,7 @@ def prefers_sparse(group: GroupSpec, topk_path: str = "auto") -> bool:
     dense); ``"auto"`` takes the sparse path on a CPU with the kernels of
     :mod:`jsae.kernels` built, when ``k_max / L ≤ SPARSE_MAX_K_OVER_L``.
     """
-    if group.activation != "topk" or topk_path == "dense":
+    if group.kind != TopK.kind or topk_path == "dense":
         return False
     if topk_path == "sparse":
         return True
@@ -226,32 +248,32 @@ class GridTrainer:
         groups = tuple(jax.tree.map(lambda a, n=g.size: a[:n], gs) for g, gs in zip(self.groups, state.groups))
         return state.replace(groups=groups)
 
-    def _padded_sparsity(self, gi: int) -> tuple[np.ndarray, np.ndarray]:
+    def _padded_activations(self, gi: int) -> tuple[Activation, np.ndarray]:
+        """The group's stacked activations padded to its padded size, and the loss
+        weights (0 for padding copies)."""
         g, n_pad = self.groups[gi], self.padded_sizes[gi]
-        s = g.sparsity()
         w = np.ones(n_pad, np.float32)
-        if n_pad > g.size:
-            s = np.concatenate([s, np.repeat(s[-1:], n_pad - g.size)])
-            w[g.size:] = 0.0
-        return s, w
+        w[g.size:] = 0.0
+        return jax.tree.map(jnp.asarray, leading(g.activations(), n_pad)), w
 
     # ------------------------------------------------------------------ math
     def _group_loss(self, gi: int, params: sae.SAEParams, x: jax.Array, dead: jax.Array):
         g = self.groups[gi]
-        s, w = self._padded_sparsity(gi)
+        acts, w = self._padded_activations(gi)
         c = self.sae_cfg
 
         def losses(with_auxk: bool):
-            if g.activation == "topk":
+            if isinstance(acts, TopK):
                 loss_fn = sparse.topk_loss_sparse if self.sparse[gi] else sae.topk_loss
                 fn = partial(loss_fn, k_max=g.k_max, k_aux=self.k_aux[gi], auxk_coef=c.auxk_coef,
                              fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype, with_auxk=with_auxk)
+                ls, outs = jax.vmap(lambda p, a, d: fn(p, x, a.k, d))(params, acts, dead)
             else:
                 fn = partial(sae.relu_l1_loss, fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype)
-            ls, outs = jax.vmap(lambda p, si, d: fn(p, x, si, d))(params, jnp.asarray(s), dead)
+                ls, outs = jax.vmap(lambda p, a, d: fn(p, x, a.coef, d))(params, acts, dead)
             return jnp.sum(ls * jnp.asarray(w)), (ls, outs)
 
-        if g.activation != "topk" or c.auxk_coef <= 0:
+        if not isinstance(acts, TopK) or c.auxk_coef <= 0:
             return losses(False)
         # The AuxK top-k is only paid for while some model of the group has a dead latent.
         return jax.lax.cond(jnp.any(dead), lambda: losses(True), lambda: losses(False))
@@ -316,14 +338,12 @@ class GridTrainer:
         """
         out = []
         for g, gs in zip(self.groups, state.groups):
-            s = jnp.asarray(g.sparsity())
             params = jax.tree.map(lambda a, n=g.size: a[:n], gs.params)
 
-            def one(p, si, g=g):
-                v = sae.encode(p, x, si, g.k_max if g.activation == "topk" else None, g.activation,
-                               matmul_dtype=self.matmul_dtype)
+            def one(p, act, g=g):
+                v = sae.encode(p, x, act, g.k_max or None, matmul_dtype=self.matmul_dtype)
                 err = jnp.sum(jnp.square((sae.decode(p, v) - x) * scale))
                 return err, jnp.sum(v > 0), jnp.any(v > self.sae_cfg.fire_threshold, axis=0)
 
-            out.append(jax.vmap(one)(params, s))
+            out.append(jax.vmap(one)(params, jax.tree.map(jnp.asarray, g.activations())))
         return tuple(out)

@@ -6,8 +6,10 @@ ignored), a label column (``lang``, ``kind``, ...) and possibly more columns
 rows of one split as raw embeddings ``x [B, M]`` with a boolean target
 ``y [B]`` (``label == positive``).
 
-Helpers shared by the analyses live here too: :func:`models_with` picks the models
-of a sweep, :func:`raw_directions` gives their decoder directions in the raw space.
+Helpers shared by the analyses live here too: :func:`batch_and_dir` opens what an
+analysis was given (a run directory, a :class:`~jsae.sweep.Sweep` or any
+:class:`~jsae.models.ModelBatch`), :func:`check_dim` refuses embeddings of another
+dimension.
 """
 from __future__ import annotations
 
@@ -20,10 +22,9 @@ import pandas as pd
 
 from .errors import NotFoundError
 from .store import EmbeddingStore, StoreError, open_store
-from .sweep import Sweep
+from .models import ModelBatch
 
-__all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "model_index", "raw_directions",
-           "sweep_and_dir", "ALL_SPLITS"]
+__all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "batch_and_dir", "ALL_SPLITS"]
 
 #: pass as ``split`` to use every row (every split value)
 ALL_SPLITS = "all"
@@ -75,25 +76,24 @@ def _counts(series: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in series.astype(str).value_counts().items()}
 
 
-def check_dim(sweep: Sweep, store: EmbeddingStore | None = None, x: np.ndarray | None = None,
+def check_dim(models: ModelBatch, store: EmbeddingStore | None = None, x: np.ndarray | None = None,
               what: str | None = None) -> None:
-    """Refuse embeddings whose dimension is not the one ``sweep`` was trained on.
+    """Refuse embeddings whose dimension is not the one ``models`` were trained on.
 
     Checks ``store.dim`` and/or ``x.shape[-1]``; the :class:`StoreError` names both
-    dimensions and where the sweep's training data came from.
+    dimensions and where the models' training data came from.
     """
-    want = int(sweep.meta.get("dim", 0) or 0)
-    if not want:
-        return
-    src = (sweep.meta.get("data") or {}).get("source")
+    want = models.dim
+    src = models.info.data_source
     trained = f" (its training data: {src})" if src else ""
+    origin = f"sweep {models.run_dir}" if models.run_dir else "the models"
     checks = [] if store is None else [(store.dim, f"store {store.path}")]
     if x is not None:
         checks.append((int(np.shape(x)[-1]), what or "the given embeddings"))
     for got, name in checks:
         if got != want:
             raise StoreError(
-                f"{name} holds {got}-d embeddings but sweep {sweep.run_dir} was trained on {want}-d ones"
+                f"{name} holds {got}-d embeddings but {origin} was trained on {want}-d ones"
                 f"{trained}; use a store written by the same encoder as the sweep's training data, or train a "
                 f"sweep on this store (jsae sweep CONFIG data.store=...).")
 
@@ -164,52 +164,32 @@ def load_labelled(store: EmbeddingStore | str, label: str, positive: str, *, neg
                          label=label, positive=positive, negative=negative)
 
 
-def sweep_and_dir(run: "Sweep | str | Path") -> tuple[Sweep, Path]:
-    """A loaded sweep and its run directory from either; a path is loaded with
-    :func:`jsae.rundir.load_run` (a damaged checkpoint is a one-line error)."""
-    if isinstance(run, Sweep):
-        return run, Path(run.run_dir)
+def batch_and_dir(run: "ModelBatch | str | Path") -> tuple[ModelBatch, Path | None]:
+    """The models an analysis was given, and their run directory (where outputs go by default).
+
+    ``run``: a run directory (loaded with :func:`jsae.rundir.load_run`: its model files,
+    or its checkpoint; a damaged one is a one-line error), a :class:`~jsae.sweep.Sweep`
+    or any :class:`~jsae.models.ModelBatch` (e.g. ``sweep.select(k=20)``).
+    """
+    if isinstance(run, ModelBatch):
+        return run, None if run.run_dir is None else Path(run.run_dir)
     from .rundir import load_run
 
     return load_run(run), Path(run)
 
 
-def model_index(sweep: Sweep, k: int | None = None, latent_size: int | None = None) -> list[tuple[int, int, int]]:
-    """``(spec_index, group_index, index_in_group)`` of the models with this k / latent size."""
-    out, i = [], 0
-    for gi, g in enumerate(sweep.groups):
-        for mi, m in enumerate(g.models):
-            if (k is None or m.k == k) and (latent_size is None or m.latent_size == latent_size):
-                out.append((i, gi, mi))
-            i += 1
-    if not out:
-        have = ", ".join(m.name for m in sweep.specs)
-        raise NotFoundError(f"no model with k={k} latent_size={latent_size} in {sweep.run_dir}; models: {have}")
-    return out
-
-
-def raw_directions(sweep: Sweep, group: int) -> np.ndarray:
-    """Unit decoder directions of a group's models in the raw space: ``[n, L, M]``.
-
-    The raw-space effect of latent ℓ is ``d_ℓ ⊙ s`` (``s`` the normalisation
-    scale), normalised here to unit length.
-    """
-    d = np.asarray(sweep.group_params[group].W_dec, np.float64) * np.asarray(sweep.normalizer.scale)
-    return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
-
-
-def load_train_test(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, *,
+def load_train_test(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *,
                     negative: str | None = None, train_split: str = "train", test_split: str = "test",
                     train: LabelledSplit | None = None,
                     test: LabelledSplit | None = None) -> tuple[EmbeddingStore, LabelledSplit, LabelledSplit]:
-    """``(store, train, test)`` for an analysis of ``sweep``, dimensions checked.
+    """``(store, train, test)`` for an analysis of ``models``, dimensions checked.
 
     ``train``/``test`` given by the caller are used as they are (and checked too).
     """
     store = as_store(store)
-    check_dim(sweep, store if train is None or test is None else None)
+    check_dim(models, store if train is None or test is None else None)
     train = train or load_labelled(store, label, positive, negative=negative, split=train_split)
     test = test or load_labelled(store, label, positive, negative=negative, split=test_split)
-    check_dim(sweep, x=train.x, what="the train rows")
-    check_dim(sweep, x=test.x, what="the test rows")
+    check_dim(models, x=train.x, what="the train rows")
+    check_dim(models, x=test.x, what="the test rows")
     return store, train, test

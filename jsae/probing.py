@@ -16,10 +16,11 @@ of ``[v_ℓ > 0]`` for every ℓ at once, from ``TP_ℓ = Σ_b [v_bℓ > 0] y_b`
 test scores, and the test accuracy of the full-latent logistic regression (a
 ceiling for any one latent).
 
-Encoding and the single-latent scores are batched over the models of a
-latent-size group and over all latents; the regression is one fit per model.
+Encoding is batched over the models (:meth:`ModelBatch.encode`), the single-latent
+scores over all latents at once; the regression is one fit per model.
 
->>> df = probe(sweep, store, "lang", "es")
+>>> df = probe(sweep, store, "lang", "es")            # every model of a sweep
+>>> df = probe(sweep.select(k=20), store, "lang", "es")  # or any ModelBatch
 >>> df.loc[(df.k == 20) & (df.latent_size == 200), ["latent", "precision", "recall"]]
 """
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, load_train_test, sweep_and_dir
+from .labelled import LabelledSplit, batch_and_dir, load_train_test
+from .models import ModelBatch
 from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
-from .sweep import Sweep
 
 __all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "probe", "write_probe", "run_probe",
            "probe_table", "PROBE_COLUMNS"]
@@ -93,13 +94,13 @@ def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int
     return phi, float(w[phi]), model
 
 
-def probe(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
+def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
           train_split: str = "train", test_split: str = "test", C: float = 1.0, standardize: bool = False,
           max_iter: int = 2000, train: LabelledSplit | None = None,
           test: LabelledSplit | None = None) -> pd.DataFrame:
-    """Probe every model of ``sweep`` for the feature ``label == positive``.
+    """Probe every model of ``models`` (a Sweep or any ModelBatch) for the feature ``label == positive``.
 
-    Returns one row per model (spec order) with ``name, k, latent_size, activation,
+    Returns one row per model (batch order) with ``name, k, latent_size, activation,
     l1_coef``; the logistic-regression latent ``latent`` and its weight; its test
     ``precision, recall, f1, support`` (positive test rows), ``tp, fp, fn``,
     ``accuracy`` and ``activation_rate`` (fraction of test rows where it fires) and
@@ -108,42 +109,31 @@ def probe(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, 
     train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
     latents). ``df.attrs`` holds the parameters and the row counts.
     """
-    sweep.warn_if_unfinished("probe")
-    store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
+    models.warn_if_unfinished("probe")
+    store, train, test = load_train_test(models, store, label, positive, negative=negative, train_split=train_split,
                                          test_split=test_split, train=train, test=test)
     rows: list[dict[str, Any]] = []
-    for gi, g in enumerate(sweep.groups):
-        v_tr = sweep.encode_group(gi, train.x)  # [n, Btr, L]
-        v_te = sweep.encode_group(gi, test.x)  # [n, Bte, L]
-        a_tr, a_te = v_tr > 0, v_te > 0
-        # Direct search over every latent of every model of the group at once.
+    for spec, v_tr, v_te in zip(models.specs, models.encode(train.x), models.encode(test.x)):
+        a_tr, a_te = v_tr > 0, v_te > 0  # [Btr, L], [Bte, L]
+        # Direct search over every latent at once.
         tr_p, tr_r, tr_f1 = scores_from_counts(*single_latent_counts(a_tr, train.y))
         te_p, te_r, te_f1 = scores_from_counts(*single_latent_counts(a_te, test.y))
-        best = np.argmax(tr_f1, axis=-1)  # [n]
-        fits = [fit_probe(v_tr[i], train.y, C=C, max_iter=max_iter, standardize=standardize)
-                for i in range(g.size)]
-        phi = np.array([f[0] for f in fits])
-        n = np.arange(g.size)
-        pred = a_te[n, :, phi]  # [n, Bte]: the chosen latent of each model, batched
-        tp = (pred & test.y).sum(-1)
-        fp = (pred & ~test.y).sum(-1)
-        fn = (~pred & test.y).sum(-1)
-        for i, spec in enumerate(g.models):
-            ceiling = float(fits[i][2].score(np.asarray(v_te[i], np.float64), test.y))
-            rows.append({
-                **spec.to_dict(),
-                "latent": int(phi[i]), "weight": fits[i][1],
-                "precision": float(te_p[i, phi[i]]), "recall": float(te_r[i, phi[i]]), "f1": float(te_f1[i, phi[i]]),
-                "support": int(test.y.sum()), "n_test": len(test), "tp": int(tp[i]), "fp": int(fp[i]),
-                "fn": int(fn[i]), "accuracy": float(np.mean(pred[i] == test.y)),
-                "activation_rate": float(pred[i].mean()),
-                "train_f1": float(tr_f1[i, phi[i]]),
-                "train_best_latent": int(best[i]), "train_best_f1": float(tr_f1[i, best[i]]),
-                "train_best_test_precision": float(te_p[i, best[i]]),
-                "train_best_test_recall": float(te_r[i, best[i]]),
-                "train_best_test_f1": float(te_f1[i, best[i]]),
-                "logreg_test_accuracy": ceiling,
-            })
+        best = int(np.argmax(tr_f1))
+        phi, weight, fit = fit_probe(v_tr, train.y, C=C, max_iter=max_iter, standardize=standardize)
+        pred = a_te[:, phi]  # [Bte]
+        tp, fp, fn = int((pred & test.y).sum()), int((pred & ~test.y).sum()), int((~pred & test.y).sum())
+        rows.append({
+            **spec.to_dict(),
+            "latent": phi, "weight": weight,
+            "precision": float(te_p[phi]), "recall": float(te_r[phi]), "f1": float(te_f1[phi]),
+            "support": int(test.y.sum()), "n_test": len(test), "tp": tp, "fp": fp, "fn": fn,
+            "accuracy": float(np.mean(pred == test.y)), "activation_rate": float(pred.mean()),
+            "train_f1": float(tr_f1[phi]),
+            "train_best_latent": best, "train_best_f1": float(tr_f1[best]),
+            "train_best_test_precision": float(te_p[best]), "train_best_test_recall": float(te_r[best]),
+            "train_best_test_f1": float(te_f1[best]),
+            "logreg_test_accuracy": float(fit.score(np.asarray(v_te, np.float64), test.y)),
+        })
     df = pd.DataFrame(rows)
     df.attrs.update({"label": label, "positive": str(positive), "negative": negative, "store": str(store.path),
                      "train_split": train_split, "test_split": test_split, "n_train": len(train),
@@ -184,13 +174,14 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
     return files
 
 
-def run_probe(run_dir: str | Path, store: str | Path, label: str, positive: str, *, negative: str | None = None,
+def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, *, negative: str | None = None,
               out: str | Path | None = None, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
-    """Load a sweep, probe it, write the outputs (default ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
+    """Load a sweep (or take a ModelBatch), probe it, write the outputs (default
+    ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
     if out is not None:
         check_analysis_out(out, "probe")  # before the work: --out must be new, empty or an earlier probe
-    sweep, run_dir = sweep_and_dir(run_dir)
-    df = probe(sweep, store, label, positive, negative=negative, **kwargs)
+    models, run_dir = batch_and_dir(run_dir)
+    df = probe(models, store, label, positive, negative=negative, **kwargs)
     out_dir = analysis_dir(run_dir, slug("probe", label, positive), out, kind="probe")
     write_probe(df, out_dir)
     return df, out_dir

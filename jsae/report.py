@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import JsaeError, MissingPathError
+from .errors import JsaeError, MissingPathError, NotFoundError
 from .results import read_analyses
 
 __all__ = ["build_report", "top_activating", "audio_html", "audio_src", "audio_roots", "resolve_audio",
@@ -346,7 +346,7 @@ def _feature_section(sweep, feats: list[dict[str, Any]], store, top: int, audio_
     for (k, L), fs in by_model.items():
         try:
             model = sweep.model(k=k, latent_size=L)
-        except KeyError:
+        except NotFoundError:  # a feature of a model the run does not have (another run's analysis)
             continue
         lat = list(dict.fromkeys(int(f["latent"]) for f in fs))
         tops = top_activating(model, store, lat, top)

@@ -104,14 +104,20 @@ def check_analysis_out(out: str | Path, kind: str) -> None:
     check_writable_folder(out, what=what, is_ours=lambda p: is_analysis_output(p, kind))
 
 
-def analysis_dir(run_dir: str | Path, name: str, out: str | Path | None = None, *, kind: str | None = None) -> Path:
-    """``out`` or ``RUN_DIR/analysis/<name>``, created.
+def analysis_dir(run_dir: str | Path | None, name: str, out: str | Path | None = None, *,
+                 kind: str | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>``, created (models from no run directory need ``out``).
 
     An ``out`` given by the user is checked first with :func:`check_analysis_out`
     (``kind``: the analysis, by default the first part of ``name``, e.g. ``probe``).
     """
     if out is not None:
         check_analysis_out(out, kind or name.split("-", 1)[0])
+    elif run_dir is None:
+        from .errors import BadValueError
+
+        raise BadValueError(f"the models of this {name} come from no run directory, so there is no default output "
+                            "folder; pass out=DIR.")
     path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
     path.mkdir(parents=True, exist_ok=True)
     return path

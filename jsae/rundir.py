@@ -157,8 +157,9 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None) -> "Sweep":
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} does not exist or is not a folder; give a `jsae sweep` run directory.")
-    if not (run_dir / "sweep.json").is_file() or not (run_dir / "checkpoints").is_dir():
-        missing = "sweep.json" if not (run_dir / "sweep.json").is_file() else "checkpoints/"
+    has_models = (run_dir / "models").is_dir() or (run_dir / "checkpoints").is_dir()
+    if not (run_dir / "sweep.json").is_file() or not has_models:
+        missing = "sweep.json" if not (run_dir / "sweep.json").is_file() else "models/ or checkpoints/"
         raise RunDirError(f"{run_dir}: no {missing}; give a `jsae sweep` run directory (one that reached "
                           "a checkpoint).")
     try:
@@ -171,6 +172,6 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None) -> "Sweep":
         reason = reason if len(reason) <= 160 else reason[:157] + "…"
         raise RunDirError(
             f"{run_dir}: the run cannot be loaded ({type(err).__name__}: {reason}); its checkpoint or "
-            "metadata is missing, truncated or damaged. Re-run `jsae sweep` with the same config and --out "
+            "model files or metadata are missing, truncated or damaged. Re-run `jsae sweep` with the same config and --out "
             "to retrain it, or restore the run folder from a copy."
         ) from err

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from . import kernels
+from .activation import Activation, ReluL1, TopK
 
 __all__ = [
     "SAEParams",
@@ -36,6 +37,7 @@ __all__ = [
     "pre_activation",
     "topk_codes",
     "topk_dense",
+    "activate",
     "encode",
     "encode_sparse",
     "decode",
@@ -138,14 +140,25 @@ def encode_sparse(p: SAEParams, x: jax.Array, k: jax.Array | int, k_max: int | N
     return topk_codes(pre_activation(p, x, matmul_dtype), k, k_max)
 
 
-def encode(p: SAEParams, x: jax.Array, k: jax.Array | int | None, k_max: int | None = None,
-           activation: str = "topk", matmul_dtype=jnp.float32) -> jax.Array:
-    """Dense latent codes ``v [..., L]`` (TopK, or ReLU for ``activation='relu_l1'``)."""
-    pre = pre_activation(p, x, matmul_dtype)
-    if activation == "relu_l1":
+def activate(pre: jax.Array, act: Activation | jax.Array | int, k_max: int | None = None) -> jax.Array:
+    """Dense codes ``v [..., L]`` of pre-activations ``pre [..., L]`` under ``act``.
+
+    ``act``: a :class:`~jsae.activation.TopK` (``v = ReLU(TopK_k(pre))``; ``k`` may be
+    traced, ``≤ k_max``) or a :class:`~jsae.activation.ReluL1` (``v = ReLU(pre)``); a
+    bare int / int array is read as ``TopK(k)``. ``k_max``: the static number of
+    entries ``top_k`` finds (default: ``k`` itself, which must then be concrete).
+    """
+    if isinstance(act, ReluL1):
         return jax.nn.relu(pre)
+    k = act.k if isinstance(act, TopK) else act
     k_max = int(k) if k_max is None else k_max
     return topk_dense(pre, k, k_max)
+
+
+def encode(p: SAEParams, x: jax.Array, act: Activation | jax.Array | int, k_max: int | None = None,
+           matmul_dtype=jnp.float32) -> jax.Array:
+    """Dense latent codes ``v [..., L]`` of ``x [..., M]``: :func:`activate` of :func:`pre_activation`."""
+    return activate(pre_activation(p, x, matmul_dtype), act, k_max)
 
 
 def decode(p: SAEParams, v: jax.Array) -> jax.Array:

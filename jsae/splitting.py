@@ -28,12 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import (ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, model_index, raw_directions,
-                       sweep_and_dir)
+from .labelled import ALL_SPLITS, LabelledSplit, as_store, batch_and_dir, check_dim, load_labelled
+from .models import ModelBatch
 from .probing import fit_probe, scores_from_counts, single_latent_counts
 from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
-from .sweep import Sweep
 from .errors import BadValueError, NotFoundError
 from .plots import pyplot, save_figure
 
@@ -75,23 +74,20 @@ class SplitResult:
             "coverage", ascending=False)
 
 
-def _codes(sweep: Sweep, gi: int, mi: int, x: np.ndarray) -> np.ndarray:
-    return sweep.encode_group(gi, x)[mi]
-
-
-def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, group: str, k: int, *,
+def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, group: str, k: int, *,
                   latent_sizes: Sequence[int] | None = None, negative: str | None = None,
                   train_split: str = "train", eval_split: str | None = "test",
                   root_latent_size: int | None = None, min_coverage: float = 0.2, min_cosine: float = 0.5,
                   C: float = 1.0) -> SplitResult:
-    """Follow the ``label == positive`` feature of the ``k`` models as L grows.
+    """Follow the ``label == positive`` feature of the ``k`` models of ``models`` (a Sweep
+    or any ModelBatch) as L grows.
 
     ``eval_split``: rows used for coverage, sub-groups and flows (``"all"`` for
     every labelled row). See the module docstring for the definitions.
     """
-    sweep.warn_if_unfinished("split")
+    models.warn_if_unfinished("split")
     store = as_store(store)
-    check_dim(sweep, store)
+    check_dim(models, store)
     train = load_labelled(store, label, positive, negative=negative, split=train_split)
     ev: LabelledSplit = load_labelled(store, label, positive, negative=negative,
                                       split=ALL_SPLITS if eval_split is None else eval_split)
@@ -100,30 +96,26 @@ def feature_split(sweep: Sweep, store: EmbeddingStore | str, label: str, positiv
     sub_values = sorted(set(sub[ev.y].tolist()))
     cat_values = sorted(set(cats.tolist()), key=lambda c: (not c.startswith(ev.positive + "/"), c))
 
-    located = model_index(sweep, k=k)
-    sizes = sorted({sweep.specs[i].latent_size for i, _, _ in located})
+    of_k = models.select(k=k)
+    sizes = of_k.latent_sizes
     if latent_sizes is not None:
         missing = sorted(set(latent_sizes) - set(sizes))
         if missing:
             raise NotFoundError(f"k={k}: no models with latent sizes {missing}; this sweep has {sizes}")
-        sizes = sorted(set(latent_sizes))
-    where = {sweep.specs[i].latent_size: (gi, mi) for i, gi, mi in located}
-    root_size = sizes[0] if root_latent_size is None else int(root_latent_size)
-    if root_size not in where:
+    root_size = (sizes[0] if latent_sizes is None else min(latent_sizes)) if root_latent_size is None \
+        else int(root_latent_size)
+    if root_size not in sizes:
         raise NotFoundError(f"root_latent_size={root_size} is not a latent size of the k={k} models: {sizes}")
+    if latent_sizes is not None:
+        sizes = sorted(set(latent_sizes))
+    used = of_k.select(latent_size=sorted(set(sizes) | {root_size}))
 
     # Per latent size: codes on the evaluation rows, raw directions, the probe latent.
     codes, dirs, probe_latent = {}, {}, {}
-    for L in sizes:
-        gi, mi = where[L]
-        codes[L] = _codes(sweep, gi, mi, ev.x)
-        dirs[L] = raw_directions(sweep, gi)[mi]
-        probe_latent[L] = fit_probe(_codes(sweep, gi, mi, train.x), train.y, C=C)[0]
-    if root_size not in codes:
-        gi, mi = where[root_size]
-        codes[root_size] = _codes(sweep, gi, mi, ev.x)
-        dirs[root_size] = raw_directions(sweep, gi)[mi]
-        probe_latent[root_size] = fit_probe(_codes(sweep, gi, mi, train.x), train.y, C=C)[0]
+    for model, v_ev, v_tr, d in zip(used, used.encode(ev.x), used.encode(train.x), used.raw_directions()):
+        L = model.latent_size
+        codes[L], dirs[L] = v_ev, d
+        probe_latent[L] = fit_probe(v_tr, train.y, C=C)[0]
     root = probe_latent[root_size]
     in_root = ev.y & (codes[root_size][:, root] > 0)  # S
     if not in_root.any():
@@ -303,13 +295,13 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
     return files
 
 
-def run_split(run_dir: str | Path, store: str | Path, label: str, positive: str, group: str, k: int, *,
+def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, group: str, k: int, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
-    """Load a sweep, run :func:`feature_split`, write the outputs."""
+    """Load a sweep (or take a ModelBatch), run :func:`feature_split`, write the outputs."""
     if out is not None:
         check_analysis_out(out, "split")  # before the work: --out must be new, empty or an earlier split
-    sweep, run_dir = sweep_and_dir(run_dir)
-    result = feature_split(sweep, store, label, positive, group, k, **kwargs)
+    models, run_dir = batch_and_dir(run_dir)
+    result = feature_split(models, store, label, positive, group, k, **kwargs)
     out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out, kind="split")
     write_split(result, out_dir)
     return result, out_dir

@@ -29,11 +29,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .labelled import LabelledSplit, load_train_test, model_index, sweep_and_dir
+from .labelled import LabelledSplit, batch_and_dir, load_train_test
+from .models import ModelBatch, SAEModel
 from .probing import fit_probe
 from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
-from .sweep import SAEModel, Sweep
 from .errors import BadValueError, NotFoundError, OutOfRangeError
 from .plots import pyplot, save_figure
 
@@ -82,7 +82,7 @@ def steer_latents(model: SAEModel, x: np.ndarray, latents: Sequence[int] | np.nd
     eps = model.decode(v)  # [B, M]
     vals = np.asarray(values, np.float32)
     vals = np.broadcast_to(vals[:, None] if vals.ndim == 1 else vals, (len(latents), len(v)))
-    draw = np.asarray(model.params.W_dec)[latents] * model.normalizer.scale.astype(np.float32)  # [J, M]
+    draw = model.raw_decoder()[latents]  # [J, M]
     change = vals - v[:, latents].T  # [J, B]
     return eps[None] + change[..., None] * draw[:, None, :]
 
@@ -131,94 +131,81 @@ def _target(mode: str, a: np.ndarray, y: np.ndarray, v_phi: np.ndarray) -> np.nd
     raise BadValueError(f"mode={mode!r} is not one of {MODES}")
 
 
-def steer(sweep: Sweep, store: EmbeddingStore | str, label: str, positive: str, negative: str | None = None, *,
+def steer(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, negative: str | None = None, *,
           k: int | None = None, latent_size: int | None = None,
           latent: int | str | Mapping[str, int] = "auto", alpha: float | Sequence[float] = 1.0,
           alpha_units: str = "absolute", mode: str = "flip", train_split: str = "train",
           test_split: str = "test", train: LabelledSplit | None = None,
           test: LabelledSplit | None = None) -> SteerResult:
-    """Steer the ``label == positive`` latent of every model with this ``k`` / ``latent_size``.
+    """Steer the ``label == positive`` latent of every model of ``models`` with this ``k`` / ``latent_size``.
 
-    ``k`` / ``latent_size`` ``None`` select every value (the whole grid).
-    ``latent``: ``"auto"`` (the probe latent: logistic regression on the train
-    split, as :func:`jsae.probing.probe`), an index (for every selected model), or
-    ``{model name: index}``. ``alpha``: one value or several (a sweep over
-    ``a_φ``; ignored by ``mode="ablate"``, reported as 0). Returns a :class:`SteerResult`.
+    ``models``: a Sweep or any ModelBatch; ``k`` / ``latent_size`` narrow it
+    (``None``: every value). ``latent``: ``"auto"`` (the probe latent: logistic
+    regression on the train split, as :func:`jsae.probing.probe`), an index (for every
+    selected model), or ``{model name: index}``. ``alpha``: one value or several (a
+    sweep over ``a_φ``; ignored by ``mode="ablate"``, reported as 0). Returns a
+    :class:`SteerResult`.
     """
-    sweep.warn_if_unfinished("steering")
+    models.warn_if_unfinished("steering")
     if mode not in MODES:
         raise BadValueError(f"mode={mode!r} is not one of {MODES}")
     if alpha_units not in ALPHA_UNITS:
         raise BadValueError(f"alpha_units={alpha_units!r} is not one of {ALPHA_UNITS}")
     # Ablation sets the latent to 0 whatever alpha says: one value, a = 0.
     alphas = np.zeros(1) if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64))
-    store, train, test = load_train_test(sweep, store, label, positive, negative=negative, train_split=train_split,
+    store, train, test = load_train_test(models, store, label, positive, negative=negative, train_split=train_split,
                                          test_split=test_split, train=train, test=test)
-    chosen = model_index(sweep, k=k, latent_size=latent_size)
-    scale = sweep.normalizer.scale.astype(np.float32)
+    chosen = models.select(k=k, latent_size=latent_size) if k is not None or latent_size is not None else models
+    if isinstance(latent, str) and latent != "auto":
+        raise BadValueError(f"latent={latent!r}: give 'auto', an index or {{model name: index}}")
+    if isinstance(latent, Mapping):
+        missing = [n for n in chosen.names if n not in latent]
+        if missing:
+            raise NotFoundError(f"latent: no index given for the models {missing}; give {{model name: index}} "
+                                "for every selected model, or one index for all.")
     rows, before, after = [], {}, {}
-    for gi in sorted({g for _, g, _ in chosen}):
-        members = [mi for _, g, mi in chosen if g == gi]
-        specs = [sweep.groups[gi].models[mi] for mi in members]
-        p = sweep.group_params[gi]
-        W = np.asarray(p.W_dec)[members]  # [n, L, M]
-        b_pre = np.asarray(p.b_pre)[members]  # [n, M]
-        v_tr = sweep.encode_group(gi, train.x)[members]  # [n, Btr, L]
-        v_te = sweep.encode_group(gi, test.x)[members]  # [n, B, L]
-        # Reconstructions in the raw space, batched over models.
-        rec_tr = sweep.normalizer.invert(np.einsum("nbl,nlm->nbm", v_tr, W) + b_pre[:, None])
-        eps = sweep.normalizer.invert(np.einsum("nbl,nlm->nbm", v_te, W) + b_pre[:, None])
-        c_pos, c_neg = class_centroids(rec_tr, train.y)  # [n, M]
+    y = test.y
+    for model, v_tr, v_te, rec_tr, eps in zip(chosen, chosen.encode(train.x), chosen.encode(test.x),
+                                              chosen.reconstruct(train.x), chosen.reconstruct(test.x)):
+        spec = model.spec
+        c_pos, c_neg = class_centroids(rec_tr, train.y)  # [M] each, raw space
         if isinstance(latent, str):
-            if latent != "auto":
-                raise BadValueError(f"latent={latent!r}: give 'auto', an index or {{model name: index}}")
-            phi = np.array([fit_probe(v_tr[i], train.y)[0] for i in range(len(members))])
-        elif isinstance(latent, Mapping):
-            missing = [s.name for s in specs if s.name not in latent]
-            if missing:
-                raise NotFoundError(f"latent: no index given for the models {missing}; give {{model name: index}} "
-                                    "for every selected model, or one index for all.")
-            phi = np.array([int(latent[s.name]) for s in specs])
+            phi = fit_probe(v_tr, train.y)[0]
         else:
-            phi = np.full(len(members), int(latent))
-        L = W.shape[1]
-        if np.any((phi < 0) | (phi >= L)):
-            raise OutOfRangeError(f"latent {phi.tolist()} out of range for latent size {L} (0..{L - 1})")
-        n = np.arange(len(members))
-        v_phi = v_te[n, :, phi]  # [n, B]
-        act_tr = v_tr[n, :, phi]  # [n, Btr]
+            phi = int(latent[spec.name]) if isinstance(latent, Mapping) else int(latent)
+        if not 0 <= phi < spec.latent_size:
+            raise OutOfRangeError(f"latent {phi} out of range for {spec.name} (latent size {spec.latent_size}: "
+                                  f"0..{spec.latent_size - 1})")
+        v_phi = v_te[:, phi]  # [B]
+        act_tr = v_tr[:, phi]
         fired = act_tr > 0
-        mean_active = np.where(fired.any(-1), (act_tr * fired).sum(-1) / np.maximum(fired.sum(-1), 1), np.nan)
-        unit = mean_active if alpha_units == "mean_active" else np.ones(len(members))
-        a = alphas[None, :] * unit[:, None]  # [n, A]
-        target = _target(mode, a.astype(np.float32), test.y, v_phi)  # [n, A, B]
-        draw = W[n, phi] * scale  # [n, M]: raw-space effect of one unit of v_φ
-        eps_t = eps[:, None] + (target - v_phi[:, None])[..., None] * draw[:, None, None, :]  # [n, A, B, M]
-        d0 = relative_similarity(eps, c_pos[:, None], c_neg[:, None])  # [n, B]
-        d1 = relative_similarity(eps_t, c_pos[:, None, None], c_neg[:, None, None])  # [n, A, B]
-        num = np.sum(eps_t * eps[:, None], -1)
-        cosr = num / np.maximum(np.linalg.norm(eps_t, axis=-1) * np.linalg.norm(eps, axis=-1)[:, None], 1e-30)
-        change = np.linalg.norm(eps_t - eps[:, None], axis=-1) / np.maximum(np.linalg.norm(eps, axis=-1)[:, None],
-                                                                            1e-30)
-        y = test.y
-        for i, spec in enumerate(specs):
-            before[spec.name] = d0[i]
-            after[spec.name] = d1[i]
-            for ai, al in enumerate(alphas):
-                pb, pa = d0[i, y], d1[i, ai, y]
-                nb, na = d0[i, ~y], d1[i, ai, ~y]
-                rows.append({
-                    **spec.to_dict(), "latent": int(phi[i]), "mode": mode, "alpha": float(al),
-                    "alpha_units": alpha_units, "a": float(a[i, ai]), "mean_active": float(mean_active[i]),
-                    "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
-                    "pos_before": float(pb.mean()), "pos_after": float(pa.mean()),
-                    "neg_before": float(nb.mean()), "neg_after": float(na.mean()),
-                    "pos_flipped": float(np.mean(pa[pb >= 0] < 0)) if np.any(pb >= 0) else float("nan"),
-                    "neg_flipped": float(np.mean(na[nb < 0] >= 0)) if np.any(nb < 0) else float("nan"),
-                    "pos_sign_flipped": bool(np.sign(pb.mean()) != np.sign(pa.mean())),
-                    "neg_sign_flipped": bool(np.sign(nb.mean()) != np.sign(na.mean())),
-                    "recon_cosine": float(cosr[i, ai].mean()), "recon_change": float(change[i, ai].mean()),
-                })
+        mean_active = float(act_tr[fired].mean()) if fired.any() else float("nan")
+        a = alphas * (mean_active if alpha_units == "mean_active" else 1.0)  # [A]
+        target = _target(mode, a.astype(np.float32), y, v_phi)  # [A, B]
+        draw = model.raw_decoder()[phi]  # [M]: raw-space effect of one unit of v_φ
+        eps_t = eps[None] + (target - v_phi[None])[..., None] * draw  # [A, B, M]
+        d0 = relative_similarity(eps, c_pos, c_neg)  # [B]
+        d1 = relative_similarity(eps_t, c_pos, c_neg)  # [A, B]
+        norm0 = np.linalg.norm(eps, axis=-1)  # [B]
+        cosr = np.sum(eps_t * eps, -1) / np.maximum(np.linalg.norm(eps_t, axis=-1) * norm0, 1e-30)
+        change = np.linalg.norm(eps_t - eps, axis=-1) / np.maximum(norm0, 1e-30)
+        before[spec.name] = d0
+        after[spec.name] = d1
+        for ai, al in enumerate(alphas):
+            pb, pa = d0[y], d1[ai, y]
+            nb, na = d0[~y], d1[ai, ~y]
+            rows.append({
+                **spec.to_dict(), "latent": phi, "mode": mode, "alpha": float(al),
+                "alpha_units": alpha_units, "a": float(a[ai]), "mean_active": mean_active,
+                "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
+                "pos_before": float(pb.mean()), "pos_after": float(pa.mean()),
+                "neg_before": float(nb.mean()), "neg_after": float(na.mean()),
+                "pos_flipped": float(np.mean(pa[pb >= 0] < 0)) if np.any(pb >= 0) else float("nan"),
+                "neg_flipped": float(np.mean(na[nb < 0] >= 0)) if np.any(nb < 0) else float("nan"),
+                "pos_sign_flipped": bool(np.sign(pb.mean()) != np.sign(pa.mean())),
+                "neg_sign_flipped": bool(np.sign(nb.mean()) != np.sign(na.mean())),
+                "recon_cosine": float(cosr[ai].mean()), "recon_change": float(change[ai].mean()),
+            })
     params = {"label": label, "positive": str(positive), "negative": negative, "k": k, "latent_size": latent_size,
               "latent": latent if not isinstance(latent, Mapping) else dict(latent), "alpha": alphas.tolist(),
               "alpha_units": alpha_units, "mode": mode, "train_split": train_split, "test_split": test_split,
@@ -310,13 +297,13 @@ def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 
     return files
 
 
-def run_steer(run_dir: str | Path, store: str | Path, label: str, positive: str, negative: str | None = None, *,
+def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, negative: str | None = None, *,
               out: str | Path | None = None, **kwargs: Any) -> tuple[SteerResult, Path]:
-    """Load a sweep, :func:`steer` it, write the outputs."""
+    """Load a sweep (or take a ModelBatch), :func:`steer` it, write the outputs."""
     if out is not None:
         check_analysis_out(out, "steer")  # before the work: --out must be new, empty or an earlier steer
-    sweep, run_dir = sweep_and_dir(run_dir)
-    res = steer(sweep, store, label, positive, negative, **kwargs)
+    models, run_dir = batch_and_dir(run_dir)
+    res = steer(models, store, label, positive, negative, **kwargs)
     k, L, lat = kwargs.get("k"), kwargs.get("latent_size"), kwargs.get("latent", "auto")
     name = slug("steer", label, positive, f"k{k}" if k else None, f"L{L}" if L else None,
                 f"latent{lat}" if isinstance(lat, int) else None, kwargs.get("mode", "flip"))

@@ -9,6 +9,9 @@ Run directory::
 
     RUN_DIR/config.yaml          resolved config
     RUN_DIR/checkpoints/<step>/  orbax: stacked state + JSON meta (with checksums)
+    RUN_DIR/models/<name>/       per model: parameters + normaliser (safetensors) and
+                                 cfg.json — what analyses load (:mod:`jsae.modelfiles`),
+                                 rewritten at every checkpoint; models/index.json
     RUN_DIR/sweep.json           grid, normalisation, metrics, history, version,
                                  step / total_steps / complete, data fingerprint
     RUN_DIR/metrics.json         one record per model (k, latent_size, val_nmse, ...)
@@ -22,7 +25,9 @@ fingerprint, :func:`data_fingerprint`); a checkpoint that fails its checksums is
 set aside and training resumes from the newest one that verifies; a full disk
 stops the sweep with one :class:`DiskFullError` line naming the last good
 checkpoint; a run that fails before its first checkpoint leaves no config behind
-(the corrected command starts it afresh). JSON files are replaced atomically.
+(the corrected command starts it afresh). JSON files are replaced atomically. On
+resume the normaliser is restored from the checkpoint and checked against a re-fit
+on the same data (:func:`restored_normalizer`).
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from .checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_steps, open
 from .config import ConfigError, SweepConfig, config_to_dict, config_to_yaml, load_config
 from .errors import BadValueError, JsaeError, one_line
 from .grid import GridState, GridTrainer, make_groups
+from .modelfiles import model_files_step, write_model_files
 from .normalize import Normalizer, fit_normalizer, geometric_median
 from .plots import plot_sweep
 from .results import atomic_write_json, atomic_write_text
@@ -281,6 +287,37 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
                 "steps": int(state.step),
             })
     return records
+
+
+class NormalizerChangedError(JsaeError):
+    """The normaliser saved with a run differs from a re-fit on the data it resumes with."""
+
+
+#: largest relative difference between the saved normaliser and a re-fit on the same data
+#: (float summation order may differ between library versions; different data differs far more)
+NORMALIZER_RTOL = 1e-5
+
+
+def restored_normalizer(saved: dict[str, Any], refit: Normalizer, run_dir: Path) -> Normalizer:
+    """The run's saved normaliser, checked against ``refit`` (fitted on the data given now).
+
+    The models were trained in the saved normaliser's space, so resuming uses it; a re-fit
+    that differs (another kind, or statistics off by more than :data:`NORMALIZER_RTOL`
+    relative) means the data or the normalisation changed: :class:`NormalizerChangedError`.
+    """
+    norm = Normalizer.from_dict(saved)
+    if norm.kind != refit.kind:
+        raise NormalizerChangedError(f"{run_dir} was normalised with {norm.kind!r}, the config now says "
+                                     f"{refit.kind!r}; resume it with its own sae.normalize, or use a new --out.")
+    for what, a, b in (("mean", norm.mean, refit.mean), ("scale", norm.scale, refit.scale)):
+        ref = max(float(np.max(np.abs(a))), 1e-12)
+        diff = float(np.max(np.abs(a - b))) / ref
+        if diff > NORMALIZER_RTOL:
+            raise NormalizerChangedError(
+                f"{run_dir}: the saved normaliser's {what} differs from a re-fit on the data given now by "
+                f"{diff:.2g} (relative, > {NORMALIZER_RTOL:g}); resume with the data the run was trained on, or "
+                "train into a new --out directory.")
+    return norm
 
 
 def _check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
@@ -559,6 +596,9 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
                 f"({_fingerprint_text(fingerprint)}); resume it with the data it was trained on, or train on this "
                 "data into a new --out directory."
             )
+        if "normalizer" in meta:  # the space the models were trained in; checked against the re-fit
+            normalizer = restored_normalizer(meta["normalizer"], normalizer, run_dir)
+            x_fit = normalizer.apply(td.fit).astype(np.float32)
         history = meta["history"]
     else:
         rng = np.random.default_rng([cfg.train.seed, 3])
@@ -579,9 +619,19 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
         atomic_write_json(run_dir / "sweep.json", meta_now(step) | {
             "metrics": records or [], "complete": records is not None and step >= total, "total_steps": total})
 
+    def write_models(step: int, state: GridState) -> None:
+        doing[0] = f"writing the model files of step {step}"
+        groups = jax.device_get(trainer.unpad(state).groups)
+        models = [(spec.to_dict(), {k: np.asarray(getattr(gs.params, k))[i] for k in ("W_enc", "b_enc", "W_dec", "b_pre")})
+                  for g, gs in zip(trainer.groups, groups) for i, spec in enumerate(g.models)]
+        write_model_files(run_dir, models, normalizer=normalizer, step=step, total_steps=total,
+                          complete=step >= total, run={"config": config_to_dict(cfg), "data": td.source,
+                                                       "version": __version__})
+
     def checkpoint(step: int, state: GridState) -> None:
         doing[0] = f"saving checkpoint step {step}"
         save_checkpoint(manager, step, trainer.unpad(state), meta_now(step))
+        write_models(step, state)  # what analyses read: parameters + normaliser, no optimiser
         write_info(step)  # the step and completeness a reader of the run sees
         doing[0] = "training"
 
@@ -624,6 +674,8 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
             checkpoint(step, state)
     bar.close()
 
+    if model_files_step(run_dir) != step:  # a run resumed at its end, or one from before model files
+        write_models(step, state)
     doing[0] = "evaluating"
     records = evaluate(trainer, state, td.val, normalizer)
     write_info(step, records)

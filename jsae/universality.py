@@ -6,8 +6,7 @@ feature ℓ of A's model the best match in B's model is:
 
 * ``decoder`` (the two sweeps live in the same embedding space: same dimension and
   same encoder): ``max_j cos(d^A_ℓ ⊙ s_A, d^B_j ⊙ s_B)``, raw-space decoder
-  directions (``s``: each sweep's normalisation scale), batched over the models of
-  a latent-size group;
+  directions (``s``: each sweep's normalisation scale);
 * ``activation`` (different spaces, or on request): ``max_j corr(v^A_ℓ, v^B_j)``,
   Pearson correlation of the activations over shared rows (one store read by both,
   or two stores joined on their ``id`` column).
@@ -27,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .labelled import as_store, raw_directions, sweep_and_dir
+from .labelled import as_store, batch_and_dir
+from .models import ModelBatch
 from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore, StoreError
-from .sweep import Sweep
 from .errors import BadValueError, NotFoundError
 from .plots import pyplot, save_figure
 
@@ -99,8 +98,8 @@ class UniversalityResult:
         return float(self.pairs["control_mean_max"].mean())
 
 
-def _encoder_name(sweep: Sweep) -> str | None:
-    src = (sweep.meta.get("data") or {}).get("source")
+def _encoder_name(models: ModelBatch) -> str | None:
+    src = models.info.data_source
     if not src or src == "array":
         return None
     try:
@@ -111,10 +110,10 @@ def _encoder_name(sweep: Sweep) -> str | None:
     return str(enc.get("name")) if isinstance(enc, dict) and enc.get("name") else None
 
 
-def same_space(a: Sweep, b: Sweep) -> bool:
-    """True when both sweeps were trained on embeddings of one space: same dimension and
+def same_space(a: ModelBatch, b: ModelBatch) -> bool:
+    """True when both batches were trained on embeddings of one space: same dimension and
     (where the training stores say) the same encoder."""
-    if int(a.meta.get("dim", -1)) != int(b.meta.get("dim", -2)):
+    if a.dim != b.dim:
         return False
     ea, eb = _encoder_name(a), _encoder_name(b)
     return ea is None or eb is None or ea == eb
@@ -138,10 +137,11 @@ def _shared_rows(store_a: EmbeddingStore, store_b: EmbeddingStore, max_rows: int
     return store_a.read(ra), store_b.read(rb)
 
 
-def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | str | None = None,
-                 store_b: EmbeddingStore | str | None = None, method: str = "auto", threshold: float = 0.9,
-                 max_rows: int = 20000, seed: int = 0) -> UniversalityResult:
-    """Compare the features of two sweeps model by model (see the module docstring).
+def compare_sweeps(sweep_a: ModelBatch, sweep_b: ModelBatch, *, store: EmbeddingStore | str | None = None,
+                   store_b: EmbeddingStore | str | None = None, method: str = "auto", threshold: float = 0.9,
+                   max_rows: int = 20000, seed: int = 0) -> UniversalityResult:
+    """Compare the features of two sweeps (or any two ModelBatches) model by model (see the
+    module docstring): every model of A with a namesake (same k or l1_coef, same latent size) in B.
 
     ``store``: rows for activation matching and for leaving out dead latents
     (read by both sweeps, or by A only when ``store_b`` holds B's embeddings of the
@@ -155,71 +155,59 @@ def compare_sweeps(sweep_a: Sweep, sweep_b: Sweep, *, store: EmbeddingStore | st
         raise BadValueError(f"method={method!r} is not one of {METHODS}")
     if method == "auto":
         method = "decoder" if same_space(sweep_a, sweep_b) and store_b is None else "activation"
-    if method == "decoder" and int(sweep_a.meta["dim"]) != int(sweep_b.meta["dim"]):
-        raise BadValueError(f"decoder matching needs one embedding space; dims are {sweep_a.meta['dim']} and "
-                         f"{sweep_b.meta['dim']}. Use method='activation' with a store of shared segments.")
+    if method == "decoder" and sweep_a.dim != sweep_b.dim:
+        raise BadValueError(f"decoder matching needs one embedding space; dims are {sweep_a.dim} and "
+                            f"{sweep_b.dim}. Use method='activation' with a store of shared segments.")
     xa = xb = None
     if store is not None:
         sa = as_store(store)
         sb = as_store(store_b) if store_b is not None else sa
         xa, xb = _shared_rows(sa, sb, max_rows, seed)
-        if xa.shape[1] != int(sweep_a.meta["dim"]) or xb.shape[1] != int(sweep_b.meta["dim"]):
+        if xa.shape[1] != sweep_a.dim or xb.shape[1] != sweep_b.dim:
             raise StoreError(f"store dims ({xa.shape[1]}, {xb.shape[1]}) do not match the sweeps "
-                             f"({sweep_a.meta['dim']}, {sweep_b.meta['dim']}); give each sweep its own store "
+                             f"({sweep_a.dim}, {sweep_b.dim}); give each sweep its own store "
                              "(store_b / --data-b).")
     elif method == "activation":
         raise StoreError("activation matching needs rows both sweeps can encode: pass store= (CLI: --data STORE, "
                          "and --data-b STORE_B for a second encoder's embeddings of the same segments).")
     rng = np.random.default_rng([seed, 5])
-    b_index = {(m.k, m.l1_coef, m.latent_size): (gi, mi) for gi, g in enumerate(sweep_b.groups)
-               for mi, m in enumerate(g.models)}
+    shared = [n for n in sweep_a.names if n in set(sweep_b.names)]
     rows, matches = [], {}
-    for gi, g in enumerate(sweep_a.groups):
-        pairs = [(mi, b_index[(m.k, m.l1_coef, m.latent_size)]) for mi, m in enumerate(g.models)
-                 if (m.k, m.l1_coef, m.latent_size) in b_index]
-        if not pairs:
-            continue
-        ma = np.array([p[0] for p in pairs])
-        gb = sorted({p[1][0] for p in pairs})
-        assert len(gb) == 1  # one latent size ↔ one group in B
-        mb = np.array([p[1][1] for p in pairs])
-        va = sweep_a.encode_group(gi, xa)[ma] if xa is not None else None  # [n, B, L]
-        vb = sweep_b.encode_group(gb[0], xb)[mb] if xb is not None else None
-        alive_a = (va > 0).any(axis=1) if va is not None else np.ones((len(ma), g.latent_size), bool)
-        alive_b = (vb > 0).any(axis=1) if vb is not None else np.ones((len(ma), g.latent_size), bool)
-        if method == "decoder":
-            da = raw_directions(sweep_a, gi)[ma]  # [n, L, M]
-            db = raw_directions(sweep_b, gb[0])[mb]
-            # Dead latents of the other side are never a match.
-            dbm = np.where(alive_b[..., None], db, 0.0)
-            dam = np.where(alive_a[..., None], da, 0.0)
-            idx_ab, s_ab = best_cosine_match(da, dbm)
-            _, s_ba = best_cosine_match(db, dam)
-            rand = rng.standard_normal(db.shape)
-            rand[~alive_b] = 0.0
-            _, ctrl = best_cosine_match(da, rand)
-        else:
-            idx_ab, s_ab = best_correlation_match(va, vb)
-            _, s_ba = best_correlation_match(vb, va)
-            perm = rng.permutation(vb.shape[1])
-            _, ctrl = best_correlation_match(va, vb[:, perm])
-        for i, (mi, _) in enumerate(pairs):
-            spec = g.models[mi]
-            fa, fb = alive_a[i], alive_b[i]
-            sab, sba, sc = s_ab[i][fa], s_ba[i][fb], ctrl[i][fa]
-            rows.append({**spec.to_dict(), "method": method, "n_a": int(fa.sum()), "n_b": int(fb.sum()),
+    if shared:
+        a, b = sweep_a.select(names=shared), sweep_b.select(names=shared)
+        va_all = a.encode(xa) if xa is not None else [None] * len(shared)
+        vb_all = b.encode(xb) if xb is not None else [None] * len(shared)
+        for name, va, vb in zip(shared, va_all, vb_all):
+            ma, mb = a[name], b[name]
+            L = ma.latent_size
+            alive_a = (va > 0).any(axis=0) if va is not None else np.ones(L, bool)
+            alive_b = (vb > 0).any(axis=0) if vb is not None else np.ones(L, bool)
+            if method == "decoder":
+                da, db = ma.raw_directions(), mb.raw_directions()  # [L, M]
+                # Dead latents of the other side are never a match.
+                idx_ab, s_ab = best_cosine_match(da, np.where(alive_b[:, None], db, 0.0))
+                _, s_ba = best_cosine_match(db, np.where(alive_a[:, None], da, 0.0))
+                rand = rng.standard_normal(db.shape)
+                rand[~alive_b] = 0.0
+                _, ctrl = best_cosine_match(da, rand)
+            else:
+                idx_ab, s_ab = best_correlation_match(va, vb)
+                _, s_ba = best_correlation_match(vb, va)
+                _, ctrl = best_correlation_match(va, vb[rng.permutation(vb.shape[0])])
+            sab, sba, sc = s_ab[alive_a], s_ba[alive_b], ctrl[alive_a]
+            rows.append({**ma.spec.to_dict(), "method": method, "n_a": int(alive_a.sum()),
+                         "n_b": int(alive_b.sum()),
                          "mean_max_ab": float(np.nanmean(sab)) if sab.size else float("nan"),
                          "frac_matched_ab": float(np.mean(sab >= threshold)) if sab.size else float("nan"),
                          "mean_max_ba": float(np.nanmean(sba)) if sba.size else float("nan"),
                          "frac_matched_ba": float(np.mean(sba >= threshold)) if sba.size else float("nan"),
                          "control_mean_max": float(np.nanmean(sc)) if sc.size else float("nan"),
                          "control_frac_matched": float(np.mean(sc >= threshold)) if sc.size else float("nan")})
-            matches[spec.name] = pd.DataFrame({"latent": np.flatnonzero(fa), "best_match": idx_ab[i][fa],
-                                               "score": s_ab[i][fa], "control": ctrl[i][fa]})
+            matches[name] = pd.DataFrame({"latent": np.flatnonzero(alive_a), "best_match": idx_ab[alive_a],
+                                          "score": s_ab[alive_a], "control": ctrl[alive_a]})
     if not rows:
         raise NotFoundError(f"no model of {sweep_a.run_dir} has a counterpart (same k and latent size) in "
-                       f"{sweep_b.run_dir}; models: {[m.name for m in sweep_a.specs]} vs "
-                       f"{[m.name for m in sweep_b.specs]}")
+                       f"{sweep_b.run_dir}; models: {sweep_a.names} vs {sweep_b.names}")
     df = pd.DataFrame(rows)
     params = {"run_a": str(sweep_a.run_dir), "run_b": str(sweep_b.run_dir), "method": method,
               "threshold": threshold, "store": None if store is None else str(as_store(store).path),
@@ -274,14 +262,15 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
     return files
 
 
-def run_universality(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None,
+def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | ModelBatch", *, out: str | Path | None = None,
                      **kwargs: Any) -> tuple[UniversalityResult, Path]:
     """Load two sweeps, compare them, write the outputs into A's analysis folder."""
     if out is not None:
         check_analysis_out(out, "universality")  # before the work: new, empty or an earlier comparison
-    (sweep_a, run_a), (sweep_b, run_b) = sweep_and_dir(run_a), sweep_and_dir(run_b)
+    (sweep_a, run_a), (sweep_b, run_b) = batch_and_dir(run_a), batch_and_dir(run_b)
     res = compare_sweeps(sweep_a, sweep_b, **kwargs)
-    out_dir = analysis_dir(run_a, slug("universality", Path(run_b).resolve().name), out, kind="universality")
+    name_b = Path(run_b).resolve().name if run_b is not None else "b"
+    out_dir = analysis_dir(run_a, slug("universality", name_b), out, kind="universality")
     write_universality(res, out_dir)
     return res, out_dir
 

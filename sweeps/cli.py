@@ -1,11 +1,12 @@
 """The ``jsae`` command: thin wrappers over the library.
 
-    jsae sweep CONFIG --out RUN_DIR [key=value ...]
+    jsae sweep CONFIG --out RUN_DIR [key=value ...]   (CONFIG: a YAML file or a bundled name, e.g. paper_grid)
     jsae store import X.npy [--metadata T.csv|.parquet|.jsonl] --out STORE
     jsae store synth --out STORE [--rows N --dim M ...]
     jsae store info STORE
     jsae embed ...          (embedding export; needs the `embed` extra)
     jsae demo [--full-grid]  (the paper's experiments on the bundled demo corpus)
+    jsae export RUN --model k20_L200 --format saelens|sparsify --out DIR   (for SAELens / sparsify)
     jsae probe | split | steer | universality | report ...   (analyses: sweeps/analysis_cli.py)
 """
 from __future__ import annotations
@@ -19,16 +20,18 @@ from typing import Sequence
 from jsae.errors import JsaeError, one_line, print_error
 from sweeps.analysis_cli import add_analysis_commands
 from sweeps.demo import add_demo_command
+from jsae.export import add_export_command
 
 __all__ = ["main", "build_parser"]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from jsae.config import load_config
+    from jsae.resources import config_path
     from jsae.rundir import check_run_dir, check_validation_rows
     from jsae.train import train_sweep
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(config_path(args.config), args.overrides)  # a file, else a bundled name (jsae.resources)
     check_run_dir(args.out)          # empty, absent or a jsae run: never the user's own files
     check_validation_rows(cfg)       # refuse before training, not after
     records = train_sweep(cfg, args.out, stop_after=args.stop_after)
@@ -98,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sweep", help="train every model of a K × latent-size grid in one job")
-    p.add_argument("config", help="sweep YAML (e.g. configs/default.yaml)")
+    p.add_argument("config", help="sweep YAML (e.g. configs/default.yaml) or the name of a bundled config "
+                                  "(default, demo, paper_grid, relu_l1)")
     p.add_argument("--out", required=True, help="run directory (resumed if it holds checkpoints)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this step (resume later)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. grid.k=[5,10] train.steps=2000")
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("embed", help="export speaker embeddings from audio (see `jsae embed --help`)", add_help=False)
     add_analysis_commands(sub)
     add_demo_command(sub)
+    add_export_command(sub)
     return parser
 
 

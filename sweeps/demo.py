@@ -1,9 +1,13 @@
 """``jsae demo``: the paper's experiments end to end on the bundled demo corpus.
 
-    jsae demo [--out runs/demo] [--full-grid] [--data data/demo] [overrides ...]
+    jsae demo [--out runs/demo] [--full-grid] [--data DATA] [overrides ...]
 
-1. trains the grid of ``configs/demo.yaml`` (``--full-grid``: the paper's 84 models)
-   on ``DATA/sae_train`` in one job;
+The config (``demo``), the paper grid (``paper_grid``) and the default ``DATA`` (the
+bundled ``data/demo``) are found by :mod:`jsae.resources`: in a checkout, in an
+installed wheel, or under ``$JSAE_DATA``.
+
+1. trains the grid of ``configs/demo.yaml`` (``--full-grid``: the paper's 84 models,
+   the grid of ``configs/paper_grid.yaml``) on ``DATA/sae_train`` in one job;
 2. probes the language feature (``lang`` = es vs en) on ``DATA/language`` and the
    music feature (``kind`` = music vs voice) on ``DATA/music`` over the whole grid;
 3. follows the language feature across latent sizes with gender as sub-groups (K = 20),
@@ -20,18 +24,27 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["add_demo_command", "run_demo"]
+__all__ = ["add_demo_command", "paper_grid_overrides", "run_demo"]
 
-ROOT = Path(__file__).resolve().parents[1]
 FEATURES = (  # (store, label, positive, negative)
     ("language", "lang", "es", "en"),
     ("music", "kind", "music", "voice"),
 )
 
 
-def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "demo", *, full_grid: bool = False,
+def paper_grid_overrides() -> list[str]:
+    """``grid.k=[...]`` and ``grid.latent_size=[...]`` of the ``paper_grid`` config (its one definition)."""
+    from jsae.config import load_config
+    from jsae.resources import config_path
+
+    grid = load_config(config_path("paper_grid")).grid
+    return [f"grid.k=[{','.join(map(str, grid.k))}]",
+            f"grid.latent_size=[{','.join(map(str, grid.latent_size))}]"]
+
+
+def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, full_grid: bool = False,
              overrides: Sequence[str] = (), k: int = 20, latent_size: int = 200) -> Path:
-    """Run the whole demo; returns the path of the HTML report."""
+    """Run the whole demo; returns the path of the HTML report. ``data``: default the bundled demo stores."""
     from jsae.config import load_config
     from jsae.consistency import consistency_text, run_consistency
     from jsae.probing import probe_table, run_probe
@@ -42,10 +55,12 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = ROOT / "data" / "
     from jsae.steering import run_steer, steer_table_text
     from jsae.train import train_sweep
 
-    data, out = Path(data), Path(out)
-    grid = ["grid.k=[5,10,15,20,25,30,35]", "grid.latent_size=[100,200,300,400,500,600,700,800,900,1000,1100,1200]"]
-    cfg = load_config(ROOT / "configs" / "demo.yaml",
-                      [f"data.store={data / 'sae_train'}", *(grid if full_grid else []), *overrides])
+    from jsae.resources import config_path, demo_data_dir
+
+    data, out = demo_data_dir(data), Path(out)
+    cfg = load_config(config_path("demo"),
+                      [f"data.store={data / 'sae_train'}", *(paper_grid_overrides() if full_grid else []),
+                       *overrides])
     t0 = time.perf_counter()
 
     def stage(name: str) -> None:
@@ -95,8 +110,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the paper's experiments end to end on the bundled demo corpus")
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--data", default=str(ROOT / "data" / "demo"),
-                   help="folder with the sae_train, language and music stores")
-    p.add_argument("--full-grid", action="store_true", help="the paper's 84 models instead of configs/demo.yaml's")
+    p.add_argument("--data", default=None,
+                   help="folder with the sae_train, language and music stores (default: the bundled data/demo, "
+                        "found in the installed package, $JSAE_DATA or the checkout)")
+    p.add_argument("--full-grid", action="store_true",
+                   help="the paper's 84 models (the grid of configs/paper_grid.yaml) instead of configs/demo.yaml's")
     p.add_argument("overrides", nargs="*", help="sweep config overrides, e.g. train.steps=3000")
     p.set_defaults(func=_cmd_demo)
