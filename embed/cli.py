@@ -16,6 +16,14 @@ Examples::
     done; wait
     jsae embed --merge --out S          # only needed if no worker merged (it reports)
 
+Segmentation (``--segment-mode``): ``joined`` (default) removes the silences of a
+recording and cuts the joined non-silent audio into 4–8 s segments, as the paper's SoX
+step did, so speech made of short utterances is kept; a segment may then consist of
+several source spans (metadata column ``spans``). ``--max-gap S`` joins only across
+silences of at most S seconds. ``contiguous`` cuts each non-silent stretch on its own
+and drops stretches shorter than ``--min-seconds``. The seconds kept and dropped, per
+recording and per label value, are printed at the end and kept in ``summary.json``.
+
 Under ``torchrun``, ``--num-shards``/``--shard-index`` default to ``WORLD_SIZE``/``RANK``
 and ``--device auto`` picks ``cuda:LOCAL_RANK``.
 
@@ -57,6 +65,15 @@ def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
     seg.add_argument("--top-db", type=float, default=40.0, help="silence: frames this many dB below the loudest frame")
     seg.add_argument("--floor-db", type=float, default=-55.0, help="silence: frames below this level (dBFS)")
     seg.add_argument("--min-silence", type=float, default=0.3, help="shorter silent gaps (s) do not split a stretch")
+    seg.add_argument("--segment-mode", choices=("joined", "contiguous"), default="joined",
+                     help="joined: remove the silences of a recording, join its non-silent stretches and cut "
+                          "them into --min-seconds..--max-seconds segments (as SoX's silence removal in the "
+                          "paper; a segment can span several utterances, its source spans are in the metadata "
+                          "column 'spans'); contiguous: cut each non-silent stretch on its own and drop "
+                          "stretches shorter than --min-seconds (loses most conversational speech)")
+    seg.add_argument("--max-gap", type=_max_gap, default=None, metavar="SECONDS",
+                     help="joined mode: do not join across a silence longer than SECONDS (the speech after "
+                          "it starts a new run); none: join the whole recording")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=None,
                      help="segments per encoder call (default: 32 on a GPU; on a CPU 1 for titanet, 16 for "
@@ -78,6 +95,15 @@ def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
+
+
+def _max_gap(text: str) -> float | None:
+    if text.strip().lower() in ("none", "inf", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number) or 'none'; got {text!r}") from None
 
 
 def _env_int(name: str) -> int | None:
@@ -135,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, manifest=args.manifest, audio_dir=args.audio_dir, encoder=args.encoder,
             model=args.model,
             segment=SegmentConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, top_db=args.top_db,
-                                  floor_db=args.floor_db, min_silence=args.min_silence),
+                                  floor_db=args.floor_db, min_silence=args.min_silence,
+                                  mode=args.segment_mode, max_gap=args.max_gap),
             batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
             rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
             plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
@@ -149,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     elif result["status"] == "planned":
         log.info("plan written to %s", args.out)
     return 0
+
+
+#: label values shown per label column at the end of ``jsae embed`` (all are in summary.json)
+SHOW_VALUES = 12
 
 
 def _print_summary(summary: dict) -> None:
@@ -166,3 +197,39 @@ def _print_summary(summary: dict) -> None:
     )
     for s in summary.get("skipped", [])[:20]:
         print(f"  skipped {s['source']}: {s['reason']}", file=sys.stdout)
+    _print_accounting(summary.get("segmentation_accounting"))
+
+
+def _print_accounting(acc: dict | None) -> None:
+    """Kept/dropped seconds in total, per label value (a table) and the least-kept recordings."""
+    if not acc:
+        return
+    t = acc["totals"]
+    print(f"segmentation ({acc.get('mode')}): kept {t['kept_seconds']:.1f} of {t['nonsilent_seconds']:.1f} s of "
+          f"non-silent audio ({100 * t['kept_fraction']:.1f} %) in {t['segments']} segments, dropped "
+          f"{t['dropped_seconds']:.1f} s; {t['files_kept']} of {t['files']} files kept", file=sys.stdout)
+    rows = []
+    for column, values in acc.get("labels", {}).items():
+        keys = sorted(values, key=lambda k: (values[k]["kept_fraction"], k))
+        for k in keys[:SHOW_VALUES]:
+            v = values[k]
+            rows.append((column[:16], k[:20], f"{v['files_kept']}/{v['files']}", f"{v['nonsilent_seconds']:.1f}",
+                         f"{v['kept_seconds']:.1f}", f"{v['dropped_seconds']:.1f}",
+                         f"{100 * v['kept_fraction']:.1f}", str(v["segments"])))
+        if len(keys) > SHOW_VALUES:
+            rows.append((column[:16], f"... {len(keys) - SHOW_VALUES} more", "", "", "", "", "", ""))
+    if rows:
+        head = ("label", "value", "files kept", "non-silent s", "kept s", "dropped s", "kept %", "segments")
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+        for r in [head] + rows:
+            print("  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
+                  file=sys.stdout)
+    recs = [r for r in acc.get("recordings", []) if r["nonsilent_seconds"] > 0]
+    worst = sorted(recs, key=lambda r: (r["kept_seconds"] / r["nonsilent_seconds"], r["source"]))[:5]
+    worst = [r for r in worst if r["dropped_seconds"] > 0]
+    if worst:
+        print("  least kept: " + "; ".join(
+            f"{r['source']} {r['kept_seconds']:.1f} of {r['nonsilent_seconds']:.1f} s" for r in worst),
+            file=sys.stdout)
+    for message in acc.get("warnings", []):
+        print(f"WARNING: {message}", file=sys.stdout)

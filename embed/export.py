@@ -15,6 +15,8 @@ One export is three steps, all in the store folder ``STORE/``:
    marker ``progress/shard-SSSSS.done`` written (JSON: rows, audio and wall seconds).
    On restart, shards with a marker are skipped and any other shard is recomputed and
    rewritten whole, so a killed run resumes with no duplicated or missing rows.
+   A segment's waveform is the concatenation of its source spans (one span for a
+   contiguous segment; several for a joined one, see :mod:`embed.segment`).
 3. **Finalize** (merge): when every shard has its marker, write ``summary.json``, then
    ``metadata.parquet`` and ``store.json`` with ``"complete": true`` via
    :func:`jsae.store.finalize_store`. The worker that finishes the last shard does this
@@ -24,6 +26,12 @@ One export is three steps, all in the store folder ``STORE/``:
 
 Results do not depend on the number of workers, the batch size or where a run was
 killed: each row is a function of its segment only (see :mod:`embed.encoders`).
+
+``summary.json`` also holds ``segmentation_accounting``: the non-silent seconds found,
+the seconds kept in segments and dropped and the segments, in total, per recording and
+per label value, and a warning for a label value that kept far less of its audio than
+the others (:func:`embed.plan.imbalance_warnings`); ``jsae embed`` prints the totals,
+the per-label table and the warnings at the end.
 
 The plan is fixed when it is made: files added to ``--audio-dir`` later are not picked
 up (start a new store, or ``--overwrite``), and a planned file whose size changed stops
@@ -51,7 +59,8 @@ from jsae.safety import check_writable_folder, is_store_dir, remove_tree
 
 from embed.audio import AudioReadError, load_audio
 from embed.encoders import Encoder, get_encoder
-from embed.plan import Plan, make_plan, read_manifest, scan_audio_dir, shard_bounds
+from embed.plan import IMBALANCE_RATIO, Plan, imbalance_warnings, make_plan, read_manifest, scan_audio_dir, \
+    shard_bounds
 from embed.segment import SegmentConfig
 
 __all__ = [
@@ -73,7 +82,8 @@ PLAN_INFO = "plan.json"
 PROGRESS_DIR = "progress"
 SUMMARY_NAME = "summary.json"
 LOCK_NAME = "finalize.lock"
-PLAN_VERSION = 1
+#: 2: plan tables carry ``spans``/``_spans_ms`` (joined segments); version 1 plans (contiguous) still resume
+PLAN_VERSION = 2
 
 
 class ExportError(JsaeError, RuntimeError):
@@ -190,12 +200,22 @@ def _read_plan(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) -> None:
     norm = lambda d: json.loads(json.dumps(d, default=str))  # noqa: E731
     planned, wanted = norm(planned), norm(wanted)
+    seg = planned.get("segmentation")
+    if isinstance(seg, dict) and "mode" not in seg:
+        # planned before joined segments existed: it cut every stretch on its own
+        planned["segmentation"] = {**seg, "mode": "contiguous", "max_gap": None}
     if planned == wanted:
         return
     diffs = []
     for key in sorted(set(planned) | set(wanted)):
-        if planned.get(key) != wanted.get(key):
-            diffs.append(f"{key}: store has {planned.get(key)!r}, this command gives {wanted.get(key)!r}")
+        a, b = planned.get(key), wanted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.extend(f"{key}.{k}: store has {a.get(k)!r}, this command gives {b.get(k)!r}"
+                         for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        else:
+            diffs.append(f"{key}: store has {a!r}, this command gives {b!r}")
     raise ExportError(
         f"{out} was planned with other settings ({'; '.join(diffs)}). Rerun with the original settings to "
         "resume it, choose another --out, or pass --overwrite to start over."
@@ -260,6 +280,9 @@ def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
         os.replace(tmp, out / PLAN_TABLE)
         create_array(out, plan.num_rows, encoder.dim, rows_per_shard=cfg.rows_per_shard,
                      rows_per_chunk=cfg.chunk_rows)
+    warnings = imbalance_warnings(plan.labels, mode=cfg.segment.mode)
+    accounting = {"mode": cfg.segment.mode, "totals": plan.totals(), "labels": plan.labels,
+                  "imbalance_ratio": IMBALANCE_RATIO, "warnings": warnings, "recordings": plan.recordings}
     info = {
         "format": "jsae-embed-plan", "version": PLAN_VERSION, "settings": cfg.settings(),
         "encoder": encoder.info(), "num_rows": plan.num_rows, "dim": encoder.dim,
@@ -268,12 +291,18 @@ def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
         "files_used": int(plan.table.groupby(["_path", "_rec_offset_ms", "_rec_duration_ms"]).ngroups)
         if plan.num_rows else 0,
         "input_seconds": plan.input_seconds, "audio_seconds": plan.audio_seconds,
-        "skipped": plan.skipped, "started_at": t0, "plan_wall_seconds": time.time() - t0,
+        "skipped": plan.skipped, "segmentation_accounting": accounting,
+        "started_at": t0, "plan_wall_seconds": time.time() - t0,
     }
     _write_json(out / PLAN_INFO, info)
-    log.info("plan: %d segments (%.1f s of audio) from %d of %d files, %d skipped, %d shards",
+    tot = accounting["totals"]
+    log.info("plan: %d segments (%.1f s of audio) from %d of %d files, %d skipped, %d shards; %s segmentation "
+             "kept %.1f of %.1f s of non-silent audio (%.0f %%), dropped %.1f s",
              plan.num_rows, plan.audio_seconds, info["files_used"], plan.files_total, len(plan.skipped),
-             info["num_shards"])
+             info["num_shards"], cfg.segment.mode, tot["kept_seconds"], tot["nonsilent_seconds"],
+             100 * tot["kept_fraction"], tot["dropped_seconds"])
+    for message in warnings:
+        log.warning("%s", message)
     return info
 
 
@@ -290,8 +319,17 @@ def _wait_for_plan(cfg: ExportConfig) -> None:
 
 # ----------------------------------------------------------------------------- shards
 
+def _segment_spans(r: dict[str, Any]) -> list[tuple[int, int]]:
+    """A plan row's source spans, ms from the start of its (excerpt of the) recording."""
+    spans = r.get("_spans_ms")
+    if isinstance(spans, str) and spans:
+        return [(int(a), int(b)) for a, b in json.loads(spans)]
+    return [(int(r["_seg_offset_ms"]), int(r["_seg_offset_ms"]) + int(r["_duration_ms"]))]   # version-1 plan
+
+
 def _shard_waves(rows: pd.DataFrame, sample_rate: int) -> list[np.ndarray]:
-    """Cut the waveforms ``[T_i]`` (float32, ``sample_rate`` Hz) of a shard's rows."""
+    """Cut the waveforms ``[T_i]`` (float32, ``sample_rate`` Hz) of a shard's rows: each is
+    the concatenation of its segment's source spans."""
     waves: list[np.ndarray] = []
     key, audio = None, None
     for r in rows.to_dict("records"):
@@ -311,12 +349,15 @@ def _shard_waves(rows: pd.DataFrame, sample_rate: int) -> list[np.ndarray]:
                     "the export again with --overwrite."
                 ) from None
             key = k
-        a = round(r["_seg_offset_ms"] * sample_rate / 1000)
-        n = round(r["_duration_ms"] * sample_rate / 1000)
-        w = audio[a : a + n]
-        if w.shape[0] != n:
-            raise ExportError(f"{path}: segment {r['id']} runs past the end of the audio; the file changed.")
-        waves.append(w)
+        pieces = []
+        for start_ms, end_ms in _segment_spans(r):
+            a = round(start_ms * sample_rate / 1000)
+            n = round((end_ms - start_ms) * sample_rate / 1000)
+            w = audio[a : a + n]
+            if w.shape[0] != n:
+                raise ExportError(f"{path}: segment {r['id']} runs past the end of the audio; the file changed.")
+            pieces.append(w)
+        waves.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
     return waves
 
 
@@ -468,6 +509,8 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
             "x_real_time": audio / embed_wall if embed_wall else None,
             "workers": sorted({m["worker"] for m in markers}),
             "finished_at": now,
+            # last: its per-recording list can be long
+            "segmentation_accounting": info.get("segmentation_accounting"),
         }
         _write_json(out / SUMMARY_NAME, summary)
         metadata = table[[c for c in table.columns if not c.startswith("_")]]
@@ -529,7 +572,8 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
         _write_json(out / SUMMARY_NAME, {"encoder": info["encoder"], "segments": 0, "rows": 0,
                                          "files": {"total": info["files_total"], "embedded": 0,
                                                    "skipped": info["files_skipped"]},
-                                         "skipped": info["skipped"]})
+                                         "skipped": info["skipped"],
+                                         "segmentation_accounting": info.get("segmentation_accounting")})
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in info["skipped"][:5])
         raise ExportError(f"no segment found in any of the {info['files_total']} files, nothing to store "
                           f"(see {out / SUMMARY_NAME}). First reasons: {reasons}")

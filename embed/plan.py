@@ -12,14 +12,26 @@ segments (:mod:`embed.segment`) and returns a table with one row per segment:
 ========== ===================================================================
 ``id``        ``<source>:<offset in ms>`` — unique, deterministic
 ``source``    the file as the manifest names it, or relative to ``--audio-dir``
-``offset``    segment start in the *file*, seconds (manifest offset included)
-``duration``  segment length, seconds
+``offset``    segment start in the *file*, seconds (manifest offset included):
+              the start of its first source span
+``duration``  seconds of audio in the segment (the sum of its spans)
+``spans``     its source spans in the file, a JSON string ``[[start, end], ...]`` in
+              seconds (manifest offset included); one span for a contiguous segment,
+              several for a joined one (``--segment-mode joined``), whose audio is
+              the concatenation of the spans
 labels        the recording's manifest fields, one column each
 ``_...``      private columns the exporter needs to re-read the audio
 ========== ===================================================================
 
-Recordings that cannot be used (unreadable, corrupt, empty, no non-silent stretch of
-``min_seconds``) are listed in ``skipped`` with their reason, and the rest go on.
+Recordings that cannot be used (unreadable, corrupt, empty, too little non-silent
+audio) are listed in ``skipped`` with their reason, and the rest go on.
+
+**Accounting.** :attr:`Plan.recordings` has, per input recording, the non-silent
+seconds found, the seconds kept in segments and dropped, and the segments;
+:attr:`Plan.labels` the same summed per value of every label column
+(:func:`label_accounting`), and :func:`imbalance_warnings` names a label value that
+kept far less of its audio than the others (below :data:`IMBALANCE_RATIO` times the
+best value's kept fraction) — dropping audio unevenly unbalances labelled classes.
 """
 from __future__ import annotations
 
@@ -36,7 +48,7 @@ import pandas as pd
 from jsae.errors import JsaeError, MissingPathError
 
 from embed.audio import AUDIO_EXTENSIONS, AudioReadError, load_audio
-from embed.segment import SegmentConfig, find_segments
+from embed.segment import SegmentConfig, segment_recording
 
 __all__ = [
     "ManifestError",
@@ -48,16 +60,25 @@ __all__ = [
     "shard_bounds",
     "PUBLIC_COLUMNS",
     "RESERVED_COLUMNS",
+    "IMBALANCE_RATIO",
+    "MAX_LABEL_VALUES",
+    "label_accounting",
+    "imbalance_warnings",
 ]
 
 log = logging.getLogger("embed")
 
 #: columns every plan (and so every store made by ``jsae embed``) starts with
-PUBLIC_COLUMNS = ("id", "source", "offset", "duration")
+PUBLIC_COLUMNS = ("id", "source", "offset", "duration", "spans")
 #: manifest keys that describe where the audio is rather than a label
 MANIFEST_AUDIO_KEYS = ("audio_filepath", "offset", "duration")
 #: label names that would collide with :data:`PUBLIC_COLUMNS` are stored as ``manifest_<name>``
 RESERVED_COLUMNS = ("id", "source")
+#: a label value whose kept fraction (seconds kept in segments / non-silent seconds found)
+#: is below ``IMBALANCE_RATIO`` times the best value's of the same label is warned about
+IMBALANCE_RATIO = 0.5
+#: label columns with more distinct values than this (ids, transcripts) are not accounted per value
+MAX_LABEL_VALUES = 1000
 
 
 class ManifestError(JsaeError, ValueError):
@@ -157,12 +178,18 @@ class Plan:
       skipped: ``[{"source": ..., "reason": ...}]`` for recordings without segments.
       files_total: number of input recordings.
       input_seconds: total length of the readable recordings, seconds.
+      recordings: per input recording (input order): ``source``, ``offset`` (of the
+        manifest excerpt), ``seconds`` (``None`` if unreadable), ``nonsilent_seconds``,
+        ``kept_seconds``, ``dropped_seconds``, ``segments``.
+      labels: :func:`label_accounting` of the recordings.
     """
 
     table: pd.DataFrame
     skipped: list[dict[str, str]]
     files_total: int
     input_seconds: float
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -171,6 +198,10 @@ class Plan:
     @property
     def audio_seconds(self) -> float:
         return float(self.table["duration"].sum()) if len(self.table) else 0.0
+
+    def totals(self) -> dict[str, Any]:
+        """Kept/dropped totals over all recordings (seconds, segments, files)."""
+        return totals(self.recordings)
 
     def metadata(self) -> pd.DataFrame:
         """The public columns (what the store's metadata table holds)."""
@@ -196,6 +227,14 @@ def _label_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return columns
 
 
+def _seconds(ms: int) -> float:
+    return round(ms / 1000.0, 3)
+
+
+def _spans_json(spans) -> str:
+    return json.dumps([[a, b] for a, b in spans], separators=(",", ":"))
+
+
 def make_plan(
     recordings: list[Recording],
     sample_rate: int,
@@ -210,10 +249,14 @@ def make_plan(
     rows: list[dict[str, Any]] = []
     row_labels: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    accounts: list[dict[str, Any]] = []
     input_seconds = 0.0
     seen: dict[str, int] = {}
     iterator = progress(recordings) if progress else recordings
     for rec in iterator:
+        account = {"source": rec.source, "offset": rec.offset, "seconds": None, "nonsilent_seconds": 0.0,
+                   "kept_seconds": 0.0, "dropped_seconds": 0.0, "segments": 0}
+        accounts.append(account)
         try:
             x = load_audio(rec.path, sample_rate, offset=rec.offset, duration=rec.duration)
             size = rec.path.stat().st_size
@@ -225,12 +268,22 @@ def make_plan(
             continue
         seconds = x.shape[0] / sample_rate
         input_seconds += seconds
-        segments, longest = find_segments(x, sample_rate, config)
+        result = segment_recording(x, sample_rate, config)
+        segments = result.segments
+        account.update(seconds=round(seconds, 3), nonsilent_seconds=_seconds(result.nonsilent_ms),
+                       kept_seconds=_seconds(result.kept_ms),
+                       dropped_seconds=_seconds(result.nonsilent_ms - result.kept_ms), segments=len(segments))
         if not segments:
+            longest = result.longest_ms / 1000.0
+            if config.mode == "contiguous":
+                what = f"longest non-silent stretch {longest:.2f} s"
+            elif config.max_gap is None:
+                what = f"{longest:.2f} s of non-silent audio in all"
+            else:
+                what = f"longest run of non-silent audio (gaps <= --max-gap {config.max_gap:g} s) {longest:.2f} s"
             skipped.append({
                 "source": rec.source,
-                "reason": f"too short: longest non-silent stretch {longest:.2f} s < --min-seconds "
-                          f"{config.min_seconds:g} s (recording {seconds:.2f} s)",
+                "reason": f"too short: {what} < --min-seconds {config.min_seconds:g} s (recording {seconds:.2f} s)",
             })
             continue
         rec_offset_ms = int(round(rec.offset * 1000))
@@ -245,17 +298,114 @@ def make_plan(
                 seen[rid] = 1
             rows.append({
                 "id": rid, "source": rec.source, "offset": abs_ms / 1000.0, "duration": seg.duration_ms / 1000.0,
+                "spans": _spans_json(((rec_offset_ms + a) / 1000.0, (rec_offset_ms + b) / 1000.0)
+                                     for a, b in seg.parts),
                 "_path": str(rec.path), "_rec_offset_ms": rec_offset_ms, "_rec_duration_ms": rec_duration_ms,
-                "_seg_offset_ms": seg.offset_ms, "_duration_ms": seg.duration_ms, "_file_bytes": size,
+                "_seg_offset_ms": seg.offset_ms, "_duration_ms": seg.duration_ms, "_spans_ms": _spans_json(seg.parts),
+                "_file_bytes": size,
             })
             row_labels.append(rec.labels)
     table = pd.DataFrame(rows, columns=list(PUBLIC_COLUMNS) + ["_path", "_rec_offset_ms", "_rec_duration_ms",
-                                                               "_seg_offset_ms", "_duration_ms", "_file_bytes"])
+                                                               "_seg_offset_ms", "_duration_ms", "_spans_ms",
+                                                               "_file_bytes"])
     labels = _label_columns(row_labels)
     if labels:
         label_df = pd.DataFrame(labels, index=table.index)
-        table = pd.concat([table.iloc[:, :4], label_df, table.iloc[:, 4:]], axis=1)
-    return Plan(table=table, skipped=skipped, files_total=len(recordings), input_seconds=input_seconds)
+        n = len(PUBLIC_COLUMNS)
+        table = pd.concat([table.iloc[:, :n], label_df, table.iloc[:, n:]], axis=1)
+    return Plan(table=table, skipped=skipped, files_total=len(recordings), input_seconds=input_seconds,
+                recordings=accounts, labels=label_accounting([r.labels for r in recordings], accounts))
+
+
+_COUNTS = ("nonsilent_seconds", "kept_seconds", "dropped_seconds", "segments")
+
+
+def _kept_fraction(nonsilent: float, kept: float) -> float:
+    return kept / nonsilent if nonsilent > 0 else 0.0
+
+
+def totals(accounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum of per-recording accounts: ``files``, ``files_kept`` (with a segment), ``files_skipped``,
+    ``nonsilent_seconds``, ``kept_seconds``, ``dropped_seconds``, ``segments``, ``kept_fraction``."""
+    out: dict[str, Any] = {"files": len(accounts), "files_kept": sum(1 for a in accounts if a["segments"]),
+                           "files_skipped": sum(1 for a in accounts if not a["segments"])}
+    for key in _COUNTS:
+        total = sum(a[key] for a in accounts)
+        out[key] = round(total, 3) if isinstance(total, float) else total
+    out["kept_fraction"] = round(_kept_fraction(out["nonsilent_seconds"], out["kept_seconds"]), 4)
+    return out
+
+
+def _label_key(value: Any) -> str | None:
+    """A label value as a summary key; ``None`` when it is not a class (missing, float, nested)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int)):
+        return json.dumps(value)
+    return None
+
+
+def label_accounting(labels: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """Per label column and value: :func:`totals` of the recordings with that value.
+
+    ``labels[i]`` are recording ``i``'s manifest fields, ``accounts[i]`` its account.
+    Columns are named as in the store's table (``manifest_<name>`` for reserved names).
+    Only class-like columns are accounted: string, boolean or integer values, at least
+    two and at most :data:`MAX_LABEL_VALUES` distinct ones; recordings without the
+    field are left out of that column.
+    """
+    names: list[str] = []
+    for rec in labels:
+        names.extend(k for k in rec if k not in names)
+    out: dict[str, dict[str, dict]] = {}
+    for name in names:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        ok = True
+        for rec, account in zip(labels, accounts):
+            if rec.get(name) is None:
+                continue
+            key = _label_key(rec[name])
+            if key is None:
+                ok = False
+                break
+            groups.setdefault(key, []).append(account)
+        if not ok or not 2 <= len(groups) <= MAX_LABEL_VALUES:
+            continue
+        column = f"manifest_{name}" if name in RESERVED_COLUMNS or name in PUBLIC_COLUMNS else name
+        out[column] = {key: totals(groups[key]) for key in sorted(groups)}
+    return out
+
+
+def imbalance_warnings(by_label: dict[str, dict[str, dict]], ratio: float = IMBALANCE_RATIO,
+                       mode: str | None = None) -> list[str]:
+    """One message per label column where a value kept less than ``ratio`` times the kept
+    fraction of the column's best value (see :data:`IMBALANCE_RATIO`); ``mode`` (the
+    segmentation mode) picks the advice."""
+    if mode == "contiguous":
+        advice = "--segment-mode joined keeps speech made of short utterances"
+    else:
+        advice = "a smaller --min-seconds, or a larger --max-gap, keeps more"
+    messages = []
+    for column, values in by_label.items():
+        best_key = max(values, key=lambda k: values[k]["kept_fraction"])
+        best = values[best_key]["kept_fraction"]
+        if best <= 0:
+            continue
+        low = sorted((k for k, v in values.items() if v["kept_fraction"] < ratio * best),
+                     key=lambda k: (values[k]["kept_fraction"], k))
+        if not low:
+            continue
+        shown = ", ".join(
+            f"{column}={k} kept {100 * values[k]['kept_fraction']:.0f} % ({values[k]['kept_seconds']:.1f} of "
+            f"{values[k]['nonsilent_seconds']:.1f} s, {values[k]['files_kept']} of {values[k]['files']} files)"
+            for k in low[:5])
+        more = f" and {len(low) - 5} more values" if len(low) > 5 else ""
+        messages.append(
+            f"label {column!r}: {shown}{more} — less than {ratio:g} x the {100 * best:.0f} % that "
+            f"{column}={best_key} kept; the segments under-represent {'these values' if len(low) > 1 else 'it'} "
+            f"(see summary.json 'segmentation_accounting'; {advice})."
+        )
+    return messages
 
 
 def shard_bounds(num_rows: int, rows_per_shard: int) -> list[tuple[int, int]]:

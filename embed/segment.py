@@ -1,7 +1,7 @@
 """Segmentation: non-silent stretches of a recording, cut into pieces of 4–8 s.
 
 The paper (Sec. IV-A) embeds "4–8 second long segments taken from the original call
-using SoX to select non-silent sections". We do the same in two steps:
+using SoX to select non-silent sections". We do the same in three steps:
 
 1. **Activity detection** — :func:`nonsilent_stretches`: an *energy* detector,
    ``librosa.effects.split``, on frames of 25 ms every 10 ms. A frame is non-silent
@@ -18,7 +18,22 @@ using SoX to select non-silent sections". We do the same in two steps:
    needs no model weights; webrtcvad (last release 2017) only takes 8/16/32/48 kHz in
    10/20/30 ms frames and needs ``setuptools<81`` to build and import.
 
-2. **Cutting** — :func:`split_stretch`: a stretch of length ``L`` shorter than
+2. **Joining** (``mode="joined"``, the default) — :func:`join_stretches`: the
+   non-silent stretches of a recording are concatenated, silence removed, as SoX's
+   ``silence`` effect does before the paper cut its segments. With ``max_gap`` set, a
+   silence longer than ``max_gap`` seconds starts a new *run* (speech on either side of
+   a long hold is not joined); ``max_gap=None`` joins the whole recording. A run's
+   concatenation is then cut like one stretch (step 3), so a segment can consist of
+   several **source spans** of the recording (:attr:`Segment.spans`) and its audio is
+   the concatenation of their samples. Conversational speech — utterances of 1–3 s
+   with pauses — is kept almost whole this way; cutting each stretch on its own keeps
+   only utterances that are themselves ``min_seconds`` long.
+
+   ``mode="contiguous"`` skips this step: every stretch is cut on its own and a
+   segment is one contiguous piece of the recording (the behaviour before joining
+   became the default).
+
+3. **Cutting** — :func:`split_stretch`: a stretch (or joined run) of length ``L`` shorter than
    ``min_seconds`` is dropped; otherwise it is cut into ``n = ceil(L / max_seconds)``
    equal, contiguous pieces, each of length ``L / n`` (``≤ max_seconds`` and, when
    ``min_seconds ≤ max_seconds / 2`` as with 4–8 s, always ``≥ min_seconds``). When equal
@@ -28,7 +43,8 @@ using SoX to select non-silent sections". We do the same in two steps:
 
 All times are integer **milliseconds** (10 ms resolution), so offsets and durations are
 exact, row ids built from them are stable, and a segment of ``d`` ms is exactly
-``d * sample_rate / 1000`` samples at the encoder rate.
+``d * sample_rate / 1000`` samples at the encoder rate. A segment's ``duration_ms`` is
+the audio it holds (the sum of its spans); its ``offset_ms`` is its first span's start.
 """
 from __future__ import annotations
 
@@ -39,11 +55,13 @@ import numpy as np
 
 from jsae.errors import BadValueError
 
-__all__ = ["SegmentConfig", "Segment", "nonsilent_stretches", "intervals_to_stretches", "split_stretch",
-           "find_segments"]
+__all__ = ["SegmentConfig", "Segment", "Segmentation", "nonsilent_stretches", "intervals_to_stretches",
+           "split_stretch", "join_stretches", "cut_run", "segment_recording", "find_segments", "MODES"]
 
 HOP_MS = 10
 FRAME_MS = 25
+#: ``joined``: stretches concatenated (silence removed) before cutting; ``contiguous``: each stretch cut alone
+MODES = ("joined", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,14 @@ class SegmentConfig:
         loudest frame of the recording.
       floor_db: ... or when its RMS is below ``floor_db`` dBFS (full scale = 0 dB).
       min_silence: silent gaps shorter than this (seconds) do not end a stretch.
+      mode: ``"joined"`` (default): the non-silent stretches of a recording are
+        concatenated (silence removed, as SoX's ``silence`` effect does) and the
+        concatenation is cut into segments, which may consist of several source spans;
+        ``"contiguous"``: each stretch is cut on its own, a stretch shorter than
+        ``min_seconds`` is dropped (the behaviour before ``joined``).
+      max_gap: ``joined`` only: a silence longer than this (seconds) is not joined
+        across — the stretches after it start a new run. ``None`` (default): join the
+        whole recording.
     """
 
     min_seconds: float = 4.0
@@ -64,9 +90,12 @@ class SegmentConfig:
     top_db: float = 40.0
     floor_db: float = -55.0
     min_silence: float = 0.3
+    mode: str = "joined"
+    max_gap: float | None = None
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
+        for name in ("min_seconds", "max_seconds", "top_db", "floor_db", "min_silence"):
+            value = getattr(self, name)
             if not math.isfinite(float(value)):
                 raise BadValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}.")
         if not (self.min_seconds > 0):
@@ -81,6 +110,13 @@ class SegmentConfig:
             raise BadValueError(f"--floor-db is in dBFS and must be < 0; got {self.floor_db}.")
         if self.min_silence < 0:
             raise BadValueError(f"--min-silence must be >= 0 seconds; got {self.min_silence}.")
+        if self.mode not in MODES:
+            raise BadValueError(f"--segment-mode must be one of {', '.join(MODES)}; got {self.mode!r}.")
+        if self.max_gap is not None:
+            if self.mode != "joined":
+                raise BadValueError("--max-gap applies to --segment-mode joined only; drop it or use joined.")
+            if not (math.isfinite(float(self.max_gap)) and self.max_gap >= 0):
+                raise BadValueError(f"--max-gap must be a number of seconds >= 0; got {self.max_gap}.")
 
     @property
     def min_ms(self) -> int:
@@ -90,6 +126,10 @@ class SegmentConfig:
     def max_ms(self) -> int:
         return int(round(self.max_seconds * 1000))
 
+    @property
+    def max_gap_ms(self) -> int | None:
+        return None if self.max_gap is None else int(round(self.max_gap * 1000))
+
     def to_dict(self) -> dict:
         return {"detector": "librosa.effects.split (RMS energy)", "frame_ms": FRAME_MS, "hop_ms": HOP_MS,
                 **asdict(self)}
@@ -97,14 +137,60 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class Segment:
-    """A piece of a recording: ``offset_ms`` from the start of the recording, ``duration_ms`` long."""
+    """A piece of a recording: ``offset_ms`` from the start of the recording, ``duration_ms`` of audio.
+
+    ``spans``: for a joined segment made of several pieces of the recording, its source
+    spans ``((start_ms, end_ms), ...)`` in time order (``offset_ms`` = the first start,
+    ``duration_ms`` = the sum of their lengths); ``()`` for a contiguous segment, whose
+    only span is ``[offset_ms, offset_ms + duration_ms)``. :meth:`from_spans` builds either.
+    """
 
     offset_ms: int
     duration_ms: int
+    spans: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_spans(cls, spans) -> "Segment":
+        spans = tuple((int(s), int(e)) for s, e in spans if e > s)
+        if not spans:
+            raise ValueError("a segment needs at least one non-empty span")
+        if len(spans) == 1:
+            return cls(spans[0][0], spans[0][1] - spans[0][0])
+        return cls(spans[0][0], sum(e - s for s, e in spans), spans)
+
+    @property
+    def parts(self) -> tuple[tuple[int, int], ...]:
+        """The source spans ``((start_ms, end_ms), ...)``; one for a contiguous segment."""
+        return self.spans or ((self.offset_ms, self.offset_ms + self.duration_ms),)
 
     @property
     def end_ms(self) -> int:
-        return self.offset_ms + self.duration_ms
+        """End of the last source span (``offset_ms + duration_ms`` for a contiguous segment)."""
+        return self.parts[-1][1]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The result of :func:`segment_recording` for one recording.
+
+    Attributes:
+      segments: the segments, in time order.
+      stretches: the non-silent stretches ``[(start_ms, end_ms), ...]`` found.
+      longest_ms: the longest stretch (``contiguous``) or joined run (``joined``), ms —
+        it explains an empty result.
+    """
+
+    segments: list[Segment]
+    stretches: list[tuple[int, int]]
+    longest_ms: int
+
+    @property
+    def nonsilent_ms(self) -> int:
+        return sum(e - s for s, e in self.stretches)
+
+    @property
+    def kept_ms(self) -> int:
+        return sum(seg.duration_ms for seg in self.segments)
 
 
 def nonsilent_stretches(x: np.ndarray, sample_rate: int, config: SegmentConfig) -> list[tuple[int, int]]:
@@ -172,15 +258,59 @@ def split_stretch(start_ms: int, end_ms: int, min_ms: int, max_ms: int) -> list[
     return [Segment(start_ms + i * max_ms, max_ms) for i in range(length // max_ms)]
 
 
+def join_stretches(stretches: list[tuple[int, int]], max_gap_ms: int | None = None) -> list[list[tuple[int, int]]]:
+    """Group stretches into runs to be joined: a gap longer than ``max_gap_ms`` starts a new
+    run (``None``: one run of all stretches)."""
+    runs: list[list[tuple[int, int]]] = []
+    for s, e in stretches:
+        if runs and (max_gap_ms is None or s - runs[-1][-1][1] <= max_gap_ms):
+            runs[-1].append((s, e))
+        else:
+            runs.append([(s, e)])
+    return runs
+
+
+def cut_run(run: list[tuple[int, int]], min_ms: int, max_ms: int) -> list[Segment]:
+    """Cut the concatenation of the spans ``run`` with :func:`split_stretch`'s rule and map
+    every piece back to the source spans it covers."""
+    total = sum(e - s for s, e in run)
+    out: list[Segment] = []
+    for piece in split_stretch(0, total, min_ms, max_ms):
+        a, b = piece.offset_ms, piece.end_ms
+        spans, pos = [], 0                     # pos: start of span (s, e) on the joined time line
+        for s, e in run:
+            lo, hi = max(a, pos), min(b, pos + e - s)
+            if lo < hi:
+                spans.append((s + lo - pos, s + hi - pos))
+            pos += e - s
+            if pos >= b:
+                break
+        out.append(Segment.from_spans(spans))
+    return out
+
+
+def segment_recording(x: np.ndarray, sample_rate: int, config: SegmentConfig) -> Segmentation:
+    """Segments of one recording ``x`` ``[T]`` (mono, ``sample_rate`` Hz), with the
+    non-silent stretches they came from (see the module docstring for both modes)."""
+    stretches = nonsilent_stretches(x, sample_rate, config)
+    segments: list[Segment] = []
+    longest = 0
+    if config.mode == "contiguous":
+        for s, e in stretches:
+            longest = max(longest, e - s)
+            segments.extend(split_stretch(s, e, config.min_ms, config.max_ms))
+    else:
+        for run in join_stretches(stretches, config.max_gap_ms):
+            longest = max(longest, sum(e - s for s, e in run))
+            segments.extend(cut_run(run, config.min_ms, config.max_ms))
+    return Segmentation(segments=segments, stretches=stretches, longest_ms=longest)
+
+
 def find_segments(x: np.ndarray, sample_rate: int, config: SegmentConfig) -> tuple[list[Segment], float]:
     """Segments of one recording ``x`` ``[T]`` (mono, ``sample_rate`` Hz).
 
-    Returns ``(segments, longest_stretch_seconds)``; the second value explains an empty
-    result ("longest non-silent stretch 2.3 s < 4 s").
+    Returns ``(segments, longest_seconds)``; the second value (the longest stretch, or
+    joined run) explains an empty result ("longest non-silent stretch 2.3 s < 4 s").
     """
-    segments: list[Segment] = []
-    longest = 0
-    for s, e in nonsilent_stretches(x, sample_rate, config):
-        longest = max(longest, e - s)
-        segments.extend(split_stretch(s, e, config.min_ms, config.max_ms))
-    return segments, longest / 1000.0
+    result = segment_recording(x, sample_rate, config)
+    return result.segments, result.longest_ms / 1000.0

@@ -52,7 +52,8 @@ def group_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_rows: int
 
     Args:
       x: ``[N, M]`` embeddings. y: ``[N]`` bool (positive class). groups: ``[N]`` labels.
-      min_rows: a group is kept only with at least this many rows of *each* class.
+      min_rows: a group is kept only with at least this many rows of *each* class (and at
+        least one: a class mean needs rows, so 0 counts as 1).
     Returns:
       ``(names [G], shifts [G, M] float64, n_pos [G], n_neg [G])`` for the kept groups,
       in sorted order of the group names.
@@ -61,10 +62,11 @@ def group_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_rows: int
     y = np.asarray(y, bool)
     groups = np.asarray(groups).astype(str)
     names, shifts, n_pos, n_neg = [], [], [], []
+    need = max(int(min_rows), 1)
     for g in np.unique(groups):
         m = groups == g
         p, n = m & y, m & ~y
-        if p.sum() >= min_rows and n.sum() >= min_rows:
+        if p.sum() >= need and n.sum() >= need:
             names.append(g)
             shifts.append(x[p].mean(0) - x[n].mean(0))
             n_pos.append(int(p.sum()))
@@ -186,12 +188,9 @@ def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negat
     key = g if bv is None else np.array([repr((a, b)) for a, b in zip(g, bv)])
     names, shifts, n_pos, n_neg = group_shifts(x, y, key, min_rows)
     if len(names) < 2:
-        counts = pd.crosstab(pd.Series(g, name=group), pd.Series(np.where(y, positive, negative or f"not {positive}"),
-                                                                  name=label))
-        raise StoreError(f"store {store.path}: only {len(names)} {group!r} group(s) have at least {min_rows} rows "
-                         f"of both {label}={positive!r} and its negatives; need 2 or more. Rows per group and "
-                         f"class:\n{counts.head(20).to_string()}\nUse a grouping column whose groups hold both "
-                         "classes (e.g. speakers who speak both languages), or lower min_rows (--min-rows).")
+        shown = g if bv is None else np.array([f"{a} ({b})" for a, b in zip(g, bv)], dtype=object)
+        raise StoreError(_too_few_groups(store.path, key, shown, y, group, label, positive, negative, min_rows,
+                                         len(names)))
     keep = np.isin(key, names)
     x, y, key, g = x[keep], y[keep], key[keep], g[keep]
     bv = bv[keep] if bv is not None else None
@@ -208,6 +207,10 @@ def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negat
         table.insert(1, "by", pd.Series(bv).groupby(key).first().reindex(names).to_numpy())
     summary = {**_stats(shifts, chance), **{f"unseen_group_{k}": v for k, v in _pr(y, pred).items()},
                "rows": int(len(y)), "n_positive": int(y.sum())}
+    bad = [k for k in ("mean_consistency", "chance_consistency", "shared_fraction") if not np.isfinite(summary[k])]
+    if bad:  # e.g. non-finite embeddings: refuse rather than print nan
+        raise StoreError(f"store {store.path}: the consistency scores ({', '.join(bad)}) of {len(names)} {group!r} "
+                         f"groups (min_rows={min_rows}) are not finite; check the embeddings for NaN/Inf values.")
     by_table = None
     if by is not None:
         overall = shifts.mean(0)
@@ -230,6 +233,33 @@ def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negat
               "group": group, "by": by, "split": split, "min_rows": min_rows, "n_splits": n_splits, "C": C,
               "seed": seed}
     return ConsistencyResult(table.sort_values("consistency").reset_index(drop=True), by_table, summary, params)
+
+
+def _too_few_groups(path: Any, key: np.ndarray, shown: np.ndarray, y: np.ndarray, group: str, label: str,
+                    positive: str, negative: str | None, min_rows: int, kept: int, top: int = 5) -> str:
+    """The one-line refusal when fewer than two groups hold ``min_rows`` rows of both classes:
+    how many groups hold both classes at all, the few closest to qualifying with their class
+    counts (``… and N more``), and the fix."""
+    neg = negative if negative is not None else f"not {positive}"
+    counts = (pd.DataFrame({"key": key, "shown": shown, "pos": y, "neg": ~y}).groupby("key", sort=True)
+              .agg(shown=("shown", "first"), pos=("pos", "sum"), neg=("neg", "sum")))
+    counts["both"] = counts[["pos", "neg"]].min(axis=1)
+    counts = counts.sort_values(["both", "pos"], ascending=False, kind="stable")
+    n_both = int((counts["both"] > 0).sum())
+    listed = ", ".join(f"{r.shown} {r.pos}/{r.neg}" for r in counts.head(top).itertuples())
+    more = f" and {len(counts) - top} more" if len(counts) > top else ""
+    need = max(int(min_rows), 1)
+    if n_both >= 2:
+        most = int(counts["both"].iloc[1])   # the largest min_rows that keeps two groups
+        fix = f"lower --min-rows (min_rows) to {most} or less, or use a grouping column with more rows per group."
+    else:
+        fix = ("lowering --min-rows cannot help: use a grouping column whose groups hold both classes (e.g. "
+               "speakers who speak both languages), or a label that varies within the groups.")
+    other = f"{label}={negative!r}" if negative is not None else f"other {label} values"
+    return (f"store {path}: only {kept} {group!r} group(s) have at least {need} rows of both {label}={positive!r} "
+            f"and {other} (min_rows={min_rows}); need 2 or more, else the consistency scores are undefined "
+            f"(NaN). {n_both} of {len(counts)} groups have rows of both classes at all. Rows per group "
+            f"({positive}/{neg}), closest first: {listed}{more}. Fix: {fix}")
 
 
 def _figure(res: ConsistencyResult, path: Path) -> Path:

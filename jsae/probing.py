@@ -16,18 +16,35 @@ of ``[v_ℓ > 0]`` for every ℓ at once, from ``TP_ℓ = Σ_b [v_bℓ > 0] y_b`
 test scores, and the test accuracy of the full-latent logistic regression (a
 ceiling for any one latent).
 
+**Feature family.** One latent can hold only part of a feature (after a split, one
+speaker or one gender of it: precision stays high, recall drops to a sub-group's
+share), so besides the paper's latent ``φ`` every model gets a *family*
+``F = (f_1, …, f_m)`` (:func:`feature_family`), a greedy cover on the train split:
+with ``A_ℓ`` the train rows where ``v_ℓ > 0``, ``P`` the positive ones and
+``C_0 = ∅``, among the latents whose own precision ``|A_ℓ ∩ P| / |A_ℓ| ≥ p_min``
+take ``f_i = argmax_ℓ |A_ℓ ∩ P ∖ C_{i-1}|`` and ``C_i = C_{i-1} ∪ (A_{f_i} ∩ P)``;
+stop after ``m_max`` members or when the gain in recall ``|A_{f_i} ∩ P ∖ C_{i-1}| / |P|``
+falls below ``g_min``. On the test split each member is scored alone and the family
+as the union ``ŷ = ⋁_i [v_{f_i} > 0]`` (precision, recall, F1); for each metadata
+column in ``groups`` (e.g. speaker, gender) every member's share of each sub-group's
+positive test rows that it fires on (``covers``: shares ≥ 0.5), and its dominant
+sub-group (the most of its true positives) with that sub-group's share of them.
+
 Encoding is batched over the models (:meth:`ModelBatch.encode`), the single-latent
 scores over all latents at once; the regression is one fit per model.
 
 >>> df = probe(sweep, store, "lang", "es")            # every model of a sweep
 >>> df = probe(sweep.select(k=20), store, "lang", "es")  # or any ModelBatch
 >>> df.loc[(df.k == 20) & (df.latent_size == 200), ["latent", "precision", "recall"]]
+>>> df = probe(sweep, store, "lang", "es", groups=["speaker", "gender"])
+>>> df[["name", "latent", "recall", "family", "family_precision", "family_recall"]]
+>>> family_frame(df)                                   # one row per model × family member
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,12 +54,18 @@ from .models import ModelBatch
 from .results import analysis_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 from .store import EmbeddingStore
 
-__all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "probe", "write_probe", "run_probe",
-           "probe_table", "PROBE_COLUMNS"]
+__all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "feature_family", "family_scores", "probe",
+           "family_frame", "write_probe", "run_probe", "probe_table", "family_table", "PROBE_COLUMNS", "FAMILY_COLUMNS",
+           "PAPER_MODEL"]
 
 #: the columns :func:`write_probe` prints
 PROBE_COLUMNS = ("name", "latent", "precision", "recall", "f1", "support", "train_best_latent", "train_best_f1",
                  "logreg_test_accuracy")
+#: the columns of the printed family table (:func:`family_table`), besides ``family_<group>``
+FAMILY_COLUMNS = ("name", "latent", "recall", "family", "family_size", "family_precision", "family_recall",
+                  "family_f1")
+#: the model the paper reports (K = 20, L = 200), named in the probe summary when the sweep has it
+PAPER_MODEL = "k20_L200"
 
 
 def single_latent_counts(active: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,10 +117,101 @@ def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int
     return phi, float(w[phi]), model
 
 
+def feature_family(active: np.ndarray, y: np.ndarray, *, min_precision: float = 0.9, max_members: int = 5,
+                   min_gain: float = 0.02) -> list[int]:
+    """The latents that each predict ``y`` with high precision and together cover it (greedy).
+
+    Args:
+      active: ``[B, L]`` bool, ``v > 0`` on the rows the family is chosen on (train).
+      y: ``[B]`` bool targets.
+      min_precision: a member's own precision ``|A_ℓ ∩ P| / |A_ℓ|`` must be at least this.
+      max_members: at most this many members.
+      min_gain: stop when the best remaining latent adds less than this recall
+        (newly covered positives ``/ |P|``; a gain of 0 always stops).
+    Returns:
+      the members in the order chosen (largest new coverage first; ties: the lower
+      index). Empty when no latent reaches ``min_precision`` on a positive row.
+    """
+    a = np.asarray(active, bool)
+    y = np.asarray(y, bool)
+    n_pos = int(y.sum())
+    if a.ndim != 2 or y.shape != (a.shape[0],):
+        raise ValueError(f"feature_family takes active [B, L] and y [B]; got {a.shape} and {y.shape}")
+    if n_pos == 0 or max_members <= 0:
+        return []
+    tp, fp, _ = single_latent_counts(a, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    eligible = (tp > 0) & (precision >= min_precision)  # [L]
+    pos = a[y]  # [P, L]
+    covered = np.zeros(n_pos, bool)
+    members: list[int] = []
+    while len(members) < max_members:
+        gain = np.where(eligible, pos[~covered].sum(axis=0), -1)  # newly covered positives per latent
+        j = int(np.argmax(gain))
+        if gain[j] <= 0 or gain[j] / n_pos < min_gain:
+            break
+        members.append(j)
+        covered |= pos[:, j]
+        eligible[j] = False
+    return members
+
+
+def _group_cover(fires_pos: np.ndarray, values: np.ndarray, levels: list[str]) -> dict[str, Any]:
+    """Sub-group coverage of one member: ``fires_pos [P]`` (it fires, positive rows), ``values [P]``."""
+    share = {s: float(np.mean(fires_pos[values == s])) for s in levels}
+    hits = {s: int(np.sum(fires_pos & (values == s))) for s in levels}
+    n = sum(hits.values())
+    dom = max(levels, key=lambda s: (hits[s], share[s])) if n else None
+    ranked = sorted((s for s in levels if share[s] > 0), key=lambda s: -share[s])
+    covers = [s for s in ranked if share[s] >= 0.5]
+
+    def listed(items: list[str], limit: int = 10) -> str:
+        return ", ".join(items[:limit]) + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+    return {"dominant": dom, "purity": hits[dom] / n if n else float("nan"), "covers": listed(covers),
+            "coverage": listed([f"{s}:{share[s]:.2f}" for s in ranked])}
+
+
+def family_scores(members: list[int], active: np.ndarray, y: np.ndarray,
+                  groups: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score a family on (test) rows: ``(union, per_member)``.
+
+    ``union``: ``precision, recall, f1, tp, fp, fn`` of ``ŷ = ⋁_i [v_{f_i} > 0]``
+    (all 0 for an empty family). ``per_member``: for each member ``latent`` alone
+    ``precision, recall, f1, n_active``, ``union_recall`` (of the members up to it),
+    and for each ``groups`` column ``g`` (``[B]`` values): ``g_dominant, g_purity,
+    g_covers, g_coverage`` (see the module docstring).
+    """
+    a = np.asarray(active, bool)
+    y = np.asarray(y, bool)
+    groups = {g: np.asarray(v).astype(str) for g, v in (groups or {}).items()}
+    levels = {g: sorted(set(v[y].tolist())) for g, v in groups.items()}
+    union = np.zeros(len(y), bool)
+    rows = []
+    for rank, j in enumerate(members):
+        fires = a[:, j]
+        union |= fires
+        (tp,), (fp,), (fn,) = single_latent_counts(fires[:, None], y)
+        (p,), (r,), (f,) = scores_from_counts([tp], [fp], [fn])
+        u_tp = int((union & y).sum())
+        row: dict[str, Any] = {"member": rank, "latent": int(j), "precision": float(p), "recall": float(r),
+                               "f1": float(f), "n_active": int(fires.sum()),
+                               "union_recall": u_tp / max(int(y.sum()), 1)}
+        for g, values in groups.items():
+            cov = _group_cover(fires[y], values[y], levels[g])
+            row.update({f"{g}_{key}": val for key, val in cov.items()})
+        rows.append(row)
+    tp, fp, fn = int((union & y).sum()), int((union & ~y).sum()), int((~union & y).sum())
+    (p,), (r,), (f,) = scores_from_counts([tp], [fp], [fn])
+    return {"precision": float(p), "recall": float(r), "f1": float(f), "tp": tp, "fp": fp, "fn": fn}, rows
+
+
 def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
           train_split: str = "train", test_split: str = "test", C: float = 1.0, standardize: bool = False,
-          max_iter: int = 2000, train: LabelledSplit | None = None,
-          test: LabelledSplit | None = None) -> pd.DataFrame:
+          max_iter: int = 2000, train: LabelledSplit | None = None, test: LabelledSplit | None = None,
+          family_min_precision: float = 0.9, family_max: int = 5, family_min_gain: float = 0.02,
+          groups: Sequence[str] = ()) -> pd.DataFrame:
     """Probe every model of ``models`` (a Sweep or any ModelBatch) for the feature ``label == positive``.
 
     Returns one row per model (batch order) with ``name, k, latent_size, activation,
@@ -107,12 +221,22 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
     its train ``train_f1``; the direct-search best latent on train
     ``train_best_latent, train_best_f1`` and its test ``train_best_test_precision,
     train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
-    latents). ``df.attrs`` holds the parameters and the row counts.
+    latents). The feature family (:func:`feature_family` on train with
+    ``family_min_precision, family_max, family_min_gain``, scored on test):
+    ``family`` (its latents, space-separated), ``family_size``, ``family_precision``,
+    ``family_recall``, ``family_f1`` (of the union) and, for every column of
+    ``groups``, ``family_<group>`` (each member's dominant sub-group, ``", "``-joined).
+    ``df.attrs`` holds the parameters, the row counts and ``"family"``: one row per
+    model × member (see :func:`family_scores`; also ``name, k, latent_size, activation,
+    l1_coef, train_precision, train_recall, is_probe_latent``).
     """
     models.warn_if_unfinished("probe")
     store, train, test = load_train_test(models, store, label, positive, negative=negative, train_split=train_split,
                                          test_split=test_split, train=train, test=test)
+    groups = list(dict.fromkeys(groups))
+    group_values = {g: test.column(g) for g in groups}  # a missing column is refused before any work
     rows: list[dict[str, Any]] = []
+    family_rows: list[dict[str, Any]] = []
     for spec, v_tr, v_te in zip(models.specs, models.encode(train.x), models.encode(test.x)):
         a_tr, a_te = v_tr > 0, v_te > 0  # [Btr, L], [Bte, L]
         # Direct search over every latent at once.
@@ -134,43 +258,96 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
             "train_best_test_f1": float(te_f1[best]),
             "logreg_test_accuracy": float(fit.score(np.asarray(v_te, np.float64), test.y)),
         })
+        members = feature_family(a_tr, train.y, min_precision=family_min_precision, max_members=family_max,
+                                 min_gain=family_min_gain)
+        union, per_member = family_scores(members, a_te, test.y, group_values)
+        rows[-1].update({"family": " ".join(str(j) for j in members), "family_size": len(members),
+                         "family_precision": union["precision"], "family_recall": union["recall"],
+                         "family_f1": union["f1"],
+                         **{f"family_{g}": ", ".join(str(m[f"{g}_dominant"]) for m in per_member) for g in groups}})
+        for m in per_member:
+            j = m["latent"]
+            family_rows.append({**spec.to_dict(), **m, "train_precision": float(tr_p[j]),
+                                "train_recall": float(tr_r[j]), "is_probe_latent": j == phi})
     df = pd.DataFrame(rows)
+    lead = ["name", "k", "latent_size", "activation", "l1_coef", "member", "latent", "is_probe_latent",
+            "precision", "recall", "f1", "n_active", "union_recall", "train_precision", "train_recall"]
+    family = pd.DataFrame(family_rows, columns=lead + [f"{g}_{key}" for g in groups
+                                                       for key in ("dominant", "purity", "covers", "coverage")])
     df.attrs.update({"label": label, "positive": str(positive), "negative": negative, "store": str(store.path),
                      "train_split": train_split, "test_split": test_split, "n_train": len(train),
                      "n_train_positive": int(train.y.sum()), "n_test": len(test),
-                     "n_test_positive": int(test.y.sum()), "C": C, "standardize": standardize})
+                     "n_test_positive": int(test.y.sum()), "C": C, "standardize": standardize,
+                     "family_min_precision": family_min_precision, "family_max": family_max,
+                     "family_min_gain": family_min_gain, "groups": groups,
+                     # records, not a DataFrame: pandas compares and deep-copies attrs
+                     "family": family.to_dict(orient="records"), "family_columns": list(family.columns)})
     return df
 
 
+def family_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The family table of a :func:`probe` result: one row per model × member."""
+    return pd.DataFrame(df.attrs.get("family") or [], columns=df.attrs.get("family_columns"))
+
+
 def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3) -> list[Path]:
-    """``probe.csv``, ``probe.json`` (via ``analysis.json``) and heatmaps of precision,
-    recall, F1 and the logistic-regression ceiling over K × latent size."""
+    """``probe.csv``, ``probe_family.csv`` (one row per model × family member),
+    ``probe.json`` (params, models, family), ``analysis.json``, and heatmaps over K ×
+    latent size of the probe latent's precision, recall, F1, the logistic-regression
+    ceiling and the family's union precision and recall."""
     from .plots import plot_heatmap
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     a = df.attrs
+    params = {key: v for key, v in a.items() if key not in ("family", "family_columns")}
+    family = family_frame(df)
     what = f"{a.get('label')}={a.get('positive')}"
-    files = [out / "probe.csv"]
+    files = [out / "probe.csv", out / "probe_family.csv"]
     df.to_csv(files[0], index=False)
+    family.to_csv(files[1], index=False)
     records = df.to_dict(orient="records")
-    files.append(write_json(out / "probe.json", {"params": dict(a), "models": records}))
-    for key, title, cmap in (("precision", "precision", "viridis"), ("recall", "recall", "viridis"),
-                             ("f1", "F1", "viridis"), ("logreg_test_accuracy", "all-latent logistic regression "
-                                                                               "accuracy (ceiling)", "cividis")):
-        files.append(plot_heatmap(records, key, out / f"{key}.png",
-                                  title=f"{what}: top latent {title} (test)" if key != "logreg_test_accuracy"
-                                  else f"{what}: {title}", cmap=cmap))
+    files.append(write_json(out / "probe.json", {"params": params, "models": records,
+                                                 "family": family.to_dict(orient="records")}))
+    heatmaps = [("precision", f"{what}: top latent precision (test)", "viridis"),
+                ("recall", f"{what}: top latent recall (test)", "viridis"),
+                ("f1", f"{what}: top latent F1 (test)", "viridis"),
+                ("logreg_test_accuracy", f"{what}: all-latent logistic regression accuracy (ceiling)", "cividis")]
+    if "family_recall" in df.columns:
+        heatmaps += [("family_recall", f"{what}: feature family recall (union, test)", "viridis"),
+                     ("family_precision", f"{what}: feature family precision (union, test)", "viridis")]
+    for key, title, cmap in heatmaps:
+        files.append(plot_heatmap(records, key, out / f"{key}.png", title=title, cmap=cmap))
     best = df.sort_values(["f1", "precision"], ascending=False).head(top_features)
     features = [{"k": int(r.k), "latent_size": int(r.latent_size), "latent": int(r.latent),
                  "why": f"{what}: probe latent, test precision {r.precision:.3f}, recall {r.recall:.3f}"}
                 for r in best.itertuples()]
     b = df.loc[df["f1"].idxmax()]
-    summary = {"best_model": b["name"], "best_latent": int(b["latent"]), "best_precision": float(b["precision"]),
+    groups = list(a.get("groups") or [])
+    for r in family[(family.name == b["name"]) & ~family.is_probe_latent.astype(bool)].itertuples():
+        covers = "".join(f", {g}: {getattr(r, f'{g}_dominant')}" for g in groups)
+        features.append({"k": int(r.k), "latent_size": int(r.latent_size), "latent": int(r.latent),
+                         "why": f"{what}: feature family member {int(r.member) + 1} of {b['name']}, test precision "
+                                f"{r.precision:.3f}, recall {r.recall:.3f}{covers}"})
+    paper = df[df["name"] == PAPER_MODEL]
+    p_row = paper.iloc[0] if len(paper) else None
+    summary = {"best_by": "test F1 of the probe latent",
+               "best_model": b["name"], "best_latent": int(b["latent"]), "best_precision": float(b["precision"]),
                "best_recall": float(b["recall"]), "best_f1": float(b["f1"]),
+               "paper_model": None if p_row is None else PAPER_MODEL,
+               "paper_precision": None if p_row is None else float(p_row["precision"]),
+               "paper_recall": None if p_row is None else float(p_row["recall"]),
+               "paper_f1": None if p_row is None else float(p_row["f1"]),
+               "paper_latent": None if p_row is None else int(p_row["latent"]),
                "mean_precision": float(df["precision"].mean()), "mean_recall": float(df["recall"].mean()),
                "n_models": len(df)}
-    files.append(write_analysis(out, "probe", dict(a), summary, files, features, tables={"probe": "probe.csv"}))
+    if "family_recall" in df.columns:
+        summary.update({"family": str(b["family"]), "family_size": int(b["family_size"]),
+                        "family_union_precision": float(b["family_precision"]),
+                        "family_union_recall": float(b["family_recall"]),
+                        "mean_family_recall": float(df["family_recall"].mean())})
+    files.append(write_analysis(out, "probe", params, summary, files, features,
+                                tables={"probe": "probe.csv", "feature family": "probe_family.csv"}))
     return files
 
 
@@ -190,3 +367,10 @@ def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
 def probe_table(df: pd.DataFrame) -> str:
     """The short printed table of a probe."""
     return format_table(df, PROBE_COLUMNS)
+
+
+def family_table(df: pd.DataFrame) -> str:
+    """The short printed table of the feature families: the probe latent's recall beside
+    the family (its latents, union precision / recall / F1, members' dominant sub-groups)."""
+    groups = list(df.attrs.get("groups") or [])
+    return format_table(df, [*FAMILY_COLUMNS, *(f"family_{g}" for g in groups)])

@@ -19,6 +19,16 @@ exported from (``store.json``: ``audio_roots``, ``inputs.audio_dir``, the manife
 folder); a ``source`` such as ``../../x.wav``, an absolute path elsewhere or a link
 leading out of the roots is not read, and the page says so. Figures and tables named
 by an ``analysis.json`` are read only from inside that analysis folder.
+
+**Paths.** An ``analysis.json`` names its files relative to its own folder and its store
+by an absolute path, so the page is the same whatever the working directory and after
+the run is moved; older files that recorded working-directory paths are read through
+:func:`jsae.results.listed_file` and :func:`jsae.results.analysis_workdir`. A listed
+figure or table that is not found is named on the page, never dropped silently.
+
+**Headline.** For every probe: the best model and what it was chosen by (``best_by``),
+the paper's setting (K = 20, L = 200; the summary's ``paper_*`` or the row of
+``probe.csv``) and the feature family's union (``family_union_*``) when measured.
 """
 from __future__ import annotations
 
@@ -36,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import JsaeError, MissingPathError, NotFoundError
-from .results import read_analyses
+from .results import analysis_workdir, listed_file, read_analyses
 
 __all__ = ["build_report", "top_activating", "audio_html", "audio_src", "audio_roots", "resolve_audio",
            "locate_audio", "REPORT_NAME", "CSP"]
@@ -45,7 +55,7 @@ REPORT_NAME = "report.html"
 #: the page needs no script; images are data: URIs, audio data: URIs (or a local file: link)
 CSP = ("default-src 'none'; img-src data:; media-src data: file:; style-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
-_HIDE_COLUMNS = ("split",)
+_HIDE_COLUMNS = ("split", "spans")  # spans: played by the audio cell
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -81,6 +91,15 @@ _TEMPLATE = r"""<!doctype html>
 <p>{{ n_models }} models, step {{ step }}, embedding dim {{ dim }}, trained on {{ source }} ({{ n_train }} rows, {{ n_val }} for validation).</p>
 {%- if unfinished %}
 <p class="unfinished"><strong>unfinished: step {{ step }} of {{ total_steps }}</strong> — the models are partly trained; re-run the same <code>jsae sweep</code> command to finish the run.</p>
+{%- endif %}
+{%- if headline %}
+<h2 id="headline">Headline</h2>
+{%- for h in headline %}
+<h3>{{ h.what }}</h3>{{ table(h.table) }}
+{%- for note in h.notes %}
+<p class="note">{{ note }}</p>
+{%- endfor %}
+{%- endfor %}
 {%- endif %}
 <nav>{% for id, text in links %}<a href="#{{ id }}">{{ text }}</a> {% endfor %}</nav>
 <h2 id="training">Training</h2>
@@ -161,17 +180,6 @@ def _drop_defaults(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _inside(folder: Path, name: Any) -> Path | None:
-    """``folder / name`` if its real path stays inside ``folder`` and is a file (names come from data)."""
-    try:
-        base = folder.resolve()
-        path = (folder / str(name)).resolve()
-        path.relative_to(base)
-    except (OSError, ValueError, RuntimeError):
-        return None
-    return path if path.is_file() else None
-
-
 def _image(path: Path) -> dict[str, str]:
     return {"name": path.name, "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")}
 
@@ -241,32 +249,47 @@ def resolve_audio(source: str, store_dir: Path | None = None, store_info: dict |
     return locate_audio(source, audio_roots(store_info, audio_root))[0]
 
 
-def _cut_wav(path: Path, offset: float, duration: float | None) -> bytes:
+def _read_wav(path: Path, offset: float, duration: float | None) -> tuple[bytes, dict[str, int]]:
+    """Raw frames of ``[offset, offset + duration)`` of a WAV file and its format."""
     with wave.open(str(path), "rb") as src:
         sr, n = src.getframerate(), src.getnframes()
         start = min(n, max(0, int(round(offset * sr))))
         count = n - start if duration is None or not np.isfinite(duration) else int(round(duration * sr))
         src.setpos(start)
-        frames = src.readframes(max(0, count))
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as dst:
-            dst.setnchannels(src.getnchannels())
-            dst.setsampwidth(src.getsampwidth())
-            dst.setframerate(sr)
-            dst.writeframes(frames)
-    return buf.getvalue()
+        fmt = {"channels": src.getnchannels(), "width": src.getsampwidth(), "rate": sr}
+        return src.readframes(max(0, count)), fmt
 
 
-def _cut_soundfile(path: Path, offset: float, duration: float | None) -> bytes:
+def _read_soundfile(path: Path, offset: float, duration: float | None) -> tuple[bytes, dict[str, int]]:
     import soundfile as sf  # optional (the embed extra)
 
     info = sf.info(str(path))
     start = int(round(offset * info.samplerate))
     stop = None if duration is None or not np.isfinite(duration) else start + int(round(duration * info.samplerate))
     data, sr = sf.read(str(path), start=start, stop=stop, dtype="int16", always_2d=True)
+    return data.astype("<i2").tobytes(), {"channels": data.shape[1], "width": 2, "rate": sr}
+
+
+def _wav_bytes(frames: bytes, fmt: dict[str, int]) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, data, sr, format="WAV", subtype="PCM_16")
+    with wave.open(buf, "wb") as dst:
+        dst.setnchannels(fmt["channels"])
+        dst.setsampwidth(fmt["width"])
+        dst.setframerate(fmt["rate"])
+        dst.writeframes(frames)
     return buf.getvalue()
+
+
+def _spans(value: Any) -> list[tuple[float, float]] | None:
+    """A segment's source spans (metadata ``spans``: JSON ``[[start, end], ...]`` seconds), or ``None``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    try:
+        spans = json.loads(value) if isinstance(value, str) else list(value)
+        out = [(float(a), float(b)) for a, b in spans]
+    except (TypeError, ValueError):
+        return None
+    return [(a, b) for a, b in out if math.isfinite(a) and math.isfinite(b) and b > a] or None
 
 
 def _number(value: Any, default: float | None) -> float | None:
@@ -277,23 +300,38 @@ def _number(value: Any, default: float | None) -> float | None:
     return v if math.isfinite(v) else default
 
 
-def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_seconds: float = 30.0) -> str | None:
+def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_seconds: float = 30.0,
+              spans: Any = None) -> str | None:
     """The ``src`` of an ``<audio>`` element for ``[offset, offset + duration)`` of ``path``
-    (``None`` if there is none). WAV files (and, with soundfile installed, any format it
-    reads) are cut into a ``data:`` URI; other audio files are linked with a media fragment.
-    ``path`` must already be checked (:func:`locate_audio`)."""
+    (``None`` if there is none) — or, given a segment's ``spans`` (its non-silent source
+    pieces, joined by ``jsae embed``), those pieces concatenated, as the encoder heard them.
+    WAV files (and, with soundfile installed, any format it reads) are cut into a ``data:``
+    URI; other audio files are linked with a media fragment (first span start to last span
+    end). At most ``max_seconds`` are played. ``path`` must already be checked
+    (:func:`locate_audio`)."""
     if path is None or path.suffix.lower() not in _AUDIO_SUFFIXES:
         return None
-    start = max(0.0, _number(offset, 0.0) or 0.0)
-    dur = _number(duration, None)
-    dur = None if dur is None or dur <= 0 else min(dur, max_seconds)
-    for cut in (_cut_wav, _cut_soundfile):
+    pieces = _spans(spans)
+    if pieces is None:
+        start = max(0.0, _number(offset, 0.0) or 0.0)
+        dur = _number(duration, None)
+        pieces = [(start, start + min(dur, max_seconds) if dur is not None and dur > 0 else math.inf)]
+    kept, left = [], max_seconds
+    for a, b in pieces:  # at most max_seconds in all
+        if left <= 0:
+            break
+        b = min(b, max(a, 0.0) + left)
+        kept.append((max(a, 0.0), b))
+        left -= b - max(a, 0.0)
+    for read in (_read_wav, _read_soundfile):
         try:
-            data = cut(path, start, dur)
+            parts = [read(path, a, None if not math.isfinite(b) else b - a) for a, b in kept]
         except Exception:  # noqa: BLE001 - not this reader's format; try the next
             continue
+        data = _wav_bytes(b"".join(f for f, _ in parts), parts[0][1])
         return "data:audio/wav;base64," + base64.b64encode(data).decode()
-    return path.as_uri() + f"#t={start:g}" + (f",{start + dur:g}" if dur is not None else "")
+    start, end = kept[0][0], kept[-1][1]
+    return path.as_uri() + f"#t={start:g}" + (f",{end:g}" if math.isfinite(end) else "")
 
 
 def audio_html(path: Path | None, offset: float = 0.0, duration: float | None = None,
@@ -378,8 +416,98 @@ def _audio_cell(check: _AudioCheck, row: dict[str, Any]) -> "_Cell | str":
     if path is None:
         check.missing += 1
         return ""
-    src = audio_src(path, row.get("offset", 0.0), row.get("duration"))
+    src = audio_src(path, row.get("offset", 0.0), row.get("duration"), spans=row.get("spans"))
     return _Cell("audio", src) if src else ""
+
+
+#: the paper's setting (K, L), shown next to the best model of every probe
+PAPER_SETTING = (20, 200)
+_BEST_BY = {"f1": "test F1 of the probe latent", "precision": "test precision of the probe latent",
+            "recall": "test recall of the probe latent", "train_f1": "train F1 of the probe latent",
+            "train_best_f1": "train F1 of the best single latent"}
+
+
+def _f1(precision: Any, recall: Any, f1: Any = None) -> Any:
+    """``f1``, else the harmonic mean of ``precision`` and ``recall`` when both are numbers."""
+    if f1 is not None:
+        return f1
+    p, r = _number(precision, None), _number(recall, None)
+    return None if p is None or r is None else (0.0 if p + r == 0 else 2 * p * r / (p + r))
+
+
+def _paper_row(folder: Path, a: dict[str, Any]) -> dict[str, Any] | None:
+    """The probe's K = 20, L = 200 model: ``paper_*`` of its summary, else its row of ``probe.csv``."""
+    s = a.get("summary") or {}
+    if s.get("paper_model") is not None or s.get("paper_precision") is not None:
+        return {"model": s.get("paper_model"), "latent": s.get("paper_latent"), "precision": s.get("paper_precision"),
+                "recall": s.get("paper_recall"), "f1": _f1(s.get("paper_precision"), s.get("paper_recall"),
+                                                           s.get("paper_f1"))}
+    path = listed_file(folder, (a.get("tables") or {}).get("probe", "probe.csv"))
+    if path is None:
+        return None
+    try:
+        df = pd.read_csv(path)
+        rows = df[(df["k"] == PAPER_SETTING[0]) & (df["latent_size"] == PAPER_SETTING[1])]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return None
+    if "activation" in rows.columns and (rows["activation"].astype(str) == "topk").any():
+        rows = rows[rows["activation"].astype(str) == "topk"]
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    return {"model": r.get("name"), "latent": r.get("latent"), "precision": r.get("precision"),
+            "recall": r.get("recall"), "f1": r.get("f1")}
+
+
+def _headline(analyses: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """For every probe: its best model and what it was chosen by, the paper setting
+    (K = 20, L = 200) when the run has it, and the feature family's union when the probe
+    measured one."""
+    out = []
+    for folder, a in analyses:
+        s = a.get("summary") if isinstance(a.get("summary"), dict) else {}
+        if a.get("analysis") != "probe" or s.get("best_model") is None:
+            continue
+        p = a.get("params") if isinstance(a.get("params"), dict) else {}
+        by = s.get("best_by") or "f1"
+        by = _BEST_BY.get(str(by), str(by))
+        rows = [{"setting": "best model", "chosen by": f"highest {by}", "model": s.get("best_model"),
+                 "latent": s.get("best_latent"), "precision": s.get("best_precision"),
+                 "recall": s.get("best_recall"), "f1": s.get("best_f1")}]
+        notes = []
+        paper = _paper_row(folder, a)
+        k, L = PAPER_SETTING
+        if paper is not None:
+            rows.append({"setting": f"paper setting (K = {k}, L = {L})", "chosen by": "fixed (the paper's)", **paper})
+        else:
+            notes.append(f"the run has no K = {k}, L = {L} model (the paper's setting) to compare with.")
+        if s.get("family_union_precision") is not None or s.get("family_union_recall") is not None:
+            size = s.get("family_size")
+            members = s.get("family", s.get("family_latents"))
+            rows.append({"setting": "feature family union" + (f" ({size} latent{'s' * (size != 1)})"
+                                                              if isinstance(size, int) else ""),
+                         "chosen by": "union of the family's latents (best model)",
+                         "model": s.get("family_model", s.get("best_model")),
+                         "latent": " ".join(map(str, members)) if isinstance(members, list) else members,
+                         "precision": s.get("family_union_precision"), "recall": s.get("family_union_recall"),
+                         "f1": _f1(s.get("family_union_precision"), s.get("family_union_recall"),
+                                   s.get("family_union_f1"))})
+        df = pd.DataFrame(rows, columns=["setting", "chosen by", "model", "latent", "precision", "recall", "f1"],
+                          dtype=object)
+        df = df.loc[:, df.notna().any()]
+        what = f"{p.get('label', '?')} = {p.get('positive', '?')}"
+        out.append({"what": f"{what} ({folder.name})", "table": _table(df), "notes": notes})
+    return out
+
+
+def _stored_path(path: Any, workdir: Path | None) -> str:
+    """A store path an analysis recorded. Current analyses record absolute paths; an older
+    relative one was relative to the analysis' working directory (``workdir``, inferred by
+    :func:`jsae.results.analysis_workdir`), tried first, then to the current one."""
+    text = str(path)
+    if workdir is not None and not Path(text).is_absolute() and (workdir / text).exists():
+        return str(workdir / text)
+    return text
 
 
 def _check_out(out: Path) -> None:
@@ -433,7 +561,8 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
         "total_steps": info.get("total_steps"),
     }
     analyses = read_analyses(run_dir)
-    ctx["links"] = [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}")
+    ctx["headline"] = _headline(analyses)
+    ctx["links"] = [("headline", "Headline")] * bool(ctx["headline"]) + [("training", "Training")] + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}")
                                                  for f, a in analyses]
     metrics = info.get("metrics") or []
     cols = ["name", "k", "latent_size", "val_nmse", "fraction_variance_explained", "dead_fraction", "mean_l0"]
@@ -451,20 +580,31 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
         summ = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (list, dict))}
         if summ:
             entry["summary"] = _table(pd.DataFrame([summ]))
+        absent: list[str] = []
         for title, name in (a.get("tables") or {}).items():
-            path = _inside(folder, name)
-            if path is not None:
-                entry["tables"].append((str(title), _table(_drop_defaults(pd.read_csv(path)))))
-        for f in a.get("files", []):
-            path = _inside(folder, f) if str(f).endswith(".png") else None
-            if path is not None:
+            path = listed_file(folder, name)
+            if path is None:
+                absent.append(str(name))
+                continue
+            entry["tables"].append((str(title), _table(_drop_defaults(pd.read_csv(path)))))
+        for f in a.get("files") or []:
+            if not str(f).lower().endswith(".png"):
+                continue
+            path = listed_file(folder, f)
+            if path is None:
+                absent.append(str(f))
+            else:
                 entry["images"].append(_image(path))
+        if absent:
+            shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+            entry["notes"].append(f"not shown: {shown}, listed in {folder / 'analysis.json'} but not found inside "
+                                  f"{folder} (only files inside an analysis folder are read).")
         feats = list(a.get("features") or [])[:max_features]
         src = store or (a.get("params") or {}).get("store")
         if not (feats and src):
             continue
         try:
-            st = as_store(src)
+            st = as_store(store if store else _stored_path(src, analysis_workdir(folder, a)))
         except (JsaeError, OSError) as err:  # a moved store should not stop the report
             entry["notes"].append(f"store {src} unavailable: {err}")
             continue

@@ -3,7 +3,10 @@
 Every analysis writes into ``RUN_DIR/analysis/<name>/`` (or ``--out``):
 ``analysis.json`` (``{"analysis": kind, "params": {...}, "summary": {...},
 "features": [...], "files": [...]}``), its tables as CSV and its figures as PNG.
-:mod:`jsae.report` reads these folders back.
+:mod:`jsae.report` reads these folders back. ``files`` and ``tables`` name paths
+relative to the analysis folder (never to the working directory), so a run reads the
+same from any working directory and after it is moved; :func:`listed_file` also finds
+the files of older ``analysis.json`` files that recorded working-directory paths.
 
 Those files have fixed names (``probe.csv``, ``steer.json``, …), so ``--out DIR`` is
 refused (:func:`check_analysis_out`, through :func:`jsae.safety.check_writable_folder`)
@@ -26,16 +29,18 @@ import pandas as pd
 
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
            "is_analysis_output", "slug", "to_jsonable", "write_json",
-           "atomic_write_text", "atomic_write_json", "write_analysis", "read_analyses", "format_table"]
+           "atomic_write_text", "atomic_write_json", "write_analysis", "listed_file", "analysis_workdir",
+           "read_analyses", "format_table"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
 #: the file names (glob patterns) each analysis writes besides ``analysis.json``
 ANALYSIS_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "probe": ("probe.csv", "probe.json", "precision.png", "recall.png", "f1.png", "logreg_test_accuracy.png"),
+    "probe": ("probe.csv", "probe.json", "precision.png", "recall.png", "f1.png", "logreg_test_accuracy.png",
+              "probe_family.csv", "family_recall.png", "family_precision.png"),
     "split": ("split_levels.csv", "split_nodes.csv", "split_flows.csv", "split.json", "split_flow.png"),
     "steer": ("steer_summary.csv", "steer_table.csv", "steer.json", "delta_hist_*.png", "alpha_*.png",
-              "pos_after.png", "neg_after.png"),
+              "pos_after.png", "neg_after.png", "steer_flip_threshold.csv", "flip_threshold_*.png"),
     "universality": ("universality.csv", "universality_matches.csv", "universality.json", "universality_hist.png",
                      "mean_max.png"),
     "consistency": ("consistency.csv", "by.csv", "consistency.json", "consistency.png"),
@@ -181,19 +186,96 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_json(path, to_jsonable(obj), allow_nan=False)
 
 
+def _folder_relative(f: str | Path, out_dir: Path) -> str:
+    """``f`` (absolute, relative to the working directory, or already relative to ``out_dir``)
+    as a path relative to ``out_dir`` when it lies inside it; otherwise absolute."""
+    p = Path(f)
+    if not p.is_absolute() and len(p.parts) == 1:
+        return p.as_posix()          # a bare name: inside out_dir
+    bases = {Path(os.path.abspath(out_dir)), Path(os.path.realpath(out_dir))}
+    for full in (Path(os.path.abspath(p)), Path(os.path.realpath(p))):
+        for base in bases:
+            try:
+                return full.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    if not p.is_absolute() and (Path(out_dir) / p).exists():
+        return p.as_posix()          # already relative to out_dir
+    return os.path.abspath(p)
+
+
 def write_analysis(out_dir: Path, kind: str, params: dict[str, Any], summary: dict[str, Any],
                    files: Iterable[str | Path], features: Sequence[dict[str, Any]] = (),
                    tables: dict[str, str] | None = None) -> Path:
-    """Write ``analysis.json``; ``files`` are made relative to ``out_dir``.
+    """Write ``analysis.json``; ``files`` are recorded relative to ``out_dir``.
+
+    ``files`` may be absolute, relative to the working directory (``out_dir / "x.png"``
+    with a relative ``out_dir``) or names inside ``out_dir``; either way the file lists a
+    path relative to the analysis folder, so the run reads the same from any working
+    directory and after it is moved (:func:`listed_file` reads it back).
 
     ``features``: the latents the analysis identified, each
     ``{"k", "latent_size", "latent", "why"}``: :mod:`jsae.report` lists their
-    top-activating segments. ``tables``: ``{title: csv file}`` to show in the report.
+    top-activating segments. ``tables``: ``{title: csv file}`` to show in the report
+    (file names relative to ``out_dir`` too).
     """
-    rel = sorted({str(Path(f).relative_to(out_dir)) if Path(f).is_absolute() else str(f) for f in files})
+    out_dir = Path(out_dir)
+    rel = sorted({_folder_relative(f, out_dir) for f in files})
+    tabs = {str(t): _folder_relative(f, out_dir) for t, f in (tables or {}).items()}
     return write_json(out_dir / ANALYSIS_FILE, {"analysis": kind, "params": params, "summary": summary,
                                                 "features": list(features), "files": rel,
-                                                "tables": tables or {}})
+                                                "tables": tabs})
+
+
+def _inside(folder: Path, name: Any) -> Path | None:
+    """``folder / name`` if its real path stays inside ``folder`` and is a file (names come from data)."""
+    try:
+        text = str(name)
+        if not text or "\0" in text:
+            return None
+        base = Path(folder).resolve()
+        path = (Path(folder) / text).resolve()
+        path.relative_to(base)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return path if path.is_file() else None
+
+
+def listed_file(folder: str | Path, name: Any) -> Path | None:
+    """The file an ``analysis.json`` in ``folder`` lists as ``name``, or None (missing, or outside the folder).
+
+    ``name`` is relative to the analysis folder (what :func:`write_analysis` records). Older
+    ``analysis.json`` files recorded paths relative to the working directory of the analysis
+    (``runs/demo/analysis/probe-lang-es/recall.png``) or absolute ones: when ``name`` names
+    the folder itself (a part equal to ``folder``'s name), the part after it is tried
+    inside ``folder``. Either way only files whose real path lies inside ``folder`` are
+    returned (names come from data)."""
+    folder = Path(folder)
+    found = _inside(folder, name)
+    if found is not None or name is None:
+        return found
+    parts = Path(str(name)).parts
+    if folder.name in parts:
+        i = len(parts) - 1 - parts[::-1].index(folder.name)
+        if parts[i + 1:]:
+            return _inside(folder, Path(*parts[i + 1:]))
+    return None
+
+
+def analysis_workdir(folder: str | Path, info: dict[str, Any]) -> Path | None:
+    """The working directory an older analysis ran in, inferred from a file it listed
+    relative to that directory (``runs/demo/analysis/probe-x/recall.png`` in
+    ``/home/me/runs/demo/analysis/probe-x`` → ``/home/me``); None when every listed
+    file is relative to the folder (the current format) or it cannot be told."""
+    folder = Path(os.path.abspath(folder))
+    for name in info.get("files") or []:
+        parts = Path(str(name)).parts if isinstance(name, str) else ()
+        if not parts or Path(str(name)).is_absolute() or ".." in parts or folder.name not in parts[:-1]:
+            continue
+        i = len(parts) - 2 - parts[-2::-1].index(folder.name)
+        if len(folder.parts) > i + 1 and folder.parts[-(i + 1):] == parts[:i + 1]:
+            return folder.parents[i]
+    return None
 
 
 def read_analyses(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -6,13 +6,21 @@ For a fixed ``k`` and the latent sizes ``L_0 < L_1 < …`` of a sweep:
   (logistic regression on the train split);
 * the *root* is ``φ`` of the smallest latent size (or of ``root_latent_size``); its
   samples ``S`` are the positive evaluation rows that activate it;
-* the *children* of the root in the model of size ``L`` are the latents ``j`` with
-  coverage ``|S ∩ A_j| / |S| ≥ min_coverage`` (``A_j``: rows where ``v_j > 0``) and
-  decoder cosine ``cos(d_root, d_j) ≥ min_cosine`` (raw-space directions
-  ``d ⊙ s``, unit length);
+* the *children* of the root in the model of size ``L`` are the latents ``j`` that
+  take a share of its rows and live mostly inside them: coverage
+  ``|S ∩ A_j| / |S| ≥ min_coverage`` and ``within = |S ∩ A_j| / |A_j| ≥ min_within``
+  (``A_j``: evaluation rows where ``v_j > 0``; ``within`` keeps out latents that fire
+  on every kind of row and so take a share of any row set by chance). The decoder cosine ``cos(d_root, d_j)`` (raw-space
+  directions ``d ⊙ s``, unit length) is reported beside the coverage but does not
+  decide (a child that takes most of the parent's rows may point elsewhere; the
+  optional ``min_cosine`` filters on it). The root's own model has no children: the
+  root is listed there once, as ``root``;
 * the feature has *split* at ``L`` when it has two or more children there. For every
   child the sub-group composition (``group`` column, e.g. gender) of the positive
-  rows that activate it is reported, with its dominant sub-group and purity.
+  rows that activate it is reported, with its dominant sub-group and purity. When
+  every row of ``S`` has the same ``group`` value (e.g. every root row is female),
+  sub-groups cannot tell children apart: a warning says so (``warnings.warn``,
+  ``params["warnings"]``, the summary of ``analysis.json``).
 
 Flows for the figure (the paper's Fig. 4): at each ``L`` every evaluation row that
 activates one of the tracked latents (children and ``φ_L``) is assigned to the one
@@ -24,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -49,9 +59,10 @@ class SplitResult:
     Attributes:
       levels: one row per latent size: ``latent_size, probe_latent, probe_precision,
         probe_recall, recall_<group>`` (per sub-group, of the probe latent),
-        ``n_children, children, child_groups, split``.
+        ``n_children, children, child_coverage, child_cosine, child_groups, split``
+        (no children at the root's own size).
       nodes: one row per tracked latent: ``latent_size, latent, role`` (root,
-        child, probe, or child+probe), ``coverage, cosine, n_active, precision,
+        child, probe, or child+probe), ``coverage, within, cosine, n_active, precision,
         dominant_group, purity`` and ``n_<category>`` counts.
       flows: ``from_size, from_node, to_size, to_node, category, count``.
       assignment: ``[n_sizes, B]`` node label (latent index as str, or "none") of
@@ -77,13 +88,16 @@ class SplitResult:
 def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, group: str, k: int, *,
                   latent_sizes: Sequence[int] | None = None, negative: str | None = None,
                   train_split: str = "train", eval_split: str | None = "test",
-                  root_latent_size: int | None = None, min_coverage: float = 0.2, min_cosine: float = 0.5,
-                  C: float = 1.0) -> SplitResult:
+                  root_latent_size: int | None = None, min_coverage: float = 0.2, min_within: float | None = 0.8,
+                  min_cosine: float | None = None, C: float = 1.0) -> SplitResult:
     """Follow the ``label == positive`` feature of the ``k`` models of ``models`` (a Sweep
     or any ModelBatch) as L grows.
 
     ``eval_split``: rows used for coverage, sub-groups and flows (``"all"`` for
-    every labelled row). See the module docstring for the definitions.
+    every labelled row). ``min_coverage``: the share of the root's rows a child takes;
+    ``min_within``: the share of the child's rows that are the root's (``None``: any);
+    ``min_cosine``: ``None`` (default) for no decoder-cosine requirement, else the
+    least cosine with the root's direction. See the module docstring for the definitions.
     """
     models.warn_if_unfinished("split")
     store = as_store(store)
@@ -122,21 +136,37 @@ def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, p
         raise BadValueError(f"the root latent {root} (k={k}, L={root_size}) fires on no positive evaluation row; "
                          "nothing to follow. Try another --k or a larger eval split.")
     d_root = dirs[root_size][root]
+    notes = []
+    root_groups = sorted(set(sub[in_root].tolist()))
+    if len(root_groups) == 1:
+        notes.append(f"every one of the root's {int(in_root.sum())} rows has {group}={root_groups[0]!r}: the "
+                     f"{group!r} sub-groups cannot tell its children apart; group by another column "
+                     "(e.g. speaker) or use rows with several values")
+        warnings.warn(f"split of {label}={ev.positive} (k={k}): {notes[-1]}.", stacklevel=2)
 
     level_rows, node_rows = [], []
     assignment = np.full((len(sizes), len(ev)), NONE, dtype=object)
     for li, L in enumerate(sizes):
         v = codes[L]
         active = v > 0  # [B, L]
-        coverage = active[in_root].mean(axis=0)  # [L]
+        taken = active[in_root].sum(axis=0)  # [L] |S ∩ A_j|
+        coverage = taken / in_root.sum()  # [L]
+        within = taken / np.maximum(active.sum(axis=0), 1)  # [L]
         cosine = dirs[L] @ d_root  # [L]
-        if L == root_size:
-            children = np.array([root])
+        if L == root_size:  # the root's own model: the root, not a child of itself
+            children = np.array([], int)
+            firsts = [root]
         else:
-            children = np.flatnonzero((coverage >= min_coverage) & (cosine >= min_cosine))
+            keep = coverage >= min_coverage
+            if min_within is not None:
+                keep &= within >= min_within
+            if min_cosine is not None:
+                keep &= cosine >= min_cosine
+            children = np.flatnonzero(keep)
             children = children[np.argsort(-coverage[children], kind="stable")]
+            firsts = list(children)
         phi = probe_latent[L]
-        tracked = list(children) + ([phi] if phi not in children else [])
+        tracked = [int(j) for j in firsts] + ([int(phi)] if phi not in firsts else [])
         # Per-category counts of every tracked latent, batched over latents.
         onehot = (cats[:, None] == np.asarray(cat_values)[None, :]).astype(np.float32)  # [B, C]
         counts = np.rint(active[:, tracked].T.astype(np.float32) @ onehot).astype(int)  # [T, C]
@@ -150,10 +180,11 @@ def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, p
             purity = float(pos_by_group.max() / n_pos) if n_pos else float("nan")
             role = ("root" if (L == root_size and j == root) else
                     "+".join(r for r, ok in (("child", j in children), ("probe", j == phi)) if ok))
-            if j in children and L != root_size:
+            if j in children:
                 child_groups.append(str(dom))
             node_rows.append({"k": k, "latent_size": L, "latent": int(j), "role": role,
-                              "coverage": float(coverage[j]), "cosine": float(cosine[j]),
+                              "coverage": float(coverage[j]), "within": float(within[j]),
+                              "cosine": float(cosine[j]),
                               "n_active": int(active[:, j].sum()), "n_positive": n_pos,
                               "precision": float(prec[t]), "dominant_group": dom, "purity": purity,
                               **{f"n_{c}": int(counts[t, ci]) for ci, c in enumerate(cat_values)}})
@@ -167,10 +198,12 @@ def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, p
         pp, pr, _ = scores_from_counts(p_tp, p_fp, p_fn)
         level_rows.append({"k": k, "latent_size": L, "probe_latent": int(phi), "probe_precision": float(pp[0]),
                            "probe_recall": float(pr[0]), **rec,
-                           "n_children": int(len(children)) if L != root_size else 1,
+                           "n_children": int(len(children)),
                            "children": " ".join(str(int(j)) for j in children),
+                           "child_coverage": " ".join(f"{coverage[j]:.2f}" for j in children),
+                           "child_cosine": " ".join(f"{cosine[j]:.2f}" for j in children),
                            "child_groups": " ".join(child_groups),
-                           "split": bool(L != root_size and len(children) >= 2)})
+                           "split": bool(len(children) >= 2)})
 
     flow_rows = []
     touched = (assignment != NONE).any(axis=0)
@@ -183,8 +216,9 @@ def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, p
     params = {"label": label, "positive": ev.positive, "negative": negative, "group": group, "k": k,
               "latent_sizes": sizes, "root_latent_size": root_size, "root_latent": int(root),
               "train_split": train_split, "eval_split": eval_split or ALL_SPLITS, "min_coverage": min_coverage,
-              "min_cosine": min_cosine, "store": str(store.path), "n_eval": len(ev),
-              "n_root_samples": int(in_root.sum()), "categories": cat_values, "groups": sub_values}
+              "min_within": min_within, "min_cosine": min_cosine, "store": str(store.path), "n_eval": len(ev),
+              "n_root_samples": int(in_root.sum()), "categories": cat_values, "groups": sub_values,
+              "root_groups": root_groups, "warnings": notes}
     flows = pd.DataFrame(flow_rows, columns=["from_size", "from_node", "to_size", "to_node", "category", "count"])
     return SplitResult(pd.DataFrame(level_rows), pd.DataFrame(node_rows), flows, assignment, cats, params)
 
@@ -282,14 +316,20 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
     p = result.params
     features = [{"k": p["k"], "latent_size": int(r.latent_size), "latent": int(r.latent),
                  "why": f"{p['label']}={p['positive']} {r.role} at L={r.latent_size}: dominant {p['group']} "
-                        f"{r.dominant_group} ({r.purity:.0%}), coverage {r.coverage:.2f}, cosine {r.cosine:.2f}"}
+                        f"{r.dominant_group} ({r.purity:.0%}), coverage {r.coverage:.2f}, within {r.within:.2f}, "
+                        f"cosine {r.cosine:.2f}"}
                 for r in result.nodes.itertuples() if r.role != "probe"][:12]
     lv = result.levels
     first = lv[lv.split]
     summary = {"root": f"L={p['root_latent_size']} latent {p['root_latent']}",
                "first_split_at": int(first.latent_size.iloc[0]) if len(first) else None,
                "split_at": [int(x) for x in first.latent_size],
-               "child_groups": {int(r.latent_size): r.child_groups for r in lv.itertuples()}}
+               "child_groups": {int(r.latent_size): r.child_groups for r in lv.itertuples()},
+               "children_by": f"coverage of the root's rows ≥ {p['min_coverage']}"
+                              + ("" if p.get("min_within") is None else f", within the root's rows ≥ {p['min_within']}")
+                              + ("" if p.get("min_cosine") is None else f", decoder cosine ≥ {p['min_cosine']}")}
+    if p.get("warnings"):
+        summary["warning"] = "; ".join(p["warnings"])
     files.append(write_analysis(out, "split", p, summary, files, features,
                                 tables={"levels": "split_levels.csv", "nodes": "split_nodes.csv"}))
     return files
@@ -311,5 +351,5 @@ def split_table(result: SplitResult) -> str:
     """The short printed table of a split analysis."""
     cols = ["latent_size", "probe_latent", "probe_precision", "probe_recall"]
     cols += [c for c in result.levels.columns if c.startswith("recall_")]
-    cols += ["children", "child_groups", "split"]
+    cols += ["children", "child_coverage", "child_cosine", "child_groups", "split"]
     return format_table(result.levels, cols)

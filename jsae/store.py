@@ -149,7 +149,8 @@ def _array_spec(path: Path, shape: Sequence[int] | None = None, rows_per_shard: 
                 rows_per_chunk: int = 0) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "driver": "zarr3",
-        "kvstore": {"driver": "file", "path": str(path)},
+        # absolute: TensorStore refuses a relative path with `..` (a store given as ../data/store)
+        "kvstore": {"driver": "file", "path": os.path.abspath(path)},
     }
     if shape is not None:
         n, m = shape
@@ -384,7 +385,8 @@ class EmbeddingStore:
     """A finished store opened for reading.
 
     Attributes:
-      path: the store directory.
+      path: the store directory, absolute (not resolved through links), so what records it
+        (an analysis' ``params.store``, a run's ``data.source``) holds whatever the working directory.
       info: the parsed ``store.json``.
       metadata: the table, one row per embedding (``id``, labels, ``split``...).
     """
@@ -479,4 +481,4 @@ def open_store(store_dir: str | os.PathLike) -> EmbeddingStore:
     table = pd.read_parquet(meta_path)
     if len(table) != n:
         raise StoreError(f"{store_dir}: metadata has {len(table)} rows but the array has {n}; the store is corrupt.")
-    return EmbeddingStore(path=store_dir, info=info, metadata=table, _array=array)
+    return EmbeddingStore(path=Path(os.path.abspath(store_dir)), info=info, metadata=table, _array=array)

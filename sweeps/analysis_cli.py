@@ -2,10 +2,13 @@
 :mod:`jsae.splitting`, :mod:`jsae.steering`, :mod:`jsae.universality`, :mod:`jsae.consistency`
 and :mod:`jsae.report`.
 
-    jsae probe RUN_DIR --data STORE --label COL --positive VALUE [--out DIR]
-    jsae split RUN_DIR --data STORE --label COL --positive VALUE --group COL2 --k K
+    jsae probe RUN_DIR --data STORE --label COL --positive VALUE [--groups COL ...] [--family-min-precision 0.9]
+               [--family-max 5] [--out DIR]
+    jsae split RUN_DIR --data STORE --label COL --positive VALUE --group COL2 --k K [--min-coverage 0.2]
+               [--min-within 0.8] [--min-cosine C]
     jsae steer RUN_DIR --data STORE --label COL --positive VALUE [--negative VALUE] --k K --latent-size L
-               [--latent auto|INDEX] [--alpha 1 [2 ...]] [--alpha-units absolute|mean_active] [--mode flip|ablate]
+               [--latent auto|INDEX] [--alpha 1 [2 ...]] [--alpha-units raw|mean_active|normalized]
+               [--mode flip|ablate] [--flip-threshold [--a-max 50]] [--force]
     jsae universality RUN_A RUN_B [--data STORE [--data-b STORE_B]] [--method auto|decoder|activation]
     jsae consistency --data STORE --label COL --positive VALUE --group COL2 [--by COL3] [--run RUN_DIR | --out DIR]
     jsae report RUN_DIR [--out FILE] [--top 5] [--audio-root DIR]
@@ -45,15 +48,19 @@ def _run(path: str):
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from jsae.probing import probe_table, run_probe
+    from jsae.probing import family_table, probe_table, run_probe
 
     df, out = run_probe(_run(args.run_dir), args.data, args.label, args.positive, negative=args.negative,
                         out=args.out, train_split=args.train_split, test_split=args.test_split, C=args.C,
-                        standardize=args.standardize)
+                        standardize=args.standardize, family_min_precision=args.family_min_precision,
+                        family_max=args.family_max, family_min_gain=args.family_min_gain, groups=args.groups)
     a = df.attrs
     print(f"probe {a['label']}={a['positive']}: {a['n_train']} train rows ({a['n_train_positive']} positive), "
           f"{a['n_test']} test rows ({a['n_test_positive']} positive)")
     print(probe_table(df))
+    print(f"feature family (train precision ≥ {a['family_min_precision']}, at most {a['family_max']} latents; "
+          "union scored on test):")
+    print(family_table(df))
     print(f"results: {out}")
     return 0
 
@@ -65,25 +72,29 @@ def _cmd_split(args: argparse.Namespace) -> int:
                          negative=args.negative, latent_sizes=args.latent_sizes,
                          root_latent_size=args.root_latent_size, train_split=args.train_split,
                          eval_split=None if args.eval_split == "all" else args.eval_split,
-                         min_coverage=args.min_coverage, min_cosine=args.min_cosine)
+                         min_coverage=args.min_coverage, min_within=args.min_within, min_cosine=args.min_cosine)
     p = res.params
     print(f"split of {p['label']}={p['positive']} by {p['group']}, k={p['k']}: root latent {p['root_latent']} "
           f"at L={p['root_latent_size']} ({p['n_root_samples']} positive rows)")
+    for note in p.get("warnings") or []:
+        print(f"warning: {note}")
     print(split_table(res))
     print(f"results: {out}")
     return 0
 
 
 def _cmd_steer(args: argparse.Namespace) -> int:
-    from jsae.steering import run_steer, steer_table_text
+    from jsae.steering import flip_table_text, run_steer, steer_table_text
 
     latent = args.latent if args.latent == "auto" else int(args.latent)
     res, out = run_steer(_run(args.run_dir), args.data, args.label, args.positive, args.negative, out=args.out,
-                         k=args.k, latent_size=args.latent_size, latent=latent, alpha=args.alpha,
+                         force=args.force, k=args.k, latent_size=args.latent_size, latent=latent, alpha=args.alpha,
                          alpha_units=args.alpha_units, mode=args.mode, train_split=args.train_split,
-                         test_split=args.test_split)
-    print(f"steering ({args.mode}, alpha in {args.alpha_units} units); mean δ_s per class before → after:")
+                         test_split=args.test_split, flip_threshold=args.flip_threshold, a_max=args.a_max)
+    print(f"steering ({args.mode}, alpha in {res.params['alpha_units']} units); mean δ_s per class before → after:")
     print(steer_table_text(res))
+    if res.flip is not None:
+        print(flip_table_text(res))
     if len(res.summary) and res.summary["name"].nunique() == 1:
         print(res.table().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"results: {out}")
@@ -140,6 +151,13 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-split", default="test")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     p.add_argument("--standardize", action="store_true", help="fit the regression on unit-variance latents")
+    p.add_argument("--groups", nargs="+", default=[], metavar="COL",
+                   help="metadata columns whose sub-groups each family member covers, e.g. speaker gender")
+    p.add_argument("--family-min-precision", type=float, default=0.9,
+                   help="train precision every feature-family latent needs (default 0.9)")
+    p.add_argument("--family-max", type=int, default=5, help="at most this many latents in a family (default 5)")
+    p.add_argument("--family-min-gain", type=float, default=0.02,
+                   help="stop adding latents when the next adds less train recall than this (default 0.02)")
     p.set_defaults(func=_guard(_cmd_probe))
 
     p = sub.add_parser("split", help="follow a feature as the latent size grows and find where it splits")
@@ -150,8 +168,12 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root-latent-size", type=int, default=None, help="where the followed feature is taken "
                                                                       "(default: the smallest size)")
     p.add_argument("--eval-split", default="test", help="rows for coverage and flows: a split value or `all`")
-    p.add_argument("--min-coverage", type=float, default=0.2)
-    p.add_argument("--min-cosine", type=float, default=0.5)
+    p.add_argument("--min-coverage", type=float, default=0.2,
+                   help="a child takes at least this share of the root's rows (default 0.2)")
+    p.add_argument("--min-within", type=float, default=0.8,
+                   help="at least this share of a child's rows are the root's (default 0.8)")
+    p.add_argument("--min-cosine", type=float, default=None,
+                   help="also require this decoder cosine with the root (default: none; it is reported)")
     p.set_defaults(func=_guard(_cmd_split))
 
     p = sub.add_parser("steer", help="switch a latent off/on (paper Eqs. 1-3) and measure δ_s before/after")
@@ -161,10 +183,18 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent-size", type=int, default=None, help="default: every latent size")
     p.add_argument("--latent", default="auto", help="`auto` (the probe latent) or a latent index")
     p.add_argument("--alpha", type=float, nargs="+", default=[1.0], help="steering value(s) a_φ (paper: 1)")
-    p.add_argument("--alpha-units", choices=("absolute", "mean_active"), default="absolute",
-                   help="absolute activation units, or multiples of the latent's mean activation when it fires")
+    p.add_argument("--alpha-units", choices=("raw", "mean_active", "normalized", "absolute"), default="raw",
+                   help="raw (default): the raw-embedding norm of the change; mean_active: multiples of the "
+                        "latent's mean activation when it fires; normalized (alias absolute): latent units, the "
+                        "norm in the normalised space. Every table prints the conversion")
     p.add_argument("--mode", choices=("flip", "ablate"), default="flip",
                    help="flip: Eqs. 1-2 (−a for positives, +a for negatives); ablate: set the latent to 0")
+    p.add_argument("--flip-threshold", action="store_true",
+                   help="also find, per model and class, the smallest a (in --alpha-units) that flips the class "
+                        "mean δ_s (steer_flip_threshold.csv, heatmaps over K × L)")
+    p.add_argument("--a-max", type=float, default=50.0, help="largest a the flip threshold searches (default 50)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output folder that holds a steering output of other parameters")
     p.set_defaults(func=_guard(_cmd_steer))
 
     p = sub.add_parser("universality", help="match the features of two sweeps (seeds or encoders)")
@@ -187,7 +217,8 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", default="speaker", help="column whose groups hold both classes (default speaker)")
     p.add_argument("--by", default=None, help="also measure within each value of this column, e.g. gender")
     p.add_argument("--split", default="all", help="rows of this `split` value (default all rows)")
-    p.add_argument("--min-rows", type=int, default=2, help="rows of each class a group needs (default 2)")
+    p.add_argument("--min-rows", type=int, default=2, help="rows of each class a group needs (default 2; at least 1 "
+                                                              "is used); refused when under 2 groups qualify")
     p.add_argument("--folds", type=int, default=5, help="folds of held-out groups for the linear bound")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     p.add_argument("--seed", type=int, default=0, help="seed of the within-group label shuffle (chance)")

@@ -13,8 +13,11 @@ installed wheel, or under ``$JSAE_DATA``.
 3. follows the language feature across latent sizes with gender as sub-groups (K = 20),
    and measures whether language is one direction for every speaker of the language set
    (:mod:`jsae.consistency`, within gender too): what a single language latent can reach;
-4. steers both features with the paper's setting (K = 20, L = 200, a_φ = 1) and,
-   for every model, with a_φ relative to the latent's mean activation;
+4. steers both features with the paper's setting (K = 20, L = 200, a_φ = 1) in
+   normalised latent units (the unit of the README's results; the paper's unstated unit
+   is likelier its raw embedding space, whose conversion every table prints) and, for
+   every model, with a_φ = 1 × the latent's mean activation, with the flip threshold
+   (the smallest a_φ that flips each class's mean δ_s, also as a raw-embedding norm);
 5. writes the HTML report and prints where it is.
 """
 from __future__ import annotations
@@ -30,6 +33,8 @@ FEATURES = (  # (store, label, positive, negative)
     ("language", "lang", "es", "en"),
     ("music", "kind", "music", "voice"),
 )
+#: metadata columns whose sub-groups each feature-family member is described by
+FAMILY_GROUPS = {"language": ("speaker", "gender"), "music": ("track",)}
 
 
 def paper_grid_overrides() -> list[str]:
@@ -47,12 +52,12 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     """Run the whole demo; returns the path of the HTML report. ``data``: default the bundled demo stores."""
     from jsae.config import load_config
     from jsae.consistency import consistency_text, run_consistency
-    from jsae.probing import probe_table, run_probe
+    from jsae.probing import family_table, probe_table, run_probe
     from jsae.errors import JsaeError
     from jsae.report import build_report
     from jsae.rundir import check_run_dir, check_validation_rows
     from jsae.splitting import run_split, split_table
-    from jsae.steering import run_steer, steer_table_text
+    from jsae.steering import flip_table_text, run_steer, steer_table_text
     from jsae.train import train_sweep
 
     from jsae.resources import config_path, demo_data_dir
@@ -72,8 +77,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     train_sweep(cfg, out)
     for store, label, positive, negative in FEATURES:
         stage(f"probe {label}={positive} vs {negative}")
-        df, path = run_probe(out, data / store, label, positive, negative=negative)
+        df, path = run_probe(out, data / store, label, positive, negative=negative, groups=FAMILY_GROUPS[store])
         print(probe_table(df))
+        print("feature family (latents that together cover the class; union on the test split):")
+        print(family_table(df))
     stage("split lang=es by gender")
     try:
         res, _ = run_split(out, data / "language", "lang", "es", "gender", k, negative="en")
@@ -90,12 +97,14 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     for store, label, positive, negative in FEATURES:
         stage(f"steer {label}: {positive} ↔ {negative}")
         res, _ = run_steer(out, data / store, label, positive, negative, k=k, latent_size=latent_size,
-                           alpha=[1.0], alpha_units="absolute")
-        print(f"paper setting (K={k}, L={latent_size}, a=1):")
+                           alpha=[1.0], alpha_units="normalized")
+        print(f"paper setting (K={k}, L={latent_size}, a=1 in normalised latent units):")
         print(steer_table_text(res))
-        res, _ = run_steer(out, data / store, label, positive, negative, alpha=[1.0], alpha_units="mean_active")
+        res, _ = run_steer(out, data / store, label, positive, negative, alpha=[1.0], alpha_units="mean_active",
+                           flip_threshold=True, a_max=50.0)
         print("every model, a = 1 × the latent's mean activation:")
         print(steer_table_text(res))
+        print(flip_table_text(res))
     stage("report")
     report = build_report(out)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; report: {report.resolve()}")

@@ -139,3 +139,69 @@ def test_bad_grouping_is_refused_with_what_is_there(tmp_path):
         consistency(path, "lang", "es", group="accent")
     with pytest.raises(StoreError, match="only 0 'gender' group.*lang"):
         consistency(path, "lang", "es", group="gender", split="test", min_rows=1000)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+def one_class_per_speaker(path, groups=12, rows=10):
+    """Every speaker speaks one language (even speakers en, odd es): no shift within a speaker."""
+    rng = np.random.default_rng(0)
+    tab = [{"lang": "es" if g % 2 else "en", "speaker": f"spk{g:02d}", "gender": "female" if g % 4 < 2 else "male"}
+           for g in range(groups) for _ in range(rows)]
+    return write_store(path, rng.standard_normal((len(tab), DIM)).astype(np.float32), pd.DataFrame(tab)).path
+
+
+def test_min_rows_zero_never_keeps_a_group_without_both_classes():
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    y = np.array([1, 1, 0, 0, 1, 1], bool)
+    names, shifts, _, _ = group_shifts(x, y, np.array(["a", "a", "a", "a", "b", "b"]), min_rows=0)
+    assert list(names) == ["a"] and np.isfinite(shifts).all()
+
+
+def test_min_rows_zero_on_groups_with_both_classes_is_min_rows_one(tmp_path):
+    path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM))
+    a = consistency(path, "lang", "es", negative="en", min_rows=0)
+    b = consistency(path, "lang", "es", negative="en", min_rows=1)
+    assert a.summary["groups"] == 12 and all(np.isfinite(v) for v in a.summary.values() if isinstance(v, float))
+    assert a.summary == b.summary
+
+
+def test_one_class_per_speaker_is_refused_in_one_readable_line_and_nothing_is_written(tmp_path, capsys):
+    from safety_helpers import jsae
+
+    store = one_class_per_speaker(tmp_path / "s")
+    out = tmp_path / "out"
+    rc, err = jsae(capsys, "consistency", "--data", store, "--label", "lang", "--positive", "es",
+                   "--min-rows", "0", "--out", out)
+    assert rc == 2 and len(err) == 1, err
+    line = err[0]
+    assert line.startswith("jsae consistency: error: ") and "nan" not in line.lower().replace("(nan)", "")
+    assert "0 of 12 groups have rows of both classes" in line and "min_rows=0" in line
+    assert "lowering --min-rows cannot help" in line and "grouping column" in line
+    # the per-group table is summarised, not flattened: five groups with their counts, then the rest counted
+    assert "(es/not es)" in line and "spk01 10/0" in line and "and 7 more" in line
+    assert line.count("spk") == 5 and "; spk" not in line and "speaker;" not in line   # no flattened rows
+    assert not out.exists()
+
+
+def test_by_pairs_are_named_and_too_high_min_rows_names_the_value_that_works(tmp_path):
+    from jsae.errors import JsaeError, one_line
+
+    path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM), groups=12, rows=40)   # 20 + 20 each
+    with pytest.raises(JsaeError) as info:
+        consistency(path, "lang", "es", negative="en", by="gender", min_rows=21)
+    text = str(info.value)
+    assert "\n" not in text and one_line(text) == text
+    assert "only 0 'speaker' group(s) have at least 21 rows" in text and "lang='en'" in text
+    assert "12 of 12 groups have rows of both classes" in text
+    assert "spk00 (male) 20/20" in text and "and 7 more" in text
+    assert "lower --min-rows (min_rows) to 20 or less" in text
+
+
+def test_non_finite_scores_are_refused_not_printed(tmp_path, monkeypatch):
+    import jsae.consistency as mod
+
+    path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM))
+    monkeypatch.setattr(mod, "shared_fraction", lambda shifts: float("nan"))
+    with pytest.raises(StoreError, match="not finite.*shared_fraction|shared_fraction.*not finite"):
+        consistency(path, "lang", "es", negative="en")
