@@ -1,5 +1,8 @@
-"""Shared by the ``test_analysis_*`` files: a labelled synthetic store and two tiny sweeps,
-each built once per test process.
+"""Shared by the ``test_analysis_*`` files: a labelled synthetic store and two tiny sweeps.
+
+The builders here write into a given folder; the session fixtures of ``conftest.py``
+(``labelled_store``, ``trained_run``, ``trained_run_seed1``, ``analysis_audio``,
+``analysed_run``) build each once per test session under pytest's temporary folder.
 
 The store (``make_labelled_data``): dim 24, a planted ``lang = es`` direction on the
 positive rows and a planted split of the positives by ``gender`` (f/m each add their
@@ -9,10 +12,7 @@ test (400), balanced es/en. The sweeps (k ∈ {3, 4} × L ∈ {8, 16, 32, 64}) t
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import shutil
-import tempfile
 import wave
 from pathlib import Path
 
@@ -30,32 +30,20 @@ SWEEP_ARGS = [f"grid.k=[{','.join(map(str, K))}]", f"grid.latent_size=[{','.join
               "sae.dead_after_samples=2000", "sae.b_pre_init=mean"]
 
 
-@functools.lru_cache(maxsize=None)
-def _root() -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="jsae-analysis-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
-@functools.lru_cache(maxsize=None)
 def labelled_data() -> LabelledData:
     return make_labelled_data(feature_scale=3.0, split_scale=1.5, seed=0)
 
 
-@functools.lru_cache(maxsize=None)
-def labelled_store() -> Path:
-    """The labelled store (written once)."""
-    d = labelled_data()
-    return write_store(_root() / "store", d.x, d.table, attrs={"encoder": {"name": "synthetic", "dim": 24}}).path
+def write_labelled_store(folder: Path, d: LabelledData) -> Path:
+    """The labelled store, written to ``folder``."""
+    return write_store(folder, d.x, d.table, attrs={"encoder": {"name": "synthetic", "dim": 24}}).path
 
 
-@functools.lru_cache(maxsize=None)
-def audio_dir() -> Path:
+def write_audio(folder: Path, d: LabelledData) -> Path:
     """2-second 8 kHz WAV files for every ``source`` of the store (``call_XXX.wav``)."""
-    folder = _root() / "audio"
     folder.mkdir(exist_ok=True)
     t = np.arange(16000) / 8000.0
-    for i, name in enumerate(sorted(set(labelled_data().table["source"]))):
+    for i, name in enumerate(sorted(set(d.table["source"]))):
         pcm = (3000 * np.sin(2 * np.pi * (200 + 10 * i) * t)).astype("<i2")
         with wave.open(str(folder / name), "wb") as w:
             w.setnchannels(1)
@@ -65,14 +53,12 @@ def audio_dir() -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
-def trained_run(seed: int = 0) -> Path:
-    """A sweep trained by ``jsae sweep`` on the unlabelled rows (once per seed)."""
+def train_run(run: Path, store: Path, seed: int) -> Path:
+    """A sweep trained by ``jsae sweep`` on the unlabelled rows of ``store`` into ``run``."""
     from sweeps.cli import main
 
-    run = _root() / f"run-seed{seed}"
     rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run),
-               f"data.store={labelled_store()}", f"train.seed={seed}", *SWEEP_ARGS])
+               f"data.store={store}", f"train.seed={seed}", *SWEEP_ARGS])
     assert rc == 0
     return run
 
@@ -83,20 +69,17 @@ def fresh_copy(run: Path, dest: Path) -> Path:
     return dest
 
 
-@functools.lru_cache(maxsize=None)
-def analysed_run() -> Path:
-    """A copy of the seed-0 run on which every analysis command and then ``jsae report``
-    have run once (outputs in ``RUN/analysis/``, the page in ``RUN/analysis/report.html``)."""
+def analyse_run(run: Path, store: Path, other_run: Path, audio: Path) -> Path:
+    """Run every analysis command and then ``jsae report`` on ``run`` (a copy of the seed-0
+    run; outputs in ``RUN/analysis/``, the page in ``RUN/analysis/report.html``)."""
     from sweeps.cli import main
 
-    run = fresh_copy(trained_run(0), _root() / "analysed")
-    store = str(labelled_store())
-    common = ["--data", store, "--label", "lang", "--positive", "es"]
+    common = ["--data", str(store), "--label", "lang", "--positive", "es"]
     assert main(["probe", str(run), *common]) == 0
     assert main(["split", str(run), *common, "--group", "gender", "--k", "3"]) == 0
     assert main(["steer", str(run), *common, "--negative", "en", "--k", "3", "--latent-size", "8",
                  "--alpha", "1", "--alpha-units", "mean_active"]) == 0
-    assert main(["universality", str(run), str(trained_run(1)), "--data", store]) == 0
+    assert main(["universality", str(run), str(other_run), "--data", str(store)]) == 0
     assert main(["consistency", *common, "--negative", "en", "--by", "gender", "--run", str(run)]) == 0
-    assert main(["report", str(run), "--audio-root", str(audio_dir())]) == 0
+    assert main(["report", str(run), "--audio-root", str(audio)]) == 0
     return run

@@ -1,12 +1,9 @@
 """Shared by the ``test_safety_*`` and ``test_errors_one_line`` files: a tiny store and a
-tiny trained run (k=2 × L=8 on 8-d rows, 40 steps: a few seconds), each built once per
-test process, and a helper that runs ``jsae`` in-process and returns its stderr."""
+tiny trained run (k=2 × L=8 on 8-d rows, 40 steps: a few seconds), built once per test
+session by the ``tiny_store`` / ``tiny_run`` fixtures of ``conftest.py``, and a helper
+that runs ``jsae`` in-process and returns its stderr."""
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +18,22 @@ TINY_SWEEP = ["grid.k=[2]", "grid.latent_size=[8]", "train.steps=40", "train.bat
               "train.val_fraction=0.1", "sae.b_pre_init=mean", "sae.dead_after_samples=500"]
 
 
-@functools.lru_cache(maxsize=None)
-def root() -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="jsae-safety-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
 def tiny_x(n: int = 240, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
-def tiny_store() -> Path:
+def write_tiny_store(folder: Path) -> Path:
+    """The tiny store (240 rows of :func:`tiny_x`), written to ``folder``."""
     x = tiny_x()
     table = pd.DataFrame({"id": [f"r{i}" for i in range(len(x))], "split": ["train"] * len(x)})
-    return write_store(root() / "store", x, table).path
+    return write_store(folder, x, table).path
 
 
-@functools.lru_cache(maxsize=None)
-def tiny_run() -> Path:
-    """A finished sweep (k=2, L=8) trained by ``jsae sweep`` on :func:`tiny_store`."""
+def train_tiny_run(run: Path, store: Path) -> Path:
+    """A finished sweep (k=2, L=8) trained by ``jsae sweep`` on ``store`` into ``run``."""
     from sweeps.cli import main
 
-    run = root() / "run"
-    rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run), f"data.store={tiny_store()}",
+    rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run), f"data.store={store}",
                *TINY_SWEEP])
     assert rc == 0
     return run

@@ -5,14 +5,13 @@ import re
 import pandas as pd
 import pytest
 
-from analysis_helpers import analysed_run, labelled_store
 from sweeps.cli import main
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(analysed_run):
     """Every analysis command has run once on it, then `jsae report`; the tests read what they wrote."""
-    return analysed_run()
+    return analysed_run
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def test_split_writes_tables_and_the_flow_figure(outputs):
 
 
 def test_steer_writes_the_table_and_histograms(outputs):
-    folder = outputs / "steer-lang-es-k3-L8-flip"
+    folder = outputs / "steer-lang-es-vs-en-k3-L8-flip-a1-mean_active"
     info = read(folder)
     table = pd.read_csv(folder / "steer_table.csv").set_index("samples")
     assert table.loc["es", "after_steering"] < 0 < table.loc["en", "after_steering"]
@@ -80,9 +79,9 @@ def test_report_is_one_html_page_with_embedded_figures_and_audio(outputs):
     assert 'src="/' not in page and "file://" not in page  # nothing outside the page
 
 
-def test_cli_errors_name_the_problem(run, capsys):
-    rc = main(["steer", str(run), "--data", str(labelled_store()), "--label", "lang", "--positive", "es",
+def test_cli_errors_name_the_problem(run, capsys, labelled_store):
+    rc = main(["steer", str(run), "--data", str(labelled_store), "--label", "lang", "--positive", "es",
                "--k", "7", "--latent-size", "8"])
     assert rc == 2 and "no model with k=7" in capsys.readouterr().err
-    rc = main(["probe", str(run), "--data", str(labelled_store()), "--label", "language", "--positive", "es"])
+    rc = main(["probe", str(run), "--data", str(labelled_store), "--label", "language", "--positive", "es"])
     assert rc == 2 and "no label column 'language'" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_helpers import labelled_store, trained_run
 from jsae.labelled import load_labelled
 from jsae.probing import probe
 from jsae.splitting import feature_split
@@ -28,8 +27,8 @@ def small_store(path, dim=24, split=True, splits=("train",) * 6 + ("test",) * 4,
 
 
 @pytest.fixture(scope="module")
-def sweep():
-    return load_sweep(trained_run(0))
+def sweep(trained_run):
+    return load_sweep(trained_run)
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +51,20 @@ def cli(capsys, *argv):
     return rc, err
 
 
-def test_unknown_label_column_names_the_columns(sweep):
+def test_unknown_label_column_names_the_columns(sweep, labelled_store):
     with pytest.raises(StoreError, match=r"no label column 'language'.*'lang'.*--label"):
-        probe(sweep, labelled_store(), "language", "es")
+        probe(sweep, labelled_store, "language", "es")
 
 
-def test_unknown_label_value_names_the_values_present(sweep):
+def test_unknown_label_value_names_the_values_present(sweep, labelled_store):
     with pytest.raises(StoreError, match=r"'lang' has no value 'fr' \(the positive class\).*\['en', 'es'\]"):
-        probe(sweep, labelled_store(), "lang", "fr")
+        probe(sweep, labelled_store, "lang", "fr")
     with pytest.raises(StoreError, match=r"no value 'de' \(the negative class\).*\['en', 'es'\].*--negative"):
-        steer(sweep, labelled_store(), "lang", "es", "de", k=3, latent_size=8)
+        steer(sweep, labelled_store, "lang", "es", "de", k=3, latent_size=8)
 
 
-def test_cli_unknown_label_value(sweep, capsys):
-    rc, err = cli(capsys, "probe", trained_run(0), "--data", labelled_store(), "--label", "lang",
+def test_cli_unknown_label_value(sweep, capsys, labelled_store, trained_run):
+    rc, err = cli(capsys, "probe", trained_run, "--data", labelled_store, "--label", "lang",
                   "--positive", "fr")
     assert rc == 2
     assert err.startswith("jsae probe: error:") and "no value 'fr'" in err and "['en', 'es']" in err
@@ -88,19 +87,19 @@ def test_embedding_dimension_mismatch_names_both_dims(sweep, stores):
             analysis(stores["wide"])
 
 
-def test_cli_embedding_dimension_mismatch(stores, capsys):
+def test_cli_embedding_dimension_mismatch(stores, capsys, trained_run):
     for command in (["probe"], ["split", "--group", "gender", "--k", "3"],
                     ["steer", "--k", "3", "--latent-size", "8"]):
-        rc, err = cli(capsys, command[0], trained_run(0), "--data", stores["wide"], "--label", "lang",
+        rc, err = cli(capsys, command[0], trained_run, "--data", stores["wide"], "--label", "lang",
                       "--positive", "es", *command[1:])
         assert rc == 2 and err.startswith(f"jsae {command[0]}: error:"), err
         assert "32-d embeddings" in err and "24-d" in err
 
 
-def test_store_without_split_column(sweep, stores, capsys):
+def test_store_without_split_column(sweep, stores, capsys, trained_run):
     with pytest.raises(StoreError, match=r"no 'split' column .*Add a 'split' column"):
         probe(sweep, stores["no_split"], "lang", "es")
-    rc, err = cli(capsys, "probe", trained_run(0), "--data", stores["no_split"], "--label", "lang",
+    rc, err = cli(capsys, "probe", trained_run, "--data", stores["no_split"], "--label", "lang",
                   "--positive", "es")
     assert rc == 2 and "no 'split' column" in err
 

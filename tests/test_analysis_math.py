@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from jsae.activation import TopK
 from jsae.grid import ModelSpec
 from jsae.normalize import Normalizer
 from jsae.probing import scores_from_counts, single_latent_counts
@@ -21,7 +22,7 @@ def random_model(seed=0, dim=12, latent_size=20, k=4):
                        b_enc=jnp.asarray(0.1 * rng.standard_normal(latent_size), jnp.float32),
                        W_dec=jnp.asarray(d, jnp.float32), b_pre=jnp.asarray(rng.standard_normal(dim), jnp.float32))
     norm = Normalizer("standardize", rng.standard_normal(dim), rng.uniform(0.5, 2.0, dim))
-    return SAEModel(ModelSpec(latent_size, k), params, norm), rng
+    return SAEModel(ModelSpec(latent_size, TopK(k)), params, norm), rng
 
 
 def test_relative_similarity_is_eq3_in_float64():

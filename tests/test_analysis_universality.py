@@ -1,29 +1,27 @@
 """Universality: two seeds on the same data learn matching features; a random control does not."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from analysis_helpers import labelled_store, trained_run
 from jsae.sweep import load_sweep
 from jsae.universality import compare_sweeps
 
 
 @pytest.fixture(scope="module")
-def sweeps():
-    return load_sweep(trained_run(0)), load_sweep(trained_run(1))
+def sweeps(trained_run, trained_run_seed1):
+    return load_sweep(trained_run), load_sweep(trained_run_seed1)
 
 
 def random_directions(sweep, seed=0):
     """The same sweep with every decoder direction replaced by a random unit vector."""
     key = jax.random.key(seed)
     params = []
-    for i, p in enumerate(sweep.group_params):
+    for i, p in enumerate(sweep.params):
         d = jax.random.normal(jax.random.fold_in(key, i), p.W_dec.shape)
         params.append(p.replace(W_dec=d / jnp.linalg.norm(d, axis=-1, keepdims=True)))
-    return dataclasses.replace(sweep, group_params=tuple(params))
+    return sweep.with_params(params)
 
 
 def test_two_seeds_score_clearly_higher_than_random_directions(sweeps):
@@ -44,9 +42,9 @@ def test_a_sweep_matches_itself_perfectly(sweeps):
     assert (res.pairs.frac_matched_ab == 1.0).all()
 
 
-def test_activation_matching_over_shared_rows(sweeps):
+def test_activation_matching_over_shared_rows(sweeps, labelled_store):
     a, b = sweeps
-    res = compare_sweeps(a, b, store=labelled_store(), method="activation")
+    res = compare_sweeps(a, b, store=labelled_store, method="activation")
     assert res.params["method"] == "activation" and res.params["n_rows"] == 5000
     assert res.score > res.control_score + 0.4
     # Latents dead on the rows are left out.

@@ -1,4 +1,5 @@
 """Checkpoints: a killed sweep resumes to the same end, and runs restore on other device sets."""
+import json
 import os
 import signal
 import subprocess
@@ -75,46 +76,132 @@ def test_killed_sweep_resumes_to_the_same_parameters(tmp_path, store, topk_path)
     _assert_same_params(_params(killed), _params(straight), rtol=1e-5, atol=1e-6)
 
 
-SHARDED_SCRIPT = """
-import sys, jax, numpy as np
+SHARDED_SCRIPT = r"""
+# Run once with 8 host devices and once with 1: the same grid, trained and evaluated where it runs.
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jsae import sae
 from jsae.config import load_config
-from jsae.train import train_sweep, make_mesh
-from jsae.sweep import load_sweep
-assert jax.device_count() == 8, jax.devices()
-assert make_mesh(True) is not None
-cfg = load_config(None, sys.argv[3:])
-train_sweep(cfg, sys.argv[1])
-x = np.load(sys.argv[2])
-np.save(sys.argv[1] + "/recon8.npy", load_sweep(sys.argv[1]).reconstruct_all(x))
+from jsae.grid import GridTrainer, make_groups
+from jsae.normalize import fit_normalizer
+from jsae.train import batch_indices, evaluate, make_mesh, prepare_data, train_sweep
+
+out, n_dev, x_path, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+assert jax.device_count() == n_dev, jax.devices()
+cfg = load_config(None, overrides)
+assert cfg.train.shard_models
+
+# 1. The public path: train_sweep shards the model axis over every device present.
+train_sweep(cfg, out + "/run")
+
+# 2. The grid's own step, evaluation and encode/decode, on a state placed as train_sweep places
+#    it (make_mesh + pad), to check where they run and to keep their outputs.
+td = prepare_data(cfg)
+norm = fit_normalizer(td.fit, cfg.sae.normalize)
+x = norm.apply(td.fit).astype(np.float32)
+mesh = make_mesh(cfg.train.shard_models)
+assert (mesh is None) == (n_dev == 1)
+trainer = GridTrainer(make_groups(cfg.grid), x.shape[1], cfg.sae, cfg.optim, mesh=mesh,
+                      topk_path=cfg.train.topk_path)
+state = trainer.pad(trainer.init(jax.random.key(cfg.train.seed), x.mean(axis=0)))
+steps = 12
+idx = batch_indices(cfg.train.seed, 0, steps, len(x), cfg.train.batch_size)
+state, metrics = trainer.jit_run_steps()(state, jnp.asarray(x), jnp.asarray(idx))
+xq = jnp.asarray(norm.apply(np.load(x_path)).astype(np.float32))
+res, placement = {}, {}
+for g, gs, m in zip(trainer.groups, state.groups, metrics):
+    p = gs.params
+    n_pad = p.W_enc.shape[0]
+    ks = np.array([mm.k for mm in g.models] + [g.models[-1].k] * (n_pad - g.size), np.int32)  # as padded
+    recon = jax.jit(jax.vmap(lambda q, k, km=g.k_max: sae.decode(q, sae.encode(q, xq, k, km))))(p, jnp.asarray(ks))
+    placement[g.models[0].name] = {"state": len(p.W_enc.sharding.device_set),
+                                   "state_shards": len({s.device for s in p.W_enc.addressable_shards}),
+                                   "recon": len(recon.sharding.device_set)}
+    for i, spec in enumerate(g.models):
+        for f in ("W_enc", "b_enc", "W_dec", "b_pre"):
+            res[f"{spec.name}/{f}"] = np.asarray(getattr(p, f)[i])
+        res[f"{spec.name}/recon"] = np.asarray(recon[i])
+        res[f"{spec.name}/loss"] = np.asarray(m["loss"][:, i])
+        res[f"{spec.name}/since_fired"] = np.asarray(gs.since_fired[i])
+np.savez(out + "/outputs.npz", **res)
+records = evaluate(trainer, state, td.val, norm)
+json.dump({"placement": placement, "records": records}, open(out + "/outputs.json", "w"))
 """
 
 
-def test_sweep_sharded_over_8_devices_restores_on_1_device(tmp_path, store, topk_path):
-    overrides = [f"data.store={store}", f"train.topk_path={topk_path}", "grid.k=[3,6,9]", "grid.latent_size=[48,80]", "train.batch_size=128",
-                 "train.steps=60", "train.steps_per_call=20", "train.checkpoint_every=60", "train.progress=false",
-                 "train.shard_models=true"]
+def _run_on(n_dev: int, out: Path, x_path: Path, overrides: list[str]) -> tuple[dict, dict]:
+    script = out.parent / "sharded.py"
+    script.write_text(SHARDED_SCRIPT)
+    out.mkdir()
+    env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, str(script), str(out), str(n_dev), str(x_path), *overrides], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(out / "outputs.npz") as z:
+        arrays = dict(z)
+    return arrays, json.loads((out / "outputs.json").read_text())
+
+
+@pytest.mark.slow
+def test_grid_computed_on_8_devices_equals_1_device_and_restores_on_1(tmp_path, store, topk_path):
+    """The model axis sharded over 8 (host) devices: training, evaluation and encode/decode
+    computed there equal the same computed on 1 device, and the 8-device checkpoint restores
+    on 1 device.
+
+    Tolerances: sharding moves whole models between devices and never splits one model's
+    sums, but XLA partitions the per-device programs differently (3 models stacked vs 1 per
+    device), so float32 summation order may differ. Measured after the 12 direct steps: ≤ 1.2e-7
+    on the parameters and the loss, ≤ 1e-6 on reconstructions (values of O(1–10)); the
+    tolerance there is rtol 1e-5 / atol 2e-6, ~10× that and 250× below one Adam step (lr 5e-4),
+    which a model that saw another's gradient, batch, k or Adam state (a sharding or padding
+    bug) would move by. train_sweep's 60 steps keep rtol 1e-4 / atol 1e-5. Dead counters are
+    integers: equal.
+    """
+    overrides = [f"data.store={store}", f"train.topk_path={topk_path}", "grid.k=[3,6,9]", "grid.latent_size=[48,80]",
+                 "train.batch_size=128", "train.steps=60", "train.steps_per_call=20", "train.checkpoint_every=60",
+                 "train.progress=false", "train.shard_models=true", "sae.dead_after_samples=256"]
     x = make_dictionary_data(40, dim=32, n_atoms=64, active=4, seed=99).x
     np.save(tmp_path / "x.npy", x)
-    run8 = tmp_path / "run8"
-    script = tmp_path / "sharded.py"
-    script.write_text(SHARDED_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), str(run8), str(tmp_path / "x.npy"), *overrides],
-                         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
+    a8, j8 = _run_on(8, tmp_path / "dev8", tmp_path / "x.npy", overrides)
+    a1, j1 = _run_on(1, tmp_path / "dev1", tmp_path / "x.npy", overrides)
 
+    # Where it ran: 3 models per group padded to 8, one per device; on 1 device, one device.
+    for name, where in j8["placement"].items():
+        assert where == {"state": 8, "state_shards": 8, "recon": 8}, (name, where)
+    assert all(w == {"state": 1, "state_shards": 1, "recon": 1} for w in j1["placement"].values())
+
+    # What it computed: the grid's step (parameters, per-step loss, dead counters), encode/decode
+    # and the validation metrics.
+    assert a8.keys() == a1.keys() and len(a8) == 6 * 7
+    for key in sorted(a8):
+        if key.endswith("since_fired"):
+            np.testing.assert_array_equal(a8[key], a1[key], err_msg=key)
+        else:
+            np.testing.assert_allclose(a8[key], a1[key], rtol=1e-5, atol=2e-6, err_msg=key)
+    assert max(np.abs(a1[k]).max() for k in a1 if k.endswith("/loss")) > 0
+    r8, r1 = j8["records"], j1["records"]
+    assert [r["name"] for r in r8] == [r["name"] for r in r1] and len(r8) == 6
+    for a, b in zip(r8, r1):
+        for key in ("val_nmse", "mean_l0", "dead_fraction", "train_dead_fraction"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a["name"], key)
+
+    # train_sweep on 8 devices vs 1: the saved models, and the run's own records and history.
+    run8, run1 = tmp_path / "dev8" / "run", tmp_path / "dev1" / "run"
+    _assert_same_params(_params(run8), _params(run1), rtol=1e-4, atol=1e-5)
+    m8, m1 = (json.loads((r / "metrics.json").read_text()) for r in (run8, run1))
+    assert [r["val_nmse"] for r in m8] == pytest.approx([r["val_nmse"] for r in m1], rel=1e-4)
+    h8, h1 = (json.loads((r / "sweep.json").read_text())["history"] for r in (run8, run1))
+    np.testing.assert_allclose(h8["loss"], h1["loss"], rtol=1e-4)
+
+    # The 8-device checkpoint restored here, on 1 device: never saved padded, same models.
     import jax
 
     assert jax.device_count() == 1
     sweep = load_sweep(run8)
-    assert len(sweep) == 6  # 3 models per group, padded to 8 while training, never saved padded
-    np.testing.assert_array_equal(sweep.reconstruct_all(x), np.load(run8 / "recon8.npy"))
-    m = sweep.model(k=6, latent_size=80)
-    np.testing.assert_allclose(m.reconstruct(x), np.load(run8 / "recon8.npy")[4], rtol=1e-6, atol=1e-6)
-
-    # Sharding the model axis changes nothing but placement: the same sweep on one device agrees.
-    run1 = tmp_path / "run1"
-    train_sweep(load_config(None, overrides), run1)
-    _assert_same_params(_params(run8), _params(run1), rtol=1e-4, atol=1e-5)
+    assert len(sweep) == 6 and sweep.step == 60
+    recon8 = np.stack([m.reconstruct(x) for m in sweep.models()])
+    recon1 = np.stack([m.reconstruct(x) for m in load_sweep(run1).models()])
+    np.testing.assert_allclose(recon8, recon1, rtol=1e-4, atol=1e-4)
 
 
 def test_load_sweep_answers_model_queries_with_raw_space_functions(tmp_path, store):
@@ -141,9 +228,9 @@ def test_load_sweep_answers_model_queries_with_raw_space_functions(tmp_path, sto
     np.testing.assert_allclose(v, v_ref, rtol=1e-4, atol=1e-4)
     ref = (v_ref @ p["W_dec"] + p["b_pre"]) * sweep.normalizer.scale + sweep.normalizer.mean
     np.testing.assert_allclose(x_hat, ref, rtol=1e-4, atol=1e-4)
-    codes = sweep.encode_all(x)
-    np.testing.assert_allclose(codes[0][1], v, rtol=1e-5, atol=1e-6)
-    with pytest.raises(KeyError, match="k=20 latent_size=64"):
+    codes = sweep.encode(x)  # every model at once, one [B, L] array each
+    np.testing.assert_allclose(codes[sweep.index("k8_L64")], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(KeyError, match="k=20, latent_size=64"):
         sweep.model(k=20, latent_size=64)
 
 

@@ -8,6 +8,9 @@ from embed.cli import main as embed_main
 from embed.corpus.build import build_corpus
 from sweeps.demo import run_demo
 
+# Runs resemblyzer (the embed extra) on a synthesised corpus, then the whole demo: minutes.
+pytestmark = [pytest.mark.embed, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -27,8 +30,9 @@ def demo(tmp_path_factory):
 def test_every_stage_writes_its_results(demo):
     root, report = demo
     analysis = root / "run" / "analysis"
-    for name in ("probe-lang-es", "probe-kind-music", "steer-lang-es-k20-L200-flip",
-                 "steer-kind-music-k20-L200-flip", "steer-lang-es-flip", "steer-kind-music-flip",
+    for name in ("probe-lang-es", "probe-kind-music", "steer-lang-es-vs-en-k20-L200-flip-a1-normalized",
+                 "steer-kind-music-vs-voice-k20-L200-flip-a1-normalized", "steer-lang-es-vs-en-flip-a1-mean_active-thr50",
+                 "steer-kind-music-vs-voice-flip-a1-mean_active-thr50",
                  "consistency-lang-es-speaker-gender"):
         assert (analysis / name / "analysis.json").exists(), name
     page = report.read_text()
@@ -46,7 +50,7 @@ def test_probe_covers_every_model_and_separates_music_from_voice(demo):
 
 def test_steering_reports_delta_before_and_after_for_both_classes(demo):
     root, _ = demo
-    result = json.loads((root / "run" / "analysis" / "steer-kind-music-k20-L200-flip" / "analysis.json").read_text())
+    result = json.loads((root / "run" / "analysis" / "steer-kind-music-vs-voice-k20-L200-flip-a1-normalized" / "analysis.json").read_text())
     rows = {r["samples"]: r for r in result["summary"]["table"]}
     assert set(rows) == {"music", "voice"}
     for r in rows.values():

@@ -13,10 +13,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from embed.audio import load_audio
-from embed.cli import main
-from embed.encoders import get_encoder
-from jsae.store import open_store
+pytestmark = pytest.mark.embed  # the resemblyzer extra (torch): `pytest -m 'not embed'` leaves it out
+pytest.importorskip("resemblyzer")
+pytest.importorskip("soundfile")
+
+from embed.audio import load_audio  # noqa: E402
+from embed.cli import main  # noqa: E402
+from embed.encoders import get_encoder  # noqa: E402
+from jsae.store import open_store  # noqa: E402
 
 VOICES = ["en+m3", "en+f3", "en-us+m7"]
 SENTENCES = [

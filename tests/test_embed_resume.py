@@ -12,10 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from embed.cli import main
-from embed.export import export_status
-from embed_support import REPO, tiny_titanet, write_recording
-from jsae.store import StoreError, open_store
+pytestmark = pytest.mark.embed  # the NeMo/torch extra: `pytest -m 'not embed'` leaves it out
+for _extra in ("soundfile", "torch", "nemo"):
+    pytest.importorskip(_extra)
+
+from embed.cli import main  # noqa: E402
+from embed.export import export_status  # noqa: E402
+from embed_support import REPO, tiny_titanet, write_recording  # noqa: E402
+from jsae.store import StoreError, open_store  # noqa: E402
 
 NUM_GOOD = 10
 

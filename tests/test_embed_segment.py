@@ -1,16 +1,21 @@
-"""Segmentation and input reading: non-silent 4–8 s pieces, any rate, manifests, broken files."""
+"""Segmentation and input reading: non-silent 4–8 s pieces, any rate, manifests, broken files.
+
+The per-stretch tests use ``mode="contiguous"`` (each stretch cut on its own); joined
+segments (the default) are tested in ``test_embed_joined.py``."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from embed.audio import AudioReadError, audio_info, load_audio
-from embed.plan import make_plan, read_manifest, scan_audio_dir
-from embed.segment import Segment, SegmentConfig, find_segments, split_stretch
-from embed_support import recording, write_recording
+pytestmark = pytest.mark.embed  # soundfile/librosa (the embed extra): `pytest -m 'not embed'` leaves it out
+sf = pytest.importorskip("soundfile")
+
+from embed.audio import AudioReadError, audio_info, load_audio  # noqa: E402
+from embed.plan import make_plan, read_manifest, scan_audio_dir  # noqa: E402
+from embed.segment import Segment, SegmentConfig, find_segments, split_stretch  # noqa: E402
+from embed_support import recording, write_recording  # noqa: E402
 
 # the detector works on 25 ms frames every 10 ms: an edge can be off by half a frame
 EDGE = 0.03
@@ -39,12 +44,15 @@ def test_split_stretch_cuts_long_stretches_into_pieces_between_min_and_max():
     assert split_stretch(0, 17000, 6000, 8000) == [Segment(0, 8000), Segment(8000, 8000)]
 
 
+CONTIGUOUS = SegmentConfig(mode="contiguous")
+
+
 @pytest.mark.parametrize("min_s,max_s", [(4.0, 8.0), (2.0, 3.0), (6.0, 8.0)])
 def test_every_segment_lies_in_one_nonsilent_part_and_respects_min_max(min_s, max_s):
     x, spans = recording(LAYOUT)
     stretches = [(1.0, 7.0), (8.2, 10.7), (11.5, 28.65)]   # speech parts, the pause merged
     assert spans[2][1] == pytest.approx(19.5) and spans[3][0] == pytest.approx(19.65)
-    cfg = SegmentConfig(min_seconds=min_s, max_seconds=max_s)
+    cfg = SegmentConfig(min_seconds=min_s, max_seconds=max_s, mode="contiguous")
     segments, longest = find_segments(x, 16000, cfg)
     assert segments, "speech stretches must give segments"
     assert longest == pytest.approx(17.15, abs=2 * EDGE)
@@ -59,7 +67,7 @@ def test_every_segment_lies_in_one_nonsilent_part_and_respects_min_max(min_s, ma
 
 def test_long_stretches_are_covered_by_contiguous_pieces():
     x, _ = recording(LAYOUT)
-    segments, _ = find_segments(x, 16000, SegmentConfig())
+    segments, _ = find_segments(x, 16000, CONTIGUOUS)
     assert len(segments) == 1 + 3
     first, *rest = segments
     assert first.offset_ms / 1000 == pytest.approx(1.0, abs=EDGE)
@@ -67,11 +75,16 @@ def test_long_stretches_are_covered_by_contiguous_pieces():
     assert rest[0].offset_ms / 1000 == pytest.approx(11.5, abs=EDGE)
     assert rest[-1].end_ms / 1000 == pytest.approx(28.65, abs=EDGE)
     assert all(a.end_ms == b.offset_ms for a, b in zip(rest, rest[1:]))
+    # exactly the segments this recording gave before joined segmentation existed
+    assert [(s.offset_ms, s.duration_ms) for s in segments] == [(990, 6030), (11490, 5720), (17210, 5720),
+                                                                (22930, 5740)]
+    assert all(s.parts == ((s.offset_ms, s.end_ms),) for s in segments)
 
 
 def test_quiet_noise_below_the_floor_gives_no_segment():
     x, _ = recording([("silence", 10.0)])
     assert find_segments(x, 16000, SegmentConfig()) == ([], 0.0)
+    assert find_segments(x, 16000, CONTIGUOUS) == ([], 0.0)
 
 
 def test_8khz_stereo_is_read_as_16khz_mono_and_segmented_alike(tmp_path):
@@ -132,6 +145,8 @@ def test_manifest_excerpts_labels_and_ids(tmp_path):
     assert len(a) == 3 and a.offset.min() == pytest.approx(11.5, abs=EDGE)
     assert (a.offset + a.duration).max() <= 28.65 + EDGE
     assert list(a["id"]) == [f"calls/a.wav:{round(o * 1000)}" for o in a.offset]
+    # one stretch: every segment is one source span, [offset, offset + duration) in the file
+    assert [json.loads(sp) for sp in a.spans] == [[[o, round(o + d, 3)]] for o, d in zip(a.offset, a.duration)]
     assert set(a.lang) == {"es"} and set(table[table.source == "calls/b.flac"].lang) == {"en"}
     assert table["id"].is_unique
     assert table.speaker.map(type).eq(str).all() or table.speaker.isna().any()   # mixed int/str -> str
@@ -155,6 +170,12 @@ def test_bad_segmentation_settings_are_refused_with_the_option_name():
         SegmentConfig(min_seconds=8, max_seconds=4)
     with pytest.raises(ValueError, match="--floor-db"):
         SegmentConfig(floor_db=3)
+    with pytest.raises(ValueError, match="--segment-mode"):
+        SegmentConfig(mode="sox")
+    with pytest.raises(ValueError, match="--max-gap"):
+        SegmentConfig(max_gap=-1.0)
+    with pytest.raises(ValueError, match="--max-gap applies to --segment-mode joined"):
+        SegmentConfig(mode="contiguous", max_gap=1.0)
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".mp3", "MP3"), (".ogg", "OGG"), (".flac", "FLAC")])

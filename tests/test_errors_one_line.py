@@ -13,7 +13,7 @@ import pytest
 
 import jsae.store as store_module
 from jsae.errors import JsaeError, one_line
-from safety_helpers import REPO, TINY_SWEEP, jsae, tiny_run, tiny_store, tiny_x
+from safety_helpers import REPO, TINY_SWEEP, jsae, tiny_x
 
 
 def assert_one_line(rc, err, *needles):
@@ -28,24 +28,24 @@ def assert_one_line(rc, err, *needles):
 
 # ----------------------------------------------------------------------------- configs
 
-def sweep(tmp_path, config, *overrides, store=None):
-    return ["sweep", config, "--out", tmp_path / "run", f"data.store={store or tiny_store()}", *TINY_SWEEP,
+def sweep(tmp_path, config, *overrides, store):
+    return ["sweep", config, "--out", tmp_path / "run", f"data.store={store}", *TINY_SWEEP,
             *overrides]
 
 
-def test_yaml_syntax_error(tmp_path, capsys):
+def test_yaml_syntax_error(tmp_path, capsys, tiny_store):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  k: [1, 2\n")
-    rc, err = jsae(capsys, *sweep(tmp_path, bad))
+    rc, err = jsae(capsys, *sweep(tmp_path, bad, store=tiny_store))
     assert_one_line(rc, err, "not valid YAML", "line")
     assert not (tmp_path / "run").exists()
 
 
-def test_yaml_unsafe_tag_is_refused_not_run(tmp_path, capsys):
+def test_yaml_unsafe_tag_is_refused_not_run(tmp_path, capsys, tiny_store):
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.yaml"
     evil.write_text(f"grid: !!python/object/apply:os.system ['touch {marker}']\n")
-    rc, err = jsae(capsys, *sweep(tmp_path, evil))
+    rc, err = jsae(capsys, *sweep(tmp_path, evil, store=tiny_store))
     assert_one_line(rc, err, "python/object")
     assert not marker.exists() and not (tmp_path / "run").exists()
 
@@ -56,8 +56,8 @@ def test_yaml_unsafe_tag_is_refused_not_run(tmp_path, capsys):
     ("optim.b2=-0.5", "optim.b2"), ("sae.auxk_coef=inf", "sae.auxk_coef"), ("grid.l1_coef=[nan]", "grid.l1_coef"),
     ("train.val_fraction=0", "train.val_fraction"), ("train.val_fraction=nan", "train.val_fraction"),
 ])
-def test_non_finite_and_out_of_range_optimiser_values_are_refused(tmp_path, capsys, override, needle):
-    rc, err = jsae(capsys, *sweep(tmp_path, REPO / "configs" / "default.yaml", override))
+def test_non_finite_and_out_of_range_optimiser_values_are_refused(tmp_path, capsys, override, needle, tiny_store):
+    rc, err = jsae(capsys, *sweep(tmp_path, REPO / "configs" / "default.yaml", override, store=tiny_store))
     assert_one_line(rc, err, needle)
     assert not (tmp_path / "run").exists()   # nothing written: the corrected command starts afresh
 
@@ -70,7 +70,7 @@ def test_a_store_too_small_for_the_validation_fraction_names_the_value_and_the_r
     assert not (tmp_path / "run").exists()
 
 
-def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_training(tmp_path, monkeypatch):
+def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_training(tmp_path, monkeypatch, tiny_store):
     """The library path (no CLI pre-check) refuses in prepare_data, naming the configured
     value and the row count, for a store and for an array; evaluate() is never reached."""
     import jsae.train
@@ -84,13 +84,13 @@ def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_train
     default = REPO / "configs" / "default.yaml"
     for overrides, data, needles in [
         (["train.val_fraction=0.001"], None, ("train.val_fraction=0.001 of the 240 training rows of",
-                                              str(tiny_store()), "0 validation rows")),
+                                              str(tiny_store), "0 validation rows")),
         (["train.val_fraction=0.001"], tiny_x(240), ("train.val_fraction=0.001 of the 240 training rows of the "
                                                      "data array", "0 validation rows")),
         (["train.val_fraction=0.999"], None, ("train.val_fraction=0.999 of the 240 training rows",
                                               "leaves no training row")),
     ]:
-        cfg = load_config(default, [f"data.store={tiny_store()}", *TINY_SWEEP, *overrides])
+        cfg = load_config(default, [f"data.store={tiny_store}", *TINY_SWEEP, *overrides])
         with pytest.raises(ConfigError) as info:
             train_sweep(cfg, tmp_path / "run", data=data)
         msg = str(info.value)
@@ -107,12 +107,12 @@ def test_evaluate_without_validation_rows_does_not_invent_a_val_fraction():
     assert "val_fraction=0" not in str(info.value)
 
 
-def test_resuming_a_run_whose_saved_config_is_not_yaml_is_one_line(tmp_path, capsys):
+def test_resuming_a_run_whose_saved_config_is_not_yaml_is_one_line(tmp_path, capsys, tiny_store, tiny_run):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run(), run)
+    shutil.copytree(tiny_run, run)
     (run / "config.yaml").write_text("grid:\n  k: [1, 2\n")
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-    rc, err = jsae(capsys, "sweep", REPO / "configs" / "default.yaml", "--out", run, f"data.store={tiny_store()}",
+    rc, err = jsae(capsys, "sweep", REPO / "configs" / "default.yaml", "--out", run, f"data.store={tiny_store}",
                    *TINY_SWEEP)
     line = assert_one_line(rc, err, str(run), "saved config.yaml is damaged", "not valid YAML", "line 3")
     assert "new --out" in line
@@ -178,44 +178,64 @@ def test_a_cli_run_as_a_subprocess_prints_one_line(arrays):
 # ----------------------------------------------------------------------------- checkpoints
 
 @pytest.fixture
-def damaged(tmp_path):
+def damaged(tmp_path, tiny_run):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run(), run)
+    shutil.copytree(tiny_run, run)
     return run
 
 
-def probe(run):
-    return ["probe", run, "--data", tiny_store(), "--label", "split", "--positive", "train"]
+def probe(run, store):
+    return ["probe", run, "--data", store, "--label", "split", "--positive", "train"]
 
 
-def test_probe_of_a_truncated_checkpoint(damaged):
-    """In a subprocess: nothing else (orbax's own log lines) reaches stderr either."""
-    files = [p for p in (damaged / "checkpoints").rglob("*") if p.is_file() and p.stat().st_size > 64]
+def _truncate(files) -> None:
+    files = [p for p in files if p.is_file() and p.stat().st_size > 64]
     assert files
-    for p in files:  # every data file of the checkpoint cut in half
+    for p in files:  # every data file cut in half
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    proc = subprocess.run([sys.executable, "-m", "sweeps", *map(str, probe(damaged))], capture_output=True,
+
+
+def _probe_subprocess(run, store) -> tuple[int, list[str]]:
+    proc = subprocess.run([sys.executable, "-m", "sweeps", *map(str, probe(run, store))], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
-    err = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert_one_line(proc.returncode, err, str(damaged))
+    return proc.returncode, [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def test_probe_of_truncated_model_files(damaged, tiny_store):
+    """Analyses read RUN/models: truncated weights are one line naming the file (in a subprocess:
+    nothing else reaches stderr either)."""
+    _truncate((damaged / "models").rglob("*.safetensors"))
+    code, err = _probe_subprocess(damaged, tiny_store)
+    assert_one_line(code, err, str(damaged / "models"))
     assert err[0].startswith("jsae probe: error:")
 
 
-def test_probe_of_a_run_without_checkpoints(damaged, capsys):
+def test_probe_of_a_truncated_checkpoint_without_model_files(damaged, tiny_store):
+    """Without models/, the checkpoint is read: orbax's own log lines stay off stderr."""
+    shutil.rmtree(damaged / "models")
+    _truncate((damaged / "checkpoints").rglob("*"))
+    code, err = _probe_subprocess(damaged, tiny_store)
+    assert_one_line(code, err, str(damaged))
+    assert err[0].startswith("jsae probe: error:")
+
+
+def test_probe_of_a_run_without_models_or_checkpoints(damaged, capsys, tiny_store):
+    shutil.rmtree(damaged / "models")
     for step in (damaged / "checkpoints").iterdir():
         shutil.rmtree(step)
-    assert_one_line(*jsae(capsys, *probe(damaged)), str(damaged))
+    assert_one_line(*jsae(capsys, *probe(damaged, tiny_store)), str(damaged))
     shutil.rmtree(damaged / "checkpoints")
-    assert_one_line(*jsae(capsys, *probe(damaged)), "no checkpoints/")
+    assert_one_line(*jsae(capsys, *probe(damaged, tiny_store)), "no models/ or checkpoints/")
 
 
-def test_probe_of_a_run_with_a_broken_config(damaged, capsys):
+def test_probe_of_a_run_with_a_broken_config(damaged, capsys, tiny_store):
     (damaged / "config.yaml").write_text("grid: [unclosed\n")
-    assert_one_line(*jsae(capsys, *probe(damaged)), str(damaged))
+    assert_one_line(*jsae(capsys, *probe(damaged, tiny_store)), str(damaged))
 
 
 # ----------------------------------------------------------------------------- model files
 
+@pytest.mark.embed
 def test_a_hostile_pt_model_is_never_unpickled(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("resemblyzer")
@@ -273,29 +293,35 @@ def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
         assert issubclass(cls, JsaeError) and issubclass(cls, old), cls
 
 
-def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_path):
+def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_path, tiny_run):
     from jsae.config import ConfigError
     from jsae.errors import MissingPathError, NotFoundError
     from jsae.sweep import load_sweep
 
-    sweep = load_sweep(tiny_run())
-    with pytest.raises(KeyError, match="k=3 latent_size=8") as info:
+    sweep = load_sweep(tiny_run)
+    with pytest.raises(KeyError, match="k=3, latent_size=8") as info:
         sweep.model(k=3, latent_size=8)
-    assert isinstance(info.value, NotFoundError) and str(info.value).startswith("no model k=3")
+    assert isinstance(info.value, NotFoundError) and str(info.value).startswith("no model with k=3")
     assert "k2_L8" in str(info.value)  # names the models there are
 
-    with pytest.raises(FileNotFoundError, match="no checkpoints/") as info:
-        load_sweep(tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.yaml is missing") as info:
+        load_sweep(tmp_path)  # an empty folder
     assert isinstance(info.value, MissingPathError)
+    with pytest.raises(FileNotFoundError, match="no such run directory") as info:
+        load_sweep(tmp_path / "nope")
+    run = tmp_path / "without-models-and-checkpoints"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("models", "checkpoints"))
+    with pytest.raises(MissingPathError, match="no checkpoints/"):
+        load_sweep(run)
     for name, needle in (("config.yaml", "config.yaml is missing"), ("sweep.json", "sweep.json is missing")):
         run = tmp_path / f"without-{name}"
-        shutil.copytree(tiny_run(), run)
+        shutil.copytree(tiny_run, run)
         (run / name).unlink()
         with pytest.raises(MissingPathError, match=needle) as info:
             load_sweep(run)
         assert isinstance(info.value, FileNotFoundError) and "\n" not in str(info.value)
     run = tmp_path / "broken"
-    shutil.copytree(tiny_run(), run)
+    shutil.copytree(tiny_run, run)
     (run / "config.yaml").write_text("grid: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_sweep(run)
@@ -314,10 +340,10 @@ def test_messages_with_a_table_are_one_line(tmp_path):
     assert one_line("a table:\n  a: 1\n  b: 2\nfix it") == "a table: a: 1; b: 2; fix it"
 
 
-def test_a_real_bug_keeps_its_traceback(monkeypatch, capsys):
+def test_a_real_bug_keeps_its_traceback(monkeypatch, capsys, tiny_store):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(store_module, "open_store", broken)
     with pytest.raises(ZeroDivisionError):
-        jsae(capsys, "store", "info", tiny_store())
+        jsae(capsys, "store", "info", tiny_store)

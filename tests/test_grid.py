@@ -1,4 +1,9 @@
-"""Whole-grid training: every member trains exactly as it would alone, and TopK SAEs work."""
+"""Whole-grid training: models of a group stay distinct, TopK SAEs work.
+
+That a grid member trains exactly as the same model alone is tested against an
+independent float64 trainer in test_reference_trainer.py (it replaced a comparison of
+the grid with a one-model grid, which shared every line of the code under test).
+"""
 import json
 
 import numpy as np
@@ -28,21 +33,8 @@ def grid_run(tmp_path_factory, data, topk_path):
     return run
 
 
-@pytest.mark.parametrize("k,latent_size", [(5, 40), (2, 24)])
-def test_grid_member_equals_the_same_model_trained_alone(tmp_path, data, grid_run, topk_path, k, latent_size):
-    alone_dir = tmp_path / "alone"
-    cfg = load_config(None, [f"grid.k=[{k}]", f"grid.latent_size=[{latent_size}]", *COMMON,
-                             f"train.topk_path={topk_path}"])
-    train_sweep(cfg, alone_dir, data=data)
-    member = load_sweep(grid_run).model(k=k, latent_size=latent_size)
-    alone = load_sweep(alone_dir).model(k=k, latent_size=latent_size)
-    for name in ("W_enc", "b_enc", "W_dec", "b_pre"):
-        np.testing.assert_allclose(np.asarray(getattr(member.params, name)), np.asarray(getattr(alone.params, name)),
-                                   rtol=1e-4, atol=1e-5, err_msg=name)
-
-
 def test_grid_run_exercised_dead_latents_and_auxk(grid_run):
-    """The equality above covers AuxK and per-model dead statistics only if they were active."""
+    """The tests on this run cover AuxK and per-model dead statistics only if they were active."""
     history = json.loads((grid_run / "sweep.json").read_text())["history"]
     assert np.max(history["dead_fraction"]) > 0
 

@@ -69,7 +69,8 @@ def straight(tmp_path_factory, store) -> Path:
 def _assert_identical(run_a: Path, run_b: Path) -> None:
     a, b = load_sweep(run_a), load_sweep(run_b)
     assert a.step == b.step
-    for ga, gb in zip(a.group_params, b.group_params):
+    assert a.names == b.names
+    for ga, gb in zip(a.params, b.params):
         for field in ("W_enc", "b_enc", "W_dec", "b_pre"):
             np.testing.assert_array_equal(np.asarray(getattr(ga, field)), np.asarray(getattr(gb, field)),
                                           err_msg=field)
@@ -210,7 +211,7 @@ def test_bit_flipped_checkpoint_is_refused_by_load_and_skipped_by_resume(tmp_pat
     _flip_bytes(run / "checkpoints" / "40")
 
     with pytest.raises(CheckpointError, match=r"checkpoint step 40 of .*(checksum|cannot be read)"):
-        load_sweep(run)
+        load_sweep(run, source="checkpoint")  # analyses read models/; the checkpoint is what resumes
     assert load_sweep(run, step=20).step == 20  # an older good step loads when asked for
 
     with pytest.warns(CheckpointWarning, match=r"step 40 .*resuming from step 20"):
@@ -225,7 +226,7 @@ def test_load_sweep_refuses_a_run_whose_only_checkpoint_is_corrupt(tmp_path, sto
     train_sweep(load_config(DEFAULT, [f"data.store={store}", *TINY]), run, stop_after=20)
     _flip_bytes(run / "checkpoints" / "20")
     with pytest.raises(CheckpointError, match=r"step 20"):
-        load_sweep(run)
+        load_sweep(run, source="checkpoint")
     with pytest.raises(CheckpointError, match=r"no checkpoint of .* verifies"):
         train_sweep(load_config(DEFAULT, [f"data.store={store}", *TINY]), run)
 

@@ -11,7 +11,7 @@ import pytest
 from jsae.rundir import RunDirError, check_run_dir, is_jsae_run
 from jsae.safety import UnsafeDeleteError, check_deletable, is_store_dir
 from jsae.store import open_store, write_store
-from safety_helpers import REPO, TINY_SWEEP, jsae, snapshot, tiny_store, tiny_x
+from safety_helpers import REPO, TINY_SWEEP, jsae, snapshot, tiny_x
 
 
 @pytest.fixture
@@ -84,12 +84,12 @@ def test_overwrite_still_replaces_a_store(tmp_path, capsys):
     assert open_store(out).num_rows == 12
 
 
-def test_overwrite_refuses_a_symlink_to_a_store(tmp_path):
+def test_overwrite_refuses_a_symlink_to_a_store(tmp_path, tiny_store):
     link = tmp_path / "link"
-    link.symlink_to(tiny_store(), target_is_directory=True)
+    link.symlink_to(tiny_store, target_is_directory=True)
     with pytest.raises(UnsafeDeleteError, match="symbolic link"):
         write_store(link, tiny_x(10), overwrite=True)
-    assert open_store(tiny_store()).num_rows == 240
+    assert open_store(tiny_store).num_rows == 240
 
 
 def test_the_guard_refuses_home_and_root(tmp_path):
@@ -165,22 +165,22 @@ def test_corpus_builder_never_deletes_a_user_audio_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- jsae sweep --out
 
-def sweep_args(out):
-    return ["sweep", REPO / "configs" / "default.yaml", "--out", out, f"data.store={tiny_store()}", *TINY_SWEEP]
+def sweep_args(out, store):
+    return ["sweep", REPO / "configs" / "default.yaml", "--out", out, f"data.store={store}", *TINY_SWEEP]
 
 
-def test_sweep_into_a_folder_of_user_files_is_refused(user_dir, capsys):
+def test_sweep_into_a_folder_of_user_files_is_refused(user_dir, capsys, tiny_store):
     before = snapshot(user_dir)
-    rc, err = jsae(capsys, *sweep_args(user_dir))
+    rc, err = jsae(capsys, *sweep_args(user_dir, tiny_store))
     assert_one_error_line(rc, err)
     assert "neither empty nor a jsae run" in err[0] and "config.yaml" in err[0]
     assert snapshot(user_dir) == before
 
 
-def test_sweep_out_dot_in_a_project_folder_is_refused(user_dir, monkeypatch, capsys):
+def test_sweep_out_dot_in_a_project_folder_is_refused(user_dir, monkeypatch, capsys, tiny_store):
     monkeypatch.chdir(user_dir)
     before = snapshot(user_dir)
-    rc, err = jsae(capsys, *sweep_args("."))
+    rc, err = jsae(capsys, *sweep_args(".", tiny_store))
     assert_one_error_line(rc, err)
     assert snapshot(user_dir) == before and not (user_dir / "checkpoints").exists()
 
@@ -218,20 +218,18 @@ def test_a_folder_holding_only_a_stale_run_lock_counts_as_empty(tmp_path):
     check_run_dir(tmp_path / "run")
 
 
-def test_report_never_overwrites_a_file_that_is_no_report(tmp_path, capsys):
-    from safety_helpers import tiny_run
-
+def test_report_never_overwrites_a_file_that_is_no_report(tmp_path, capsys, tiny_run):
     notes = tmp_path / "notes.html"
     notes.write_text("<html>my notes</html>")
-    rc, err = jsae(capsys, "report", tiny_run(), "--out", notes)
+    rc, err = jsae(capsys, "report", tiny_run, "--out", notes)
     assert_one_error_line(rc, err)
     assert "not a jsae report" in err[0] and notes.read_text() == "<html>my notes</html>"
     page = tmp_path / "report.html"
-    assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0
-    assert jsae(capsys, "report", tiny_run(), "--out", page)[0] == 0   # its own page is replaced
+    assert jsae(capsys, "report", tiny_run, "--out", page)[0] == 0
+    assert jsae(capsys, "report", tiny_run, "--out", page)[0] == 0   # its own page is replaced
 
 
-def test_train_sweep_itself_refuses_a_folder_of_user_files(user_dir):
+def test_train_sweep_itself_refuses_a_folder_of_user_files(user_dir, tiny_store):
     """The library entry point checks the run directory before anything else: its clean-up
     of a failed first start deletes config.yaml, sweep.json and checkpoints/, which must
     never be the user's (here a diverging lr would have failed before the first checkpoint)."""
@@ -242,14 +240,14 @@ def test_train_sweep_itself_refuses_a_folder_of_user_files(user_dir):
     (user_dir / "checkpoints" / "README").write_text("my checkpoints\n")
     (user_dir / "sweep.json").write_text('{"mine": true}\n')
     before = snapshot(user_dir)
-    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store()}", *TINY_SWEEP, "optim.lr=1e30"])
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store}", *TINY_SWEEP, "optim.lr=1e30"])
     with pytest.raises(RunDirError, match="neither empty nor a jsae run") as info:
         train_sweep(cfg, user_dir)
     assert "\n" not in str(info.value) and str(user_dir) in str(info.value)
     assert snapshot(user_dir) == before and not (user_dir / ".lock").exists()
 
 
-def test_train_sweep_on_a_folder_another_sweep_is_writing_names_that_sweep(tmp_path):
+def test_train_sweep_on_a_folder_another_sweep_is_writing_names_that_sweep(tmp_path, tiny_store):
     """Mid-write (config.yaml written, no checkpoints/ yet) a run is not recognisable as one;
     while its writer holds the lock, the refusal names the writer instead, and the lock
     file is only read."""
@@ -258,7 +256,7 @@ def test_train_sweep_on_a_folder_another_sweep_is_writing_names_that_sweep(tmp_p
 
     run = tmp_path / "run"
     run.mkdir()
-    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store()}", *TINY_SWEEP])
+    cfg = load_config(REPO / "configs" / "default.yaml", [f"data.store={tiny_store}", *TINY_SWEEP])
     with run_lock(run):
         (run / "config.yaml").write_text((REPO / "configs" / "default.yaml").read_text())
         lock_before = (run / ".lock").read_bytes()
@@ -284,10 +282,8 @@ def labelled_tiny(tmp_path_factory):
     return write_store(tmp_path_factory.mktemp("labelled") / "store", x, table).path
 
 
-def probe_args(store, out):
-    from safety_helpers import tiny_run
-
-    return ["probe", tiny_run(), "--data", store, "--label", "lang", "--positive", "es", "--out", out]
+def probe_args(run, store, out):
+    return ["probe", run, "--data", store, "--label", "lang", "--positive", "es", "--out", out]
 
 
 def consistency_args(store, out):
@@ -296,7 +292,7 @@ def consistency_args(store, out):
 
 
 def test_analysis_out_into_a_folder_of_user_files_is_refused_before_the_work(user_dir, labelled_tiny,
-                                                                             monkeypatch, capsys):
+                                                                             monkeypatch, capsys, tiny_run):
     import importlib
 
     probing = importlib.import_module("jsae.probing")   # jsae.consistency is also the name of a function
@@ -308,7 +304,7 @@ def test_analysis_out_into_a_folder_of_user_files_is_refused_before_the_work(use
     monkeypatch.setattr(probing, "probe", never)
     monkeypatch.setattr(consistency_module, "consistency", never)
     before = snapshot(user_dir)
-    for args, kind in ((probe_args(labelled_tiny, user_dir), "probe"),
+    for args, kind in ((probe_args(tiny_run, labelled_tiny, user_dir), "probe"),
                        (consistency_args(labelled_tiny, user_dir), "consistency")):
         rc, err = jsae(capsys, *args)
         assert_one_error_line(rc, err)
@@ -316,21 +312,21 @@ def test_analysis_out_into_a_folder_of_user_files_is_refused_before_the_work(use
         assert "config.yaml" in err[0]  # names what it holds
         assert snapshot(user_dir) == before
     monkeypatch.chdir(user_dir)
-    rc, err = jsae(capsys, *probe_args(labelled_tiny, "."))  # --out . in a project folder
+    rc, err = jsae(capsys, *probe_args(tiny_run, labelled_tiny, "."))  # --out . in a project folder
     assert_one_error_line(rc, err)
     assert snapshot(user_dir) == before
 
 
-def test_analysis_out_takes_a_new_or_empty_folder_or_its_own_earlier_output(tmp_path, labelled_tiny, capsys):
+def test_analysis_out_takes_a_new_or_empty_folder_or_its_own_earlier_output(tmp_path, labelled_tiny, capsys, tiny_run):
     out = tmp_path / "probe-out"
-    assert jsae(capsys, *probe_args(labelled_tiny, out))[0] == 0
+    assert jsae(capsys, *probe_args(tiny_run, labelled_tiny, out))[0] == 0
     info = json.loads((out / "analysis.json").read_text())
     assert info["analysis"] == "probe" and "probe.csv" in info["files"]
     (out / "probe.csv").write_text("stale\n")
-    assert jsae(capsys, *probe_args(labelled_tiny, out))[0] == 0  # an earlier probe: replaced
+    assert jsae(capsys, *probe_args(tiny_run, labelled_tiny, out))[0] == 0  # an earlier probe: replaced
     assert (out / "probe.csv").read_text() != "stale\n"
     (tmp_path / "empty").mkdir()
-    assert jsae(capsys, *probe_args(labelled_tiny, tmp_path / "empty"))[0] == 0
+    assert jsae(capsys, *probe_args(tiny_run, labelled_tiny, tmp_path / "empty"))[0] == 0
     assert (tmp_path / "empty" / "analysis.json").is_file()
 
     # another analysis does not write into a probe's folder (its files would mix with the probe's)
@@ -350,7 +346,7 @@ def test_analysis_out_takes_a_new_or_empty_folder_or_its_own_earlier_output(tmp_
         else:
             target.write_text("my notes\n")
         before = snapshot(out)
-        rc, err = jsae(capsys, *probe_args(labelled_tiny, out))
+        rc, err = jsae(capsys, *probe_args(tiny_run, labelled_tiny, out))
         assert_one_error_line(rc, err)
         assert planted in err[0] and snapshot(out) == before and mine.read_text() == "my table\n"
         target.unlink()

@@ -19,7 +19,7 @@ from markupsafe import escape
 from jsae.report import CSP, audio_roots, locate_audio
 from jsae.store import write_store
 from jsae.sweep import load_sweep
-from safety_helpers import jsae, tiny_run, tiny_x
+from safety_helpers import jsae, tiny_x
 
 SCRIPT = "<script>document.title='pwned'</script>"
 IMG = "\"><img src=x onerror=\"document.title='pwned'\">"
@@ -40,7 +40,7 @@ def write_wav(path: Path, rate: int, seconds: float = 1.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
+def hostile(tmp_path_factory, tiny_run):
     """A copy of the tiny run with one analysis whose store, features and files are hostile;
     returns (run, audio root, outside folder, number of rows shown whose source is good.wav)."""
     root = tmp_path_factory.mktemp("hostile")
@@ -55,7 +55,7 @@ def hostile(tmp_path_factory):
     (outside / "secret.csv").write_text("SECRETCSV\n1\n")
 
     x = tiny_x()[:ROWS]
-    sweep = load_sweep(tiny_run())
+    sweep = load_sweep(tiny_run)
     active = sweep.model(k=2, latent_size=8).encode(x) > 0
     latent = int(np.argmax(active.sum(axis=0)))
     kinds = [SOURCES[i % len(SOURCES)] for i in np.flatnonzero(active[:, latent])]   # the rows shown
@@ -72,7 +72,7 @@ def hostile(tmp_path_factory):
     store = write_store(root / "store", x, table, attrs={"inputs": {"audio_dir": str(audio)}}).path
 
     run = root / "run"
-    shutil.copytree(tiny_run(), run)
+    shutil.copytree(tiny_run, run)
     folder = run / "analysis" / "probe-hostile"
     folder.mkdir(parents=True)
     fig = folder / "fig.png"

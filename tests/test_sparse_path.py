@@ -8,6 +8,7 @@ import pytest
 
 from jsae import kernels, sae, sparse
 from jsae.config import GridConfig, OptimConfig, SAEConfig
+from jsae.activation import ReluL1, TopK
 from jsae.grid import GridTrainer, GroupSpec, ModelSpec, make_groups, prefers_sparse
 from jsae.synthetic import make_dictionary_data
 from jsae.train import batch_indices
@@ -97,9 +98,9 @@ def test_grid_parameters_after_100_steps_with_auxk_equal_the_dense_path():
 
 
 def test_the_trainer_picks_the_path_per_group_by_the_cost_rule():
-    sparse_group = GroupSpec(400, "topk", (ModelSpec(400, 5), ModelSpec(400, 35)))
-    dense_group = GroupSpec(100, "topk", (ModelSpec(100, 5), ModelSpec(100, 35)))  # k_max / L = 0.35
-    relu = GroupSpec(100, "relu_l1", (ModelSpec(100, 0, "relu_l1", 1e-3),))
+    sparse_group = GroupSpec(400, "topk", (ModelSpec(400, TopK(5)), ModelSpec(400, TopK(35))))
+    dense_group = GroupSpec(100, "topk", (ModelSpec(100, TopK(5)), ModelSpec(100, TopK(35))))  # k_max / L = 0.35
+    relu = GroupSpec(100, "relu_l1", (ModelSpec(100, ReluL1(1e-3)),))
     assert prefers_sparse(sparse_group) == (kernels.available() and kernels.on_cpu())
     assert not prefers_sparse(dense_group)
     assert prefers_sparse(dense_group, "sparse") and not prefers_sparse(sparse_group, "dense")
