@@ -20,7 +20,6 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import NotFoundError
 from .store import EmbeddingStore, StoreError, open_store
 from .models import ModelBatch
 

@@ -17,7 +17,7 @@ analyses see models in batch order, never groups or padding.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence

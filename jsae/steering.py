@@ -50,7 +50,7 @@ within one grid step, ``a_max / (n_grid − 1)``, would be missed). ``a = 0`` is
 ablation, so a threshold of 0 means ablation alone already flips the mean.
 
 Decoding is linear, so ``ε̃ = ε + (ṽ_φ − v_φ) · (d_φ ⊙ s)`` in the raw space:
-steering is vectorised over models, latents, values and rows without re-encoding
+steering is vectorised over latents, values and rows without re-encoding
 anything.
 
 **Output folders.** :func:`run_steer` names its folder by every parameter that

@@ -25,6 +25,7 @@ from embed.corpus.channel import (
     telephone,
 )
 from embed.corpus.text import clean_fortune, load_sentences, split_sentences
+from embed.segment import SegmentConfig
 
 MANIFESTS = ("sae_train", "language", "music")
 FIELDS = ("audio_filepath", "duration", "recording", "dataset", "split", "kind", "lang", "gender", "voice",
@@ -218,8 +219,7 @@ def test_segment_counts_match_the_embed_segmenter(corpus):
     for name in MANIFESTS:
         for r in _rows(corpus, name):
             x = load_audio(corpus / r["audio_filepath"], 16000)
-            # the builder sizes its turns with the contiguous rule the bundled stores were exported with
-            segs, _ = find_segments(x, 16000, SegmentConfig(mode="contiguous"))
+            segs, _ = find_segments(x, 16000, SegmentConfig())
             assert len(segs) == r["segments"], r["recording"]
             assert all(4000 <= s.duration_ms <= 8000 for s in segs)
 
@@ -317,6 +317,7 @@ def test_pauses_are_shortened_and_segments_counted():
     utt = np.concatenate([quiet(0.5), tone(2.5), quiet(0.6), tone(2.5), quiet(0.4)])
     out = compress_pauses(utt, rng)
     assert 5.0 < out.size / sr < 5.3          # edges trimmed, the 0.6 s pause now ≤ 0.16 s
-    assert count_segments(utt) == 0            # two 2.5 s stretches: both under 4 s
+    assert count_segments(utt) == 1            # two 2.5 s stretches, joined: one 5 s segment
+    assert count_segments(utt, config=SegmentConfig(mode="contiguous")) == 0   # each under 4 s
     assert count_segments(np.concatenate([quiet(1), out, quiet(1)])) == 1
     assert abs(median_f0(tone(1.0)) - 220) < 5

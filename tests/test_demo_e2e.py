@@ -37,11 +37,12 @@ def test_every_stage_writes_its_results(demo):
         assert (analysis / name / "analysis.json").exists(), name
     page = report.read_text()
     assert "<img" in page and "probe" in page.lower()
+    assert "not shown:" not in page  # every figure and table the analyses listed was found
 
 
 def test_probe_covers_every_model_and_separates_music_from_voice(demo):
     root, _ = demo
-    probe = pd.read_csv(next((root / "run" / "analysis" / "probe-kind-music").glob("*.csv")))
+    probe = pd.read_csv(root / "run" / "analysis" / "probe-kind-music" / "probe.csv")
     assert set(probe["name"]) == {"k4_L32", "k20_L32", "k4_L200", "k20_L200"}
     # real recorded music and synthetic speech are far apart for the encoder: the
     # all-latent logistic regression separates them on the test split

@@ -10,9 +10,11 @@ manifest next to its audio:
   ≈ 60 % female (Table I is female-heavy).
 - ``music.jsonl`` — ``kind`` music / voice, ``split`` train/test (Table II's proportions).
 
-**Targets are counted in segments**, the 4–8 s non-silent pieces the embed step cuts
-(:func:`embed.corpus.channel.count_segments` reproduces :mod:`embed.segment` exactly on the
-written audio). Each class — a ``(dataset, split, kind, lang, gender)`` cell — renders
+**Targets are counted in segments**, the 4–8 s pieces ``jsae embed`` cuts with its default
+segmenter (``joined`` mode: a recording's non-silent stretches concatenated, then cut):
+:func:`embed.corpus.channel.count_segments` runs :func:`embed.segment.segment_recording`
+itself on the audio as written and read back at 16 kHz, so the counts are the exporter's.
+Each class — a ``(dataset, split, kind, lang, gender)`` cell — renders
 recordings in a fixed order until it holds its target; the last recording is shortened
 at a turn boundary so the count is exact.
 
@@ -35,6 +37,7 @@ music/train, whose pieces alternate along each track (never the same stretch of 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,9 +59,11 @@ from jsae.safety import check_deletable, check_writable_folder
 
 from embed.corpus.channel import (
     SAMPLE_RATE,
+    WAV_ENCODINGS,
     compress_pauses,
     count_segments,
     median_f0,
+    pcm16,
     set_level,
     telephone,
     to_8k,
@@ -77,7 +82,8 @@ from embed.corpus.voices import (
 
 __all__ = ["CORPUS_VERSION", "SCALES", "Scale", "CorpusExistsError", "build_corpus", "stable_hash"]
 
-CORPUS_VERSION = "2"
+#: 3: segments counted with jsae embed's default (joined) segmenter; 2: contiguous stretches
+CORPUS_VERSION = "3"
 MANIFESTS = ("sae_train", "language", "music")
 SETS = ("sae_train", "language/train", "language/test", "music/train", "music/test")
 GENDERS = ("female", "male")
@@ -106,7 +112,8 @@ class Scale:
       voices_feature: voices per language per speaker in the language set; music voice
         speakers get this many English voices and one Spanish voice.
       turns: turns per recording (min, max); turn_seconds: planned speech per turn;
-      short_turns: share of short turns (1–3 s: too short to be a segment, as in a call).
+      short_turns: share of short turns (1–3 s: too short to be a segment on their own, as in a
+        call; the joined segmenter joins them with the recording's other turns).
       piece_seconds: music piece lengths. music/test gets whole tracks (in seeded order) until
         they hold about 7.5 s of music per wanted segment; the other tracks are the pool.
     """
@@ -424,8 +431,9 @@ def plan_classes(scale: Scale, seed: int) -> tuple[list[ClassSpec], dict]:
 
 # ----------------------------------------------------------------------------- rendering
 
-def render(job) -> Rendered:
-    """Render one :class:`SpeechJob` or :class:`MusicJob` (runs in a worker)."""
+def render(job, encoding: str = "pcm16") -> Rendered:
+    """Render one :class:`SpeechJob` or :class:`MusicJob` (runs in a worker); its segment count
+    is taken on the audio as written with ``encoding``."""
     rng = np.random.default_rng(job.seed)
     if isinstance(job, MusicJob):
         x = decode_piece(job.piece)
@@ -439,7 +447,8 @@ def render(job) -> Rendered:
         rec = np.concatenate([lead, set_level(x, job.level_dbfs), tail])
         y = telephone(np.clip(rec, -1, 1), rng, job.noise_dbfs)
         start = len(lead) / SAMPLE_RATE
-        return Rendered(y, [(start, start + len(x) / SAMPLE_RATE)], count_segments(y), None, len(x) / SAMPLE_RATE)
+        return Rendered(y, [(start, start + len(x) / SAMPLE_RATE)], count_segments(y, encoding=encoding), None,
+                        len(x) / SAMPLE_RATE)
 
     outs = synthesize(job.voice, list(job.turns))
     turns = [compress_pauses(to_8k(x, sr, job.voice.alpha), rng) for x, sr in outs]
@@ -459,17 +468,17 @@ def render(job) -> Rendered:
     rec = np.clip(set_level(np.concatenate(parts), job.level_dbfs), -1.0, 1.0)
     y = telephone(rec, rng, job.noise_dbfs)
     speech = sum(t.size for t in turns) / SAMPLE_RATE
-    return Rendered(y, intervals, count_segments(y), f0, speech)
+    return Rendered(y, intervals, count_segments(y, encoding=encoding), f0, speech)
 
 
-def _truncate(r: Rendered, need: int) -> Rendered | None:
+def _truncate(r: Rendered, need: int, encoding: str = "pcm16") -> Rendered | None:
     """``r`` cut after its k-th turn (+ up to 0.5 s of what follows) holding exactly ``need`` segments."""
     for k in range(len(r.turns) - 1, 0, -1):
         end = r.turns[k - 1][1]
         nxt = r.turns[k][0]
         cut = int(round(min(end + 0.5, (end + nxt) / 2) * SAMPLE_RATE))
         audio = r.audio[:cut]
-        n = count_segments(audio)
+        n = count_segments(audio, encoding=encoding)
         if n == need:
             speech = sum(b - a for a, b in r.turns[:k])
             return Rendered(audio, r.turns[:k], n, r.f0, speech)
@@ -487,7 +496,7 @@ def _write_wav(path: Path, x: np.ndarray, encoding: str) -> int:
 
         sf.write(str(path), x, SAMPLE_RATE, subtype="ULAW", format="WAV")
         return len(x)
-    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2")
+    pcm = pcm16(x)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -604,7 +613,7 @@ def build_corpus(out: str | os.PathLike, scale: str | Scale = "tiny", seed: int 
     else:
         raise BadValueError(f"--scale must be one of {', '.join(SCALES)}; got {scale!r}.")
     scale = cfg.name
-    if wav_encoding not in ("pcm16", "ulaw"):
+    if wav_encoding not in WAV_ENCODINGS:
         raise BadValueError(f"--wav-encoding must be pcm16 or ulaw; got {wav_encoding!r}.")
     if jobs < 1:
         raise BadValueError(f"--jobs must be >= 1; got {jobs}.")
@@ -647,14 +656,15 @@ def build_corpus(out: str | os.PathLike, scale: str | Scale = "tiny", seed: int 
                         break
                 if not todo:
                     break
-                results = executor.map(render, todo) if executor else map(render, todo)
+                work = functools.partial(render, encoding=wav_encoding)
+                results = executor.map(work, todo) if executor else map(work, todo)
                 for job, r in zip(todo, results):
                     rendered_n += 1
                     if have >= cls.target or r.segments == 0:
                         continue
                     need = cls.target - have
                     if r.segments > need:
-                        r = _truncate(r, need)
+                        r = _truncate(r, need, wav_encoding)
                         if r is None:
                             continue
                     rel = f"audio/{cls.dataset}/{cls.split}/{job.recording}.wav"

@@ -7,10 +7,11 @@ from dataclasses import asdict
 from pathlib import Path
 from statistics import median
 
-from embed.corpus.channel import BAND, SAMPLE_RATE
+from embed.corpus.channel import BAND, EMBED_SAMPLE_RATE, SAMPLE_RATE
 from embed.corpus.music import MUSIC_SOURCE
 from embed.corpus.text import ENGLISH_FILES, TEXT_SOURCES
 from embed.corpus.voices import ENGLISH_ACCENTS, ESPEAK_VARIANTS, SPANISH_ACCENTS
+from embed.segment import SegmentConfig
 
 __all__ = ["SYNTHESIZERS", "corpus_record", "write_data_card", "render_data_card"]
 
@@ -41,7 +42,7 @@ AUDIO = (
     "Speech: each turn (one or more sentences) is synthesised as one utterance, resampled to 8 kHz with a "
     "vocal-tract-length factor alpha (0.93-1.07), trimmed, and its synthesiser pauses longer than 0.2 s are "
     "shortened to 0.06-0.16 s so a turn is one non-silent stretch. A recording is one voice: 2-5 turns "
-    "(about 15 % of them short, 1-3 s, below the 4 s segment minimum) separated by 0.4-1.5 s of silence, with "
+    "(about 15 % of them short, 1-3 s, below the 4 s segment minimum on their own) separated by 0.4-1.5 s of silence, with "
     "0.3-1.0 s before and after, levelled to -23..-17 dBFS (speech frames). Music: 8-16 s pieces of a track, "
     "50 ms fades, 0.2-0.6 s silence around, levelled to -24..-18 dBFS. Then every recording goes through the "
     "telephone channel: white noise at -68..-60 dBFS, 300-3400 Hz band-pass (Butterworth), 8-bit mu-law "
@@ -150,6 +151,7 @@ def corpus_record(request: dict, cfg, classes, rows: dict, details: list[dict], 
         **request,
         "sample_rate": SAMPLE_RATE,
         "band_hz": list(BAND),
+        "segmentation": {**SegmentConfig().to_dict(), "sample_rate": EMBED_SAMPLE_RATE},
         "scale_config": asdict(cfg),
         "datasets": datasets,
         "voice_inventory": inventory_out,
@@ -189,8 +191,10 @@ def render_data_card(rec: dict) -> str:
     L.append("Synthetic speech (three speech synthesisers) and recorded game music, passed through a "
              "telephone channel, arranged as the three datasets of *Sparse Autoencoder Insights on Voice "
              "Embeddings* (Sec. IV-A): SAE training audio, a language feature set (Table I) and a hold-music "
-             "feature set (Table II). Counts are **segments**: the 4–8 s non-silent pieces `jsae embed` cuts "
-             "(same rule, counted on the written audio).\n")
+             "feature set (Table II). Counts are **segments**: the 4–8 s pieces `jsae embed` cuts with its "
+             "default segmenter, `joined` mode (a recording's non-silent stretches concatenated, silence "
+             "removed, then cut; a segment may span several utterances), counted by running that segmenter "
+             "on the written audio at 16 kHz.\n")
     L.append("## Contents\n")
     L.append(_table(["manifest", "recordings", "segments", "audio hours", "speech hours"],
                     [[f"`{d['manifest']}`", d["recordings"], d["segments"], d["hours"], d["speech_hours"]]
@@ -280,8 +284,10 @@ def render_data_card(rec: dict) -> str:
              "- Gender is the synthesiser's voice definition, not a listener's judgement.\n"
              "- Texts are quotations and proverbs, not conversation; sentences may recur across datasets (spoken by "
              "different voices), and within a class only after its shuffled pool is used up.\n"
-             "- Expected segment counts assume `jsae embed`'s default segmenter settings (4–8 s, 40 dB, −55 dBFS, "
-             "0.3 s gaps).\n")
+             "- Expected segment counts assume `jsae embed`'s default segmenter settings (`joined` mode, 4–8 s, "
+             "40 dB, −55 dBFS, 0.3 s gaps) at a 16 kHz encoder; `--segment-mode contiguous` gives other counts "
+             "(each non-silent stretch cut on its own: utterances under 4 s dropped, long turns cut into more, "
+             "shorter pieces).\n")
     if rec["shortfalls"]:
         L.append("- Classes short of their target (source exhausted): " + json.dumps(rec["shortfalls"]) + "\n")
     return "\n".join(L)

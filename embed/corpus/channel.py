@@ -13,10 +13,12 @@ The telephone channel (:func:`telephone`) follows the path a call centre's audio
 
 All input reaches 8 kHz first (:func:`to_8k`, polyphase resampling) so the band above
 4 kHz never exists. :func:`median_f0` is a small YIN pitch estimate used to check the gender
-labels; :func:`count_segments` reproduces the embed segmenter
-(:mod:`embed.segment`: librosa's RMS-energy split, 25 ms frames every 10 ms, silence =
-more than 40 dB below the loudest frame or below −55 dBFS, gaps < 0.3 s merged, stretches
-cut into 4–8 s pieces) in numpy so the builder can count segments without librosa.
+labels; :func:`count_segments` counts the segments ``jsae embed`` will cut from a recording
+by running the embed segmenter itself (:func:`embed.segment.segment_recording` with the
+default :class:`~embed.segment.SegmentConfig`: ``joined`` mode, 4–8 s) on the audio as the
+exporter reads it back — quantised as the WAV is written (:func:`as_written`) and resampled
+to :data:`EMBED_SAMPLE_RATE` with :func:`embed.audio.resample` — so the counts cannot drift
+from the exporter (it needs librosa, as ``jsae embed`` does).
 """
 from __future__ import annotations
 
@@ -26,23 +28,31 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from embed.segment import SegmentConfig, intervals_to_stretches, split_stretch
+from embed.segment import SegmentConfig, Segmentation
 
 __all__ = [
+    "EMBED_SAMPLE_RATE",
     "SAMPLE_RATE",
+    "WAV_ENCODINGS",
     "active_rms",
+    "as_written",
     "compress_pauses",
     "count_segments",
     "mulaw_decode",
     "mulaw_encode",
     "median_f0",
-    "nonsilent_stretches",
+    "pcm16",
+    "segment_audio",
     "set_level",
     "telephone",
     "to_8k",
 ]
 
 SAMPLE_RATE = 8000
+#: the rate ``jsae embed`` segments at: the encoder's (resemblyzer and TitaNet: 16 kHz)
+EMBED_SAMPLE_RATE = 16000
+#: the WAV encodings the builder writes (``--wav-encoding``)
+WAV_ENCODINGS = ("pcm16", "ulaw")
 BAND = (300.0, 3400.0)
 MU = 255.0
 
@@ -200,28 +210,43 @@ def median_f0(x: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 40.0, fmax: fl
     return float(np.median(f0s))
 
 
-def nonsilent_stretches(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig = SegmentConfig()) -> list[tuple[int, int]]:
-    """:func:`embed.segment.nonsilent_stretches` in numpy: ``[(start_ms, end_ms), ...]``."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.size == 0:
-        return []
-    hop = max(1, int(round(sr * 10 / 1000)))
-    frame = max(hop, int(round(sr * 25 / 1000)))
-    rms = _frame_rms(x, frame, hop, center=True)
-    floor_ref = 10.0 ** (config.floor_db / 20.0) * 10.0 ** (config.top_db / 20.0)
-    ref = max(float(rms.max()), floor_ref)
-    amin = 1e-5
-    db = 20.0 * np.log10(np.maximum(amin, rms)) - 20.0 * np.log10(max(amin, ref))
-    ns = db > -config.top_db
-    edges = list(np.flatnonzero(np.diff(ns.astype(int))) + 1)
-    if ns.size and ns[0]:
-        edges.insert(0, 0)
-    if ns.size and ns[-1]:
-        edges.append(len(ns))
-    samples = np.minimum(np.asarray(edges, dtype=np.int64) * hop, x.shape[0]).reshape(-1, 2)
-    return intervals_to_stretches(samples, x.shape[0], sr, config.min_silence)
+def pcm16(x: np.ndarray) -> np.ndarray:
+    """The 16-bit PCM samples (``<i2``) the builder writes for ``x`` (float in [−1, 1])."""
+    return np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2")
 
 
-def count_segments(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig = SegmentConfig()) -> int:
-    """How many 4–8 s segments the embed segmenter cuts from ``x``."""
-    return sum(len(split_stretch(s, e, config.min_ms, config.max_ms)) for s, e in nonsilent_stretches(x, sr, config))
+def as_written(x: np.ndarray, encoding: str = "pcm16", sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``x`` as a reader (soundfile, float32) gets it back from the WAV the builder writes."""
+    if encoding == "pcm16":
+        return (pcm16(np.asarray(x, dtype=np.float32)).astype(np.float32) / np.float32(32768.0))
+    if encoding == "ulaw":
+        import io
+
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, np.asarray(x, dtype=np.float32), sr, subtype="ULAW", format="WAV")
+        buf.seek(0)
+        y, _ = sf.read(buf, dtype="float32", always_2d=False)
+        return np.asarray(y, dtype=np.float32)
+    raise ValueError(f"encoding must be one of {', '.join(WAV_ENCODINGS)}; got {encoding!r}")
+
+
+def segment_audio(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig | None = None,
+                  encoding: str = "pcm16") -> Segmentation:
+    """What ``jsae embed`` (default settings) makes of ``x`` once written as a WAV: the same
+    quantisation, :func:`embed.audio.resample` to :data:`EMBED_SAMPLE_RATE`, then
+    :func:`embed.segment.segment_recording` (``config``: default :class:`SegmentConfig`)."""
+    from embed.audio import resample
+    from embed.segment import segment_recording
+
+    y = resample(as_written(x, encoding, sr), sr, EMBED_SAMPLE_RATE)
+    return segment_recording(y, EMBED_SAMPLE_RATE, config if config is not None else SegmentConfig())
+
+
+def count_segments(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig | None = None,
+                   encoding: str = "pcm16") -> int:
+    """How many segments ``jsae embed`` cuts from ``x`` written as a WAV (see :func:`segment_audio`)."""
+    if np.asarray(x).size == 0:
+        return 0
+    return len(segment_audio(x, sr, config, encoding).segments)
