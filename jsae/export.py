@@ -71,7 +71,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BadValueError
-from .modelfiles import ModelFile, _atomic_write_bytes, _json_bytes, read_models
+from .jsonio import atomic_write_bytes, json_bytes
+from .modelfiles import ModelFile, read_models
 from .safety import check_writable_folder, remove_tree
 
 __all__ = ["FORMATS", "MARKER", "EXPORT_FORMAT", "SAELENS_VERSION", "SPARSIFY_VERSION", "fold_normalizer",
@@ -227,7 +228,7 @@ import torch
 
 
 def _write_marker(folder: Path, fmt: str, models: Sequence[str], source: dict[str, Any]) -> None:
-    _atomic_write_bytes(folder / MARKER, _json_bytes({"format": EXPORT_FORMAT, "version": 1, "target": fmt,
+    atomic_write_bytes(folder / MARKER, json_bytes({"format": EXPORT_FORMAT, "version": 1, "target": fmt,
                                                       "models": list(models), "source": source}))
 
 
@@ -252,9 +253,9 @@ def export_model(model_file: ModelFile, fmt: str, out_dir: str | os.PathLike) ->
         tensors = {"encoder.weight": np.ascontiguousarray(w["W_enc"].T), "encoder.bias": w["b_enc"],
                    "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
         cfg = _sparsify_cfg(model_file)
-    _atomic_write_bytes(out_dir / _WEIGHTS[fmt], save(tensors, metadata={"format": "pt"}))
-    _atomic_write_bytes(out_dir / "cfg.json", _json_bytes(cfg))
-    _atomic_write_bytes(out_dir / "README.md", _model_readme(model_file, fmt).encode("utf-8"))
+    atomic_write_bytes(out_dir / _WEIGHTS[fmt], save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(out_dir / "cfg.json", json_bytes(cfg))
+    atomic_write_bytes(out_dir / "README.md", _model_readme(model_file, fmt).encode("utf-8"))
     return out_dir
 
 
@@ -295,7 +296,7 @@ SAEs trained by jsae on speaker embeddings, one folder per model: {", ".join(f"`
 {load}
 ```
 """
-    _atomic_write_bytes(out_dir / "README.md", readme.encode("utf-8"))
+    atomic_write_bytes(out_dir / "README.md", readme.encode("utf-8"))
     return out_dir
 
 

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BadValueError, JsaeError, MissingPathError, NotFoundError
+from .jsonio import atomic_write_bytes, json_bytes
 from .normalize import Normalizer
 
 __all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
@@ -111,72 +110,6 @@ def models_dir(run_dir: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- writing
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    On any failure the temp file is removed and the old ``path`` (if any) is intact.
-    """
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-able copy of ``obj``: non-finite floats → None (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(_clean(obj), indent=1, allow_nan=False, default=_json_default) + "\n").encode("utf-8")
 
 
 def _check_spec(spec: Any, latent_size: int, where: str) -> dict:
@@ -253,11 +186,11 @@ def write_model_file(folder: str | os.PathLike, spec: dict, params: dict, *, nor
     arrays.update(_norm_arrays(normalizer, m, where))
     folder.mkdir(parents=True, exist_ok=True)
     blob = save(arrays, metadata={"format": FORMAT, "version": str(VERSION)})
-    _atomic_write_bytes(folder / WEIGHTS_FILE, blob)
+    atomic_write_bytes(folder / WEIGHTS_FILE, blob)
     cfg = {"format": FORMAT, "version": VERSION, "name": spec["name"], "spec": spec, "dim": m,
            "latent_size": n_lat, "normalizer": {"kind": str(normalizer.kind)}, "step": int(step),
            "sha256": hashlib.sha256(blob).hexdigest(), "run": dict(run or {})}
-    _atomic_write_bytes(folder / CFG_FILE, _json_bytes(cfg))
+    atomic_write_bytes(folder / CFG_FILE, json_bytes(cfg))
     return folder
 
 
@@ -292,7 +225,7 @@ def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, d
     index = {"format": INDEX_FORMAT, "version": VERSION, "step": int(step),
              "total_steps": None if total_steps is None else int(total_steps), "complete": bool(complete),
              "dim": int(dim), "models": names}
-    _atomic_write_bytes(out / INDEX_FILE, _json_bytes(index))
+    atomic_write_bytes(out / INDEX_FILE, json_bytes(index))
     return out
 
 

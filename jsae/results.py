@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
+
+from .jsonio import atomic_write_text, to_jsonable  # noqa: F401 - re-exported (public names of this module)
 
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
            "is_analysis_output", "slug", "to_jsonable", "write_json",
@@ -125,54 +124,6 @@ def analysis_dir(run_dir: str | Path | None, name: str, out: str | Path | None =
                             "folder; pass out=DIR.")
     path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays → Python; NaN/Inf → ``None`` (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, pd.DataFrame):
-        return to_jsonable(obj.to_dict(orient="records"))
-    return obj
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder,
-    flushed to disk, then renamed over ``path``.
-
-    A reader sees the old file or the new one, never a half-written one, even if the
-    process is killed or the disk fills up mid-write (the temporary file is removed
-    and the error — e.g. ``OSError(ENOSPC)`` — propagates; the old file is intact).
-    """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as a plain open() gives
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path
 
 

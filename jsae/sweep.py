@@ -22,7 +22,7 @@ import numpy as np
 
 from . import sae
 from .config import SweepConfig, load_config
-from .errors import MissingPathError
+from .errors import BadValueError, MissingPathError
 from .grid import ModelSpec
 from .models import ModelBatch, RunInfo, SAEModel, UnfinishedRunWarning
 from .normalize import Normalizer
@@ -79,8 +79,7 @@ def load_sweep(run_dir: str | Path, step: int | None = None, *, source: str = "a
     ``models/`` or ``checkpoints/`` raises :class:`~jsae.errors.MissingPathError` (also a
     ``FileNotFoundError``); a damaged ``config.yaml`` a :class:`~jsae.config.ConfigError`.
     """
-    from .errors import BadValueError
-    from .modelfiles import has_model_files, model_files_step, read_models
+    from .modelfiles import PARAM_NAMES, has_model_files, model_files_step, read_models
 
     if source not in SOURCES:
         raise BadValueError(f"source={source!r} is not one of {SOURCES}")
@@ -110,7 +109,7 @@ def load_sweep(run_dir: str | Path, step: int | None = None, *, source: str = "a
             raise BadValueError(f"{run_dir}/models holds step {got}, not {step}; load step {step} from the "
                                 "checkpoints (source='checkpoint').")
         specs = [ModelSpec.from_dict(f.spec) for f in files]
-        params = [sae.SAEParams(**{k: f.params[k] for k in ("W_enc", "b_enc", "W_dec", "b_pre")}) for f in files]
+        params = [sae.SAEParams(**{k: f.params[k] for k in PARAM_NAMES}) for f in files]
         normalizer, meta = files[0].normalizer, info
         total = index.get("total_steps", info.get("total_steps"))
     else:

@@ -56,7 +56,7 @@ from .checkpoint import (CHECKPOINT_DIR, CheckpointError, checkpoint_steps, open
 from .config import ConfigError, SweepConfig, config_to_dict, config_to_yaml, load_config
 from .errors import BadValueError, JsaeError, one_line
 from .grid import GridState, GridTrainer, make_groups
-from .modelfiles import model_files_step, write_model_files
+from .modelfiles import PARAM_NAMES, model_files_step, write_model_files
 from .normalize import Normalizer, fit_normalizer, geometric_median
 from .plots import plot_sweep
 from .results import atomic_write_json, atomic_write_text
@@ -621,9 +621,9 @@ def _train_open(cfg, run_dir, td, fingerprint, normalizer, x_fit, trainer, total
 
     def write_models(step: int, state: GridState) -> None:
         doing[0] = f"writing the model files of step {step}"
-        groups = jax.device_get(trainer.unpad(state).groups)
-        models = [(spec.to_dict(), {k: np.asarray(getattr(gs.params, k))[i] for k in ("W_enc", "b_enc", "W_dec", "b_pre")})
-                  for g, gs in zip(trainer.groups, groups) for i, spec in enumerate(g.models)]
+        params = jax.device_get(tuple(gs.params for gs in trainer.unpad(state).groups))  # no optimiser state
+        models = [(spec.to_dict(), {k: np.asarray(getattr(p, k))[i] for k in PARAM_NAMES})
+                  for g, p in zip(trainer.groups, params) for i, spec in enumerate(g.models)]
         write_model_files(run_dir, models, normalizer=normalizer, step=step, total_steps=total,
                           complete=step >= total, run={"config": config_to_dict(cfg), "data": td.source,
                                                        "version": __version__})

@@ -171,7 +171,8 @@ def compare_sweeps(sweep_a: ModelBatch, sweep_b: ModelBatch, *, store: Embedding
         raise StoreError("activation matching needs rows both sweeps can encode: pass store= (CLI: --data STORE, "
                          "and --data-b STORE_B for a second encoder's embeddings of the same segments).")
     rng = np.random.default_rng([seed, 5])
-    shared = [n for n in sweep_a.names if n in set(sweep_b.names)]
+    in_b = set(sweep_b.names)
+    shared = [n for n in sweep_a.names if n in in_b]
     rows, matches = [], {}
     if shared:
         a, b = sweep_a.select(names=shared), sweep_b.select(names=shared)

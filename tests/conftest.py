@@ -62,6 +62,23 @@ def trained_run_seed1(tmp_path_factory, labelled_store) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sweep(trained_run):
+    """The shared trained run, loaded (its model files)."""
+    from jsae.sweep import load_sweep
+
+    return load_sweep(trained_run)
+
+
+@pytest.fixture(scope="session")
+def splits(labelled_store):
+    """``(train, test)`` labelled rows of ``lang = es`` vs ``en`` from the shared store."""
+    from jsae.labelled import load_labelled
+
+    return (load_labelled(labelled_store, "lang", "es", negative="en", split="train"),
+            load_labelled(labelled_store, "lang", "es", negative="en", split="test"))
+
+
+@pytest.fixture(scope="session")
 def analysed_run(tmp_path_factory, trained_run, trained_run_seed1, labelled_store, analysis_audio) -> Path:
     """A copy of the seed-0 run after every analysis command and ``jsae report``."""
     from analysis_helpers import analyse_run, fresh_copy

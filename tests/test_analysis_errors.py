@@ -12,7 +12,6 @@ from jsae.probing import probe
 from jsae.splitting import feature_split
 from jsae.steering import steer
 from jsae.store import StoreError, write_store
-from jsae.sweep import load_sweep
 from sweeps.cli import main
 
 
@@ -24,11 +23,6 @@ def small_store(path, dim=24, split=True, splits=("train",) * 6 + ("test",) * 4,
         table["split"] = list(splits)
     x = np.random.default_rng(0).standard_normal((len(table), dim)).astype(np.float32)
     return str(write_store(path, x, table).path)
-
-
-@pytest.fixture(scope="module")
-def sweep(trained_run):
-    return load_sweep(trained_run)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,6 @@ from sklearn.metrics import precision_score, recall_score
 from analysis_helpers import K, LATENT_SIZES
 from jsae.labelled import load_labelled
 from jsae.probing import probe
-from jsae.sweep import load_sweep
-
-
-@pytest.fixture(scope="module")
-def sweep(trained_run):
-    return load_sweep(trained_run)
 
 
 @pytest.fixture(scope="module")

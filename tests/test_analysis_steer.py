@@ -2,20 +2,7 @@
 import numpy as np
 import pytest
 
-from jsae.labelled import load_labelled
 from jsae.steering import class_centroids, relative_similarity, steer, steer_codes
-from jsae.sweep import load_sweep
-
-
-@pytest.fixture(scope="module")
-def sweep(trained_run):
-    return load_sweep(trained_run)
-
-
-@pytest.fixture(scope="module")
-def splits(labelled_store):
-    return (load_labelled(labelled_store, "lang", "es", negative="en", split="train"),
-            load_labelled(labelled_store, "lang", "es", negative="en", split="test"))
 
 
 def test_steering_flips_the_sign_of_mean_delta_for_both_classes(sweep, labelled_store):

@@ -14,20 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jsae.labelled import load_labelled
 from jsae.steering import SteerOutputExistsError, class_centroids, run_steer, steer, steer_codes
-from jsae.sweep import load_sweep
-
-
-@pytest.fixture(scope="module")
-def sweep(trained_run):
-    return load_sweep(trained_run)
-
-
-@pytest.fixture(scope="module")
-def splits(labelled_store):
-    return (load_labelled(labelled_store, "lang", "es", negative="en", split="train"),
-            load_labelled(labelled_store, "lang", "es", negative="en", split="test"))
 
 
 def _delta(x, c_pos, c_neg):
