@@ -7,7 +7,7 @@ RUN ?= runs/demo
 # FULL=1: the paper's 84-model grid instead of the reduced demo grid.
 DEMO_FLAGS := $(if $(FULL),--full-grid,)
 
-.PHONY: setup system-deps demo test bench wheel clean
+.PHONY: setup system-deps demo demo-corpus test bench wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ system-deps:
 
 demo: setup
 	$(VENV)/bin/jsae demo --out $(RUN) $(DEMO_FLAGS)
+
+# Rebuild, in CORPUS, the audio corpus data/demo/ was exported from (data/demo/DATA_CARD.md: full, seed 0).
+CORPUS ?= data/corpus
+demo-corpus: system-deps setup
+	$(PY) -m tools.demo_corpus --out $(CORPUS) --scale full --seed 0 --jobs 2
 
 test: system-deps setup
 	$(PY) -m pytest -q

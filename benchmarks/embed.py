@@ -28,10 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# The tiny TitaNet and the synthetic audio are the tests' stand-ins (tests/stand_ins.py, not
+# installed): this benchmark runs from a checkout.
+sys.path.insert(0, str(REPO / "tests"))
 
 from embed.encoders import Encoder, get_encoder  # noqa: E402
-from embed.testing import build_tiny_titanet, speechlike, titanet_large_config  # noqa: E402
+from stand_ins import build_tiny_titanet, speechlike, titanet_large_config  # noqa: E402
 
 
 def segments(n: int, seed: int = 0) -> list[np.ndarray]:

@@ -33,9 +33,10 @@ def jsae_samples_per_s(ks, sizes, x, batch_size, steps, warmup, matmul_dtype="fl
     import jax.numpy as jnp
 
     from jsae.config import GridConfig, OptimConfig, SAEConfig
-    from jsae.activation import TopK
-    from jsae.grid import GroupSpec, GridTrainer, ModelSpec, make_groups
-    from jsae.train import batch_indices
+    from jsae.core.activation import TopK
+    from jsae.core.spec import ModelSpec
+    from jsae.training.grid import GroupSpec, GridTrainer, make_groups
+    from jsae.training.data import batch_indices
 
     groups = make_groups(GridConfig(k=tuple(ks), latent_size=tuple(sizes)))
     if padded:

@@ -38,9 +38,10 @@ def profile(ks, sizes, batch_size: int, repeats: int, dead_fraction: float) -> d
     import jax.numpy as jnp
     import optax
 
-    from jsae import kernels, sae
+    from jsae import kernels
+    from jsae.core import sae
     from jsae.config import GridConfig, OptimConfig, SAEConfig
-    from jsae.grid import GridTrainer, make_groups
+    from jsae.training.grid import GridTrainer, make_groups
     from jsae.synthetic import make_dictionary_data
 
     dim = 192

@@ -8,7 +8,6 @@ The export step of jsae (``jsae embed``). Modules, one concern each:
 - :mod:`embed.plan`      inputs (manifest / folder) → one planned row per segment
 - :mod:`embed.export`    resumable, shardable embedding of the plan into the store
 - :mod:`embed.cli`       the command line
-- :mod:`embed.testing`   a tiny random TitaNet and synthetic audio for tests/benchmarks
 
 Importing this package imports neither torch nor NeMo.
 """

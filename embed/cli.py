@@ -29,7 +29,9 @@ and ``--device auto`` picks ``cuda:LOCAL_RANK``.
 
 A killed export resumes when the same command is run again. Exit status: 0 when this
 worker's part is done (the store is complete, or other workers' shards are pending),
-1 on an error (message on stderr), 2 on bad arguments.
+2 on an error — bad arguments, input, files or environment — with one line
+``jsae embed: error: …`` on stderr, 141 when the output pipe was closed (as every
+``jsae`` command: :mod:`jsae.console`).
 """
 from __future__ import annotations
 
@@ -40,25 +42,23 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DESCRIPTION", "add_embed_arguments", "build_parser", "run_embed", "main"]
+
+DESCRIPTION = ("Segment audio into non-silent 4-8 s pieces and store one speaker embedding per piece\n"
+               "(zarr3 [N, M] float32 + metadata table; resumable, shardable).")
 
 
-def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Segment audio into non-silent 4-8 s pieces and store one speaker embedding per piece "
-                    "(zarr3 [N, M] float32 + metadata table; resumable, shardable).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_embed_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare the options of ``jsae embed`` on ``p`` (also ``jsae``'s ``embed`` subparser)."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--manifest", type=Path,
                      help="NeMo manifest (JSON lines: audio_filepath, offset, duration, labels)")
     src.add_argument("--audio-dir", type=Path, help="folder searched recursively for wav/flac/ogg/opus/mp3 files")
-    p.add_argument("--out", type=Path, required=True, help="store folder to create or resume")
+    p.add_argument("--out", type=Path, required=True, metavar="STORE", help="store folder to create or resume")
     p.add_argument("--encoder", default="titanet", help="speaker encoder: titanet or resemblyzer")
     p.add_argument("--model", default=None,
                    help="titanet: a .nemo path or a pretrained name (default titanet_large, needs the network); "
-                        "resemblyzer: optional weights .pt (default: the weights shipped in the package)")
+                        "resemblyzer: optional weights .pt (without it: the weights shipped in the package)")
     seg = p.add_argument_group("segmentation")
     seg.add_argument("--min-seconds", type=float, default=4.0, help="shortest segment (s)")
     seg.add_argument("--max-seconds", type=float, default=8.0, help="longest segment (s); longer stretches are cut")
@@ -97,6 +97,15 @@ def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
     return p
 
 
+def build_parser(prog: str = "jsae embed") -> argparse.ArgumentParser:
+    """The parser of ``jsae embed`` (``python -m embed``) on its own."""
+    from jsae.console import ArgumentParser
+
+    p = add_embed_arguments(ArgumentParser(prog=prog, description=DESCRIPTION))
+    p.set_defaults(func=run_embed, command_parser=p)
+    return p
+
+
 def _max_gap(text: str) -> float | None:
     if text.strip().lower() in ("none", "inf", ""):
         return None
@@ -111,10 +120,23 @@ def _env_int(name: str) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one of the first call: ``main`` may run
+    several times in one process, with stderr replaced in between)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
     logger = logging.getLogger("embed")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("jsae embed: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
@@ -122,55 +144,57 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``jsae embed ARGS``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run ``jsae embed ARGV`` (default ``sys.argv[1:]``); returns the exit status."""
+    from jsae.console import run
+
+    return run(build_parser(), sys.argv[1:] if argv is None else argv)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """The export of parsed ``jsae embed`` arguments; a :class:`~jsae.errors.JsaeError` is the
+    caller's one-line error (:func:`jsae.console.run`)."""
     _setup_logging(args.quiet)
     log = logging.getLogger("embed")
     # the store is written with tensorstore; JAX (imported with jsae) stays off the GPU so
     # that its memory preallocation cannot starve the torch encoder
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-    from jsae.errors import JsaeError, print_error
+    from jsae.errors import BadValueError
 
     from embed.encoders import ENCODERS
     from embed.export import ExportConfig, export_status, finalize, run_export
     from embed.segment import SegmentConfig
 
-    try:
-        if args.status:
-            print(json.dumps(export_status(args.out), indent=2))
-            return 0
-        if args.merge:
-            summary = finalize(args.out, force=True)
-            _print_summary(summary)
-            return 0
-        if args.manifest is None and args.audio_dir is None:
-            parser.error("one of --manifest or --audio-dir is required (or --merge / --status)")
-        if args.encoder not in ENCODERS:
-            parser.error(f"--encoder {args.encoder!r}: choose one of {sorted(ENCODERS)}")
-        num_shards = args.num_shards if args.num_shards is not None else (_env_int("WORLD_SIZE") or 1)
-        shard_index = args.shard_index if args.shard_index is not None else (_env_int("RANK") or 0)
-        device = args.device
-        if device == "auto" and _env_int("LOCAL_RANK") is not None:
-            import torch
+    if args.status:
+        print(json.dumps(export_status(args.out), indent=2))
+        return 0
+    if args.merge:
+        summary = finalize(args.out, force=True)
+        _print_summary(summary)
+        return 0
+    if args.manifest is None and args.audio_dir is None:
+        raise BadValueError("give one of --manifest or --audio-dir (or --merge / --status)")
+    if args.encoder not in ENCODERS:
+        raise BadValueError(f"--encoder {args.encoder!r}: choose one of {sorted(ENCODERS)}")
+    num_shards = args.num_shards if args.num_shards is not None else (_env_int("WORLD_SIZE") or 1)
+    shard_index = args.shard_index if args.shard_index is not None else (_env_int("RANK") or 0)
+    device = args.device
+    if device == "auto" and _env_int("LOCAL_RANK") is not None:
+        import torch
 
-            if torch.cuda.is_available():
-                device = f"cuda:{_env_int('LOCAL_RANK')}"
-        cfg = ExportConfig(
-            out=args.out, manifest=args.manifest, audio_dir=args.audio_dir, encoder=args.encoder,
-            model=args.model,
-            segment=SegmentConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, top_db=args.top_db,
-                                  floor_db=args.floor_db, min_silence=args.min_silence,
-                                  mode=args.segment_mode, max_gap=args.max_gap),
-            batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
-            rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
-            plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
-        )
-        result = run_export(cfg)
-    except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
-        print_error(err, "jsae embed")
-        return 1
+        if torch.cuda.is_available():
+            device = f"cuda:{_env_int('LOCAL_RANK')}"
+    cfg = ExportConfig(
+        out=args.out, manifest=args.manifest, audio_dir=args.audio_dir, encoder=args.encoder,
+        model=args.model,
+        segment=SegmentConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, top_db=args.top_db,
+                              floor_db=args.floor_db, min_silence=args.min_silence,
+                              mode=args.segment_mode, max_gap=args.max_gap),
+        batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
+        rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
+        plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
+    )
+    result = run_export(cfg)
     if result["status"] == "complete":
         _print_summary(result["summary"])
     elif result["status"] == "planned":

@@ -4,18 +4,20 @@ Public API (see each module's docstring for the math and the shapes):
 
 * configs: :class:`SweepConfig`, :func:`load_config`
 * the store: :func:`open_store`, :func:`write_store`
-* the model: :mod:`jsae.sae` (pure functions for one model and one example)
-* training: :func:`train_sweep`
+* the model: :mod:`jsae.core.sae` (pure functions for one model and one example)
+* training: :func:`train_sweep` (:mod:`jsae.training`)
 * models: :class:`TopK` / :class:`ReluL1` (the activation of a model);
-  :func:`load_sweep` → :class:`Sweep`, a :class:`ModelBatch` of every model of a run
-  (``sweep.select(k=20)`` another batch, ``sweep.model(k=20, latent_size=200)`` one
+  :func:`load_sweep` → :class:`Sweep` (:mod:`jsae.runs`), a :class:`ModelBatch` of every model
+  of a run (``sweep.select(k=20)`` another batch, ``sweep.model(k=20, latent_size=200)`` one
   :class:`SAEModel`), read from the run's model files (``RUN/models/``)
-* analysis: on a ModelBatch (or a Sweep) and a labelled store: :func:`probe` (:mod:`jsae.probing`),
-  :func:`feature_split` (:mod:`jsae.splitting`), :func:`steer` and
-  :func:`steer_latents` (:mod:`jsae.steering`), :func:`compare_sweeps`
-  (:mod:`jsae.universality`), :func:`build_report` (:mod:`jsae.report`)
-* before training: :func:`consistency` (:mod:`jsae.consistency`): is a label one
-  direction for every speaker, so that one latent can carry it?
+* analysis math (:mod:`jsae.analyses`), on a ModelBatch (or a Sweep) and a labelled store:
+  :func:`probe`, :func:`feature_split`, :func:`steer` (defaults: :class:`SteerOptions`) and
+  :func:`steer_latents`, :func:`compare_sweeps`; :func:`consistency` before training: is a
+  label one direction for every speaker, so that one latent can carry it?
+* files: :mod:`jsae.outputs` (``run_probe``, … write an analysis folder), :func:`build_report`
+  (:mod:`jsae.report`)
+
+Floors and who may import whom: ARCHITECTURE.md.
 """
 __version__ = "0.1.0"
 
@@ -32,27 +34,28 @@ _LAZY = {
     'write_store': 'store',
     'SAEModel': 'models',
     'ModelBatch': 'models',
-    'TopK': 'activation',
-    'ReluL1': 'activation',
-    'Sweep': 'sweep',
-    'load_sweep': 'sweep',
-    'train_sweep': 'train',
-    'LabelledSplit': 'labelled',
-    'load_labelled': 'labelled',
-    'probe': 'probing',
-    'SplitResult': 'splitting',
-    'feature_split': 'splitting',
-    'SteerResult': 'steering',
-    'relative_similarity': 'steering',
-    'steer': 'steering',
-    'steer_latents': 'steering',
-    'UniversalityResult': 'universality',
-    'compare_sweeps': 'universality',
+    'TopK': 'core.activation',
+    'ReluL1': 'core.activation',
+    'Sweep': 'runs.load',
+    'load_sweep': 'runs.load',
+    'train_sweep': 'training.loop',
+    'LabelledSplit': 'analyses.labelled',
+    'load_labelled': 'analyses.labelled',
+    'probe': 'analyses.probing',
+    'SplitResult': 'analyses.splitting',
+    'feature_split': 'analyses.splitting',
+    'SteerResult': 'analyses.steering',
+    'relative_similarity': 'analyses.steering',
+    'steer': 'analyses.steering',
+    'steer_latents': 'analyses.steering',
+    'SteerOptions': 'analyses.steering',
+    'UniversalityResult': 'analyses.universality',
+    'compare_sweeps': 'analyses.universality',
     'build_report': 'report',
     'config_path': 'resources',
     'demo_data_dir': 'resources',
-    'ConsistencyResult': 'consistency',
-    'consistency': 'consistency',
+    'ConsistencyResult': 'analyses.consistency',
+    'consistency': 'analyses.consistency',
 }
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "relative_similarity",
     "steer",
     "steer_latents",
+    "SteerOptions",
     "UniversalityResult",
     "compare_sweeps",
     "build_report",

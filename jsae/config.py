@@ -1,136 +1,259 @@
 """Sweep configuration: nested frozen dataclasses, mirrored by the YAML files in ``configs/``.
 
-A config is read with :func:`load_config` (YAML file + ``dotted.key=value``
-overrides, e.g. ``grid.k=[5,10] train.steps=2000``), validated against these
-dataclasses (an unknown key or a wrongly typed value is an error that names the
-key and the valid choices) and checked for consistency (:func:`validate_config`).
+A config is read with :func:`load_config` (a YAML file + ``dotted.key=value`` overrides,
+e.g. ``grid.k=[5,10] train.steps=2000``). Every field has one docstring (the string under
+it); choices are ``Literal`` fields; each section checks its own values in
+``__post_init__`` (so a config built in Python is checked too), raising a one-line
+:class:`ConfigError` that names the key, the value and the fix. Lists become tuples: a
+config is immutable and hashable.
+
+>>> cfg = load_config("configs/default.yaml", ["grid.k=[5,20]", "train.steps=4000"])
+>>> cfg.train.num_steps(n_train=100_000)
+4000
+>>> SweepConfig(grid=GridConfig(k=[20], latent_size=[200])).grid.k
+(20,)
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from .core.kinds import ActivationKind
 from .errors import JsaeError
 
-__all__ = [
-    "ACTIVATIONS",
-    "NORMALIZATIONS",
-    "ConfigError",
-    "GridConfig",
-    "SAEConfig",
-    "OptimConfig",
-    "TrainConfig",
-    "DataConfig",
-    "SweepConfig",
-    "load_config",
-    "config_from_dict",
-    "config_to_dict",
-    "config_to_yaml",
-    "validate_config",
-]
+__all__ = ["ConfigError", "GridConfig", "SAEConfig", "OptimConfig", "TrainConfig", "DataConfig", "SweepConfig",
+           "load_config", "config_from_dict", "config_to_dict", "config_to_yaml", "choices"]
 
-ACTIVATIONS = ("topk", "relu_l1")
-NORMALIZATIONS = ("none", "scale", "center_scale", "standardize")
-B_PRE_INITS = ("geometric_median", "mean", "zeros")
-MATMUL_DTYPES = ("float32", "bfloat16")
-TOPK_PATHS = ("auto", "sparse", "dense")
+Normalization = Literal["none", "scale", "center_scale", "standardize"]
+BPreInit = Literal["geometric_median", "mean", "zeros"]
+MatmulDtype = Literal["float32", "bfloat16"]
+TopKPath = Literal["auto", "sparse", "dense"]
 
 
 class ConfigError(JsaeError, ValueError):
     """An invalid sweep configuration; the message names the key and the fix."""
 
 
+class _ShapeError(ConfigError):
+    """An unknown key or a value of the wrong type (the message then says where it was given)."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def choices(cls: type, name: str) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` field, e.g. ``choices(SAEConfig, "normalize")``."""
+    return typing.get_args(_hints(cls)[name])
+
+
+class _Section:
+    """Checks shared by every section: finite numbers, Literal choices, lists as tuples."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, value := tuple(value))
+            key = self.key(f.name)
+            for x in value if isinstance(value, tuple) else (value,):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ConfigError(f"{key}={value} is not a finite number; give a real value "
+                                      "(see configs/default.yaml).")
+            allowed = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else None
+            if allowed and value not in allowed:
+                raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}.")
+        self.check()
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}" if self.section else name
+
+    def check(self) -> None:
+        """The section's own rules (ranges, consistency)."""
+
+
 @dataclass(frozen=True)
-class GridConfig:
-    """The models of a sweep: every combination of ``k`` × ``latent_size``.
+class GridConfig(_Section):
+    """The models of a sweep: every combination of ``k`` (or ``l1_coef``) × ``latent_size``."""
 
-    For ``activation: relu_l1`` the sparsity axis is ``l1_coef`` instead of ``k``.
-    """
+    section: ClassVar[str] = "grid"
+    k: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 35)
+    """TopK's k of the models (the sparsity axis of a ``topk`` grid)."""
+    latent_size: tuple[int, ...] = tuple(range(100, 1300, 100))
+    """Latent sizes L of the models."""
+    activation: ActivationKind = "topk"
+    """``topk`` (the paper's) or ``relu_l1`` (then the sparsity axis is ``l1_coef``)."""
+    l1_coef: tuple[float, ...] = (1e-3,)
+    """L1 coefficients of a ``relu_l1`` grid."""
 
-    k: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 25, 30, 35])
-    latent_size: list[int] = field(default_factory=lambda: list(range(100, 1300, 100)))
-    activation: str = "topk"
-    l1_coef: list[float] = field(default_factory=lambda: [1e-3])
+    def check(self) -> None:
+        if not self.latent_size:
+            raise ConfigError("grid.latent_size is empty; give at least one latent size, e.g. grid.latent_size=[200].")
+        if any(L <= 0 for L in self.latent_size):
+            raise ConfigError(f"grid.latent_size must be positive; got {list(self.latent_size)}.")
+        if len(set(self.latent_size)) != len(self.latent_size):
+            raise ConfigError(f"grid.latent_size has duplicates: {list(self.latent_size)}.")
+        if self.activation == "topk":
+            if not self.k:
+                raise ConfigError("grid.k is empty; give at least one k, e.g. grid.k=[20].")
+            if any(k <= 0 for k in self.k):
+                raise ConfigError(f"grid.k must be positive; got {list(self.k)}.")
+            if len(set(self.k)) != len(self.k):
+                raise ConfigError(f"grid.k has duplicates: {list(self.k)}.")
+            too_big = [(k, L) for k in self.k for L in self.latent_size if k > L]
+            if too_big:
+                k, L = too_big[0]
+                raise ConfigError(f"k={k} is larger than latent_size={L}: TopK cannot keep more latents than exist. "
+                                  "Remove that k or that latent size from the grid.")
+        elif not self.l1_coef or any(c < 0 for c in self.l1_coef):
+            raise ConfigError(f"grid.l1_coef must be a non-empty list of values >= 0; got {list(self.l1_coef)}.")
 
 
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(_Section):
     """Model and loss options shared by every model of the grid."""
 
+    section: ClassVar[str] = "sae"
     auxk_coef: float = 1.0 / 32.0
-    k_aux: int = 0  # 0 → dim // 2 (clipped to the latent size)
-    dead_after_samples: int = 100_000  # a latent is dead after this many samples without firing
-    fire_threshold: float = 1e-3  # an activation above this counts as firing
-    b_pre_init: str = "geometric_median"
+    """Weight of the AuxK loss (dead latents reconstruct the residual); 0 turns it off."""
+    k_aux: int = 0
+    """Dead latents AuxK uses per example; 0 → dim // 2 (clipped to the latent size)."""
+    dead_after_samples: int = 100_000
+    """A latent is dead after this many training samples without firing."""
+    fire_threshold: float = 1e-3
+    """An activation above this counts as firing."""
+    b_pre_init: BPreInit = "geometric_median"
+    """How ``b_pre`` starts: the geometric median or mean of a data sample, or zeros."""
     b_pre_init_samples: int = 8192
-    normalize: str = "center_scale"
+    """Rows the ``b_pre`` initialisation looks at."""
+    normalize: Normalization = "center_scale"
+    """Input normalisation fitted on the training rows (:mod:`jsae.core.normalize`)."""
+
+    def check(self) -> None:
+        if self.auxk_coef < 0:
+            raise ConfigError(f"sae.auxk_coef must be >= 0; got {self.auxk_coef}.")
+        if self.k_aux < 0 or self.dead_after_samples <= 0 or self.b_pre_init_samples <= 0:
+            raise ConfigError("sae.k_aux must be >= 0, sae.dead_after_samples and sae.b_pre_init_samples > 0.")
+        if self.fire_threshold < 0:
+            raise ConfigError(f"sae.fire_threshold must be >= 0; got {self.fire_threshold}.")
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """Adam, as in the OpenAI TopK recipe; ``grad_clip`` ≤ 0 disables clipping."""
+class OptimConfig(_Section):
+    """Adam, as in the OpenAI TopK recipe."""
 
+    section: ClassVar[str] = "optim"
     lr: float = 5e-4
+    """Learning rate (after the warm-up)."""
     b1: float = 0.9
+    """Adam's β₁."""
     b2: float = 0.999
+    """Adam's β₂."""
     eps: float = 6.25e-10
+    """Adam's ε."""
     grad_clip: float = 0.0
+    """Per-model global-norm gradient clipping; ≤ 0 disables it."""
     warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 over this many steps."""
+
+    def check(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0; got {self.lr}.")
+        for key, beta in (("optim.b1", self.b1), ("optim.b2", self.b2)):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1); got {beta} (Adam's default is 0.9 / 0.999).")
+        if self.eps <= 0:
+            raise ConfigError(f"optim.eps must be > 0; got {self.eps}.")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}.")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Steps, batches, checkpoints and devices.
+class TrainConfig(_Section):
+    """Steps, batches, checkpoints and devices."""
 
-    ``steps`` > 0 fixes the number of steps; otherwise ``epochs`` × rows / batch.
-    ``steps_per_call`` steps run inside one compiled ``lax.scan`` per host call.
-    """
-
+    section: ClassVar[str] = "train"
     batch_size: int = 1024
+    """Rows per training batch (every model sees the same batches)."""
     steps: int = 2000
+    """Training steps; ≤ 0: ``epochs`` × rows / batch_size."""
     epochs: float = 0.0
+    """Passes over the training rows, used when ``steps`` ≤ 0."""
     seed: int = 0
+    """Seed of the initialisation, the validation split and the batches."""
     val_fraction: float = 0.05
+    """Share of the rows held out for the validation metrics."""
     steps_per_call: int = 50
+    """Steps inside one compiled ``lax.scan`` per host call."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (and model-file writes)."""
     keep_checkpoints: int = 2
-    matmul_dtype: str = "float32"
-    topk_path: str = "auto"  # auto | sparse | dense: how TopK groups train (see jsae.grid)
+    """Checkpoints kept on disk."""
+    matmul_dtype: MatmulDtype = "float32"
+    """Dtype of the encoder GEMM (``bfloat16`` on accelerators)."""
+    topk_path: TopKPath = "auto"
+    """How TopK groups train: sparse CPU kernels or dense GEMMs (:func:`jsae.training.grid.prefers_sparse`)."""
     shard_models: bool = True
+    """Shard the model axis over all devices."""
     progress: bool = True
+    """Show a progress bar."""
+
+    def check(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"train.batch_size must be > 0; got {self.batch_size}.")
+        if self.steps <= 0 and self.epochs <= 0:
+            raise ConfigError("set train.steps > 0 or train.epochs > 0.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"train.val_fraction must be in (0, 1): the metrics are computed on validation rows; "
+                              f"got {self.val_fraction}.")
+        if self.steps_per_call <= 0 or self.checkpoint_every <= 0 or self.keep_checkpoints <= 0:
+            raise ConfigError("train.steps_per_call, train.checkpoint_every and train.keep_checkpoints must be > 0.")
+
+    def num_steps(self, n_train: int) -> int:
+        """``steps``, or ``ceil(epochs · n_train / batch_size)`` when ``steps`` ≤ 0."""
+        if self.steps > 0:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the training embeddings come from.
+class DataConfig(_Section):
+    """Where the training embeddings come from."""
 
-    ``store``: a jsae embedding store (relative paths are relative to the working
-    directory). ``splits``: if not empty, only rows whose ``split`` column is one of
-    these values are used (validation is a random ``val_fraction`` of them).
-    ``stream``: keep the training rows in the store and read every host call's
-    batches from it (the validation rows and ``fit_rows`` random training rows,
-    which fit the normalisation and ``b_pre``, are loaded).
-    """
-
+    section: ClassVar[str] = "data"
     store: str = "data/synthetic"
-    splits: list[str] = field(default_factory=list)
-    max_rows: int = 0  # 0 → all rows
-    stream: bool = False  # read each host call's batches from the store (stores larger than memory)
-    fit_rows: int = 200_000  # when streaming: rows that fit the normalisation and b_pre
+    """A jsae embedding store (a relative path is relative to the working directory)."""
+    splits: tuple[str, ...] = ()
+    """If not empty, only rows whose ``split`` column is one of these values (validation is a share of them)."""
+    max_rows: int = 0
+    """Use at most this many rows; 0: all."""
+    stream: bool = False
+    """Read each host call's batches from the store (stores larger than memory)."""
+    fit_rows: int = 200_000
+    """When streaming: random training rows that fit the normalisation and ``b_pre``."""
+
+    def check(self) -> None:
+        if self.fit_rows <= 0:
+            raise ConfigError(f"data.fit_rows must be > 0; got {self.fit_rows}.")
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(_Section):
     """A whole sweep: grid, model, optimiser, training and data."""
 
     name: str = "sweep"
+    """A name for the sweep (recorded with the run)."""
     grid: GridConfig = field(default_factory=GridConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -138,57 +261,72 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def _merge(sources: Sequence[Any], where: str) -> SweepConfig:
-    try:
-        base = _writable(OmegaConf.structured(SweepConfig))
-        merged = OmegaConf.merge(base, *sources)
-        cfg = _freeze(OmegaConf.to_object(merged))
-    except OmegaConfBaseException as err:
-        msg = str(err).strip().splitlines()[0]
-        key = getattr(err, "full_key", None) or ""
-        hint = _key_hint(key) if isinstance(err, ConfigKeyError) else ""
-        raise ConfigError(
-            f"invalid config ({where}): {msg}" + (f" [key: {key}]" if key else "") + hint
-            + ". See configs/default.yaml for every key and its type."
-        ) from None
-    validate_config(cfg)
-    return cfg
+# ------------------------------------------------------------------------------------------ reading
 
 
-def _key_hint(full_key: str) -> str:
-    """'Did you mean' and the valid keys of the section an unknown key was given in."""
-    parts = full_key.split(".")
-    node: Any = SweepConfig
-    for part in parts[:-1]:
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            break
-        node = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
-    if not dataclasses.is_dataclass(node):
-        return ""
-    valid = [f.name for f in dataclasses.fields(node)]
-    close = difflib.get_close_matches(parts[-1], valid, n=1)
+def _key_hint(cls: type, name: str) -> str:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(name, valid, n=1)
     return (f"; did you mean '{close[0]}'?" if close else "") + f" Valid keys here: {', '.join(valid)}"
 
 
-def _writable(node: Any) -> Any:
-    """Frozen dataclasses give read-only nodes; lift that to merge, then freeze again."""
-    OmegaConf.set_readonly(node, False)
-    if isinstance(node, DictConfig):
-        for key in node:
-            child = node._get_node(key)
-            if isinstance(child, (DictConfig, ListConfig)):
-                _writable(child)
-    return node
+def _scalar(value: Any, want: Any, key: str) -> Any:
+    """``value`` as the scalar type ``want`` (int, float, bool, str or a Literal), or a ConfigError."""
+    if typing.get_origin(want) is Literal:
+        return value  # checked by the section, with its choices in the message
+    if isinstance(value, str) and want in (int, float):  # "nan", "1e-3" given as text
+        try:
+            value = want(value)
+        except ValueError:
+            pass
+    ok = ((want is bool and isinstance(value, bool))
+          or (want is int and isinstance(value, int) and not isinstance(value, bool))
+          or (want is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or (want is str and isinstance(value, (str, int, float)) and not isinstance(value, bool)))
+    if not ok:
+        raise _ShapeError(f"{key}={value!r} could not be converted to {want.__name__} [key: {key}]. "
+                          "See configs/default.yaml for every key and its type.")
+    return want(value)
 
 
-def _freeze(obj: Any) -> Any:
-    """Lists → tuples, recursively, so a config is immutable and hashable."""
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{f.name: _freeze(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
-    if isinstance(obj, list):
-        return tuple(_freeze(x) for x in obj)
-    return obj
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """A ``cls`` instance from nested plain data: unknown keys and wrong types are ConfigErrors."""
+    if not isinstance(data, dict):
+        raise _ShapeError(f"{prefix.rstrip('.') or 'the config'} must be a mapping of keys; got {data!r}. "
+                          "See configs/default.yaml.")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            raise _ShapeError(f"invalid config: key '{key}' is not in the config [key: {key}]"
+                              f"{_key_hint(cls, str(name))}. See configs/default.yaml for every key and its type.")
+        want = hints[name]
+        if dataclasses.is_dataclass(want):
+            kwargs[name] = _build(want, value, key + ".")
+        elif typing.get_origin(want) is tuple:
+            item = typing.get_args(want)[0]
+            if not isinstance(value, (list, tuple)):
+                raise _ShapeError(f"{key}={value!r} could not be converted to a list [key: {key}]; write it as "
+                                  f"{key}=[...]. See configs/default.yaml.")
+            kwargs[name] = tuple(_scalar(v, item, key) for v in value)
+        else:
+            kwargs[name] = _scalar(value, want, key)
+    return cls(**kwargs)
+
+
+def _merge(sources: Sequence[Any], where: str) -> SweepConfig:
+    try:
+        merged = OmegaConf.merge(*sources) if sources else OmegaConf.create({})
+        data = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config ({where}): {str(err).strip().splitlines()[0]}. "
+                          "See configs/default.yaml for every key and its type.") from None
+    try:
+        return _build(SweepConfig, data, "")
+    except _ShapeError as err:
+        raise ConfigError(f"{err} ({where})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> SweepConfig:
@@ -236,7 +374,7 @@ def _load_yaml(path: Path) -> Any:
 
 
 def config_from_dict(d: dict[str, Any]) -> SweepConfig:
-    """Build a validated config from a nested dict (e.g. a saved ``config.yaml``)."""
+    """Build a checked config from a nested dict (e.g. a saved ``config.yaml``)."""
     return _merge([OmegaConf.create(d)], "dict")
 
 
@@ -253,86 +391,3 @@ def config_to_dict(cfg: SweepConfig) -> dict[str, Any]:
 
 def config_to_yaml(cfg: SweepConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
-
-
-def _choice(value: str, choices: Sequence[str], key: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {list(choices)}.")
-
-
-def _non_finite(obj: Any, prefix: str = "") -> tuple[str, Any] | None:
-    """The first float value (or list element) of a config that is NaN or ±Inf."""
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(v):
-            bad = _non_finite(v, key + ".")
-            if bad:
-                return bad
-        for x in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(x, float) and not math.isfinite(x):
-                return key, v
-    return None
-
-
-def validate_config(cfg: SweepConfig) -> None:
-    """Consistency checks beyond types; raise :class:`ConfigError` naming the key."""
-    g, s, o, t = cfg.grid, cfg.sae, cfg.optim, cfg.train
-    bad = _non_finite(cfg)
-    if bad:
-        key, value = bad
-        raise ConfigError(f"{key}={value} is not a finite number; give a real value (see configs/default.yaml).")
-    _choice(g.activation, ACTIVATIONS, "grid.activation")
-    _choice(s.normalize, NORMALIZATIONS, "sae.normalize")
-    _choice(s.b_pre_init, B_PRE_INITS, "sae.b_pre_init")
-    _choice(t.matmul_dtype, MATMUL_DTYPES, "train.matmul_dtype")
-    _choice(t.topk_path, TOPK_PATHS, "train.topk_path")
-    if not g.latent_size:
-        raise ConfigError("grid.latent_size is empty; give at least one latent size, e.g. grid.latent_size=[200].")
-    if any(L <= 0 for L in g.latent_size):
-        raise ConfigError(f"grid.latent_size must be positive; got {list(g.latent_size)}.")
-    if len(set(g.latent_size)) != len(g.latent_size):
-        raise ConfigError(f"grid.latent_size has duplicates: {list(g.latent_size)}.")
-    if g.activation == "topk":
-        if not g.k:
-            raise ConfigError("grid.k is empty; give at least one k, e.g. grid.k=[20].")
-        if any(k <= 0 for k in g.k):
-            raise ConfigError(f"grid.k must be positive; got {list(g.k)}.")
-        if len(set(g.k)) != len(g.k):
-            raise ConfigError(f"grid.k has duplicates: {list(g.k)}.")
-        too_big = [(k, L) for k in g.k for L in g.latent_size if k > L]
-        if too_big:
-            k, L = too_big[0]
-            raise ConfigError(
-                f"k={k} is larger than latent_size={L}: TopK cannot keep more latents than exist. "
-                "Remove that k or that latent size from the grid."
-            )
-    else:
-        if not g.l1_coef or any(c < 0 for c in g.l1_coef):
-            raise ConfigError(f"grid.l1_coef must be a non-empty list of values >= 0; got {list(g.l1_coef)}.")
-    if s.auxk_coef < 0:
-        raise ConfigError(f"sae.auxk_coef must be >= 0; got {s.auxk_coef}.")
-    if s.k_aux < 0 or s.dead_after_samples <= 0 or s.b_pre_init_samples <= 0:
-        raise ConfigError("sae.k_aux must be >= 0, sae.dead_after_samples and sae.b_pre_init_samples > 0.")
-    if o.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0; got {o.lr}.")
-    for key, beta in (("optim.b1", o.b1), ("optim.b2", o.b2)):
-        if not 0.0 <= beta < 1.0:
-            raise ConfigError(f"{key} must be in [0, 1); got {beta} (Adam's default is 0.9 / 0.999).")
-    if o.eps <= 0:
-        raise ConfigError(f"optim.eps must be > 0; got {o.eps}.")
-    if o.warmup_steps < 0:
-        raise ConfigError(f"optim.warmup_steps must be >= 0; got {o.warmup_steps}.")
-    if s.fire_threshold < 0:
-        raise ConfigError(f"sae.fire_threshold must be >= 0; got {s.fire_threshold}.")
-    if t.batch_size <= 0:
-        raise ConfigError(f"train.batch_size must be > 0; got {t.batch_size}.")
-    if t.steps <= 0 and t.epochs <= 0:
-        raise ConfigError("set train.steps > 0 or train.epochs > 0.")
-    if not 0.0 < t.val_fraction < 1.0:
-        raise ConfigError(f"train.val_fraction must be in (0, 1): the metrics are computed on validation rows; "
-                          f"got {t.val_fraction}.")
-    if cfg.data.fit_rows <= 0:
-        raise ConfigError(f"data.fit_rows must be > 0; got {cfg.data.fit_rows}.")
-    if t.steps_per_call <= 0 or t.checkpoint_every <= 0 or t.keep_checkpoints <= 0:
-        raise ConfigError("train.steps_per_call, train.checkpoint_every and train.keep_checkpoints must be > 0.")

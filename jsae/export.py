@@ -1,7 +1,7 @@
 """Export trained models to the on-disk layouts of SAELens and EleutherAI's sparsify.
 
-``jsae export RUN --model k20_L200 [--model ...] --format saelens|sparsify --out DIR``
-reads ``RUN/models`` (:mod:`jsae.modelfiles`) and writes ``DIR/<model>/`` per model,
+``jsae export RUN --format saelens|sparsify --out DIR [--model k20_L200 ...]`` (the command:
+:mod:`sweeps.export_cli`) reads ``RUN/models`` (:mod:`jsae.runs.modelfiles`) and writes ``DIR/<model>/`` per model,
 each loadable by the library itself::
 
     saelens:  DIR/<model>/cfg.json + sae_weights.safetensors
@@ -17,7 +17,7 @@ eai-sparsify 1.3.3 (``SAE.load_from_disk`` / ``TopKSAEConfig``, ``SparseCoder.lo
 / ``SparseCoderConfig``) and are tested by loading them with those libraries.
 
 **The exported SAE takes raw embeddings.** jsae trains on ``x_n = (x − μ) / s``
-(:mod:`jsae.normalize`; ``s`` a scalar or per-dimension vector). With that::
+(:mod:`jsae.core.normalize`; ``s`` a scalar or per-dimension vector). With that::
 
     pre = (x_n − b_pre) W_enc + b_enc
         = ((x − μ − s⊙b_pre) / s) W_enc + b_enc
@@ -62,7 +62,6 @@ only to load the exports (the ``export`` extra).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -72,11 +71,11 @@ import numpy as np
 
 from .errors import BadValueError
 from .jsonio import atomic_write_bytes, json_bytes
-from .modelfiles import ModelFile, read_models
+from .runs.modelfiles import ModelFile, read_models
 from .safety import check_writable_folder, remove_tree
 
 __all__ = ["FORMATS", "MARKER", "EXPORT_FORMAT", "SAELENS_VERSION", "SPARSIFY_VERSION", "fold_normalizer",
-           "export_model", "export_models", "is_export_dir", "add_export_command"]
+           "export_model", "export_models", "is_export_dir"]
 
 FORMATS = ("saelens", "sparsify")
 MARKER = ".jsae-export"
@@ -298,27 +297,3 @@ SAEs trained by jsae on speaker embeddings, one folder per model: {", ".join(f"`
 """
     atomic_write_bytes(out_dir / "README.md", readme.encode("utf-8"))
     return out_dir
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    out = export_models(args.run, args.models, args.format, args.out)
-    print(f"exported {len(args.models)} model(s) of {args.run} in the {args.format} layout to {out.resolve()}")
-    for name in dict.fromkeys(args.models):
-        print(f"  {out / name}")
-    return 0
-
-
-def add_export_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Declare ``jsae export RUN --model NAME [--model ...] --format saelens|sparsify --out DIR``."""
-    p = subparsers.add_parser("export", help="export trained SAEs for SAELens or EleutherAI sparsify (raw-embedding "
-                                             "input: jsae's normalisation folded in)")
-    p.add_argument("run", help="run directory of `jsae sweep` (reads RUN/models)")
-    p.add_argument("--model", dest="models", action="append", required=True, metavar="NAME",
-                   help="model to export, e.g. k20_L200 (repeat for several)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="target library layout")
-    p.add_argument("--out", required=True, help="new or empty folder (or an earlier jsae export, replaced)")
-    p.set_defaults(func=_cmd_export)
-    return p

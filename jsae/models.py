@@ -1,7 +1,7 @@
 """Trained SAEs for analysis: one model (:class:`SAEModel`) or any selection (:class:`ModelBatch`).
 
 Both take and return embeddings in the original (raw) space ``[..., M]``; the
-normalisation fitted at training time (:class:`~jsae.normalize.Normalizer`,
+normalisation fitted at training time (:class:`~jsae.core.normalize.Normalizer`,
 ``x_n = (x − μ) / s``) is applied inside. A batch is what every analysis takes:
 
 >>> batch = sweep.select(k=20)               # the k = 20 models of every latent size
@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import sae
-from .activation import TopK, stack_activations
+from .core import sae
+from .core.activation import TopK, stack_activations
+from .core.normalize import Normalizer
+from .core.spec import ModelSpec
 from .errors import BadValueError, NotFoundError
-from .grid import ModelSpec
-from .normalize import Normalizer
 
 __all__ = ["SAEModel", "ModelBatch", "RunInfo", "UnfinishedRunWarning", "as_batch"]
 
@@ -63,7 +63,7 @@ class SAEModel:
     """One trained SAE with its normalisation; raw embeddings in and out.
 
     Attributes: ``spec`` (latent size and activation), ``params`` (one model's
-    :class:`~jsae.sae.SAEParams`, normalised space), ``normalizer``.
+    :class:`~jsae.core.sae.SAEParams`, normalised space), ``normalizer``.
     """
 
     spec: ModelSpec
@@ -155,7 +155,7 @@ class ModelBatch:
 
     Args:
       specs: ``n`` model specs (batch order). params: ``n`` single-model
-        :class:`~jsae.sae.SAEParams` (numpy or jax arrays, ``W_enc [M, L_i]``).
+        :class:`~jsae.core.sae.SAEParams` (numpy or jax arrays, ``W_enc [M, L_i]``).
       normalizer: the normalisation all of them were trained with.
       info: where they came from (:class:`RunInfo`).
 

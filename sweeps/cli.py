@@ -1,13 +1,16 @@
 """The ``jsae`` command: thin wrappers over the library.
 
-    jsae sweep CONFIG --out RUN_DIR [key=value ...]   (CONFIG: a YAML file or a bundled name, e.g. paper_grid)
-    jsae store import X.npy [--metadata T.csv|.parquet|.jsonl] --out STORE
-    jsae store synth --out STORE [--rows N --dim M ...]
+    jsae sweep CONFIG --out RUN [key=value ...]   (CONFIG: a YAML file or a bundled name, e.g. paper_grid)
+    jsae store import X.npy [--metadata T.csv|.parquet|.jsonl] --out STORE [--overwrite]
+    jsae store synth --out STORE [--rows N --dim M ...] [--overwrite]
     jsae store info STORE
-    jsae embed ...          (embedding export; needs the `embed` extra)
+    jsae embed ...           (audio → embedding store; the embed extra: `jsae embed --help`)
     jsae demo [--full-grid]  (the paper's experiments on the bundled demo corpus)
-    jsae export RUN --model k20_L200 --format saelens|sparsify --out DIR   (for SAELens / sparsify)
-    jsae probe | split | steer | universality | report ...   (analyses: sweeps/analysis_cli.py)
+    jsae export RUN --format saelens|sparsify --out DIR [--model NAME ...] [--k K ...] [--latent-size L ...]
+    jsae probe | split | steer | universality | consistency | report ...   (analyses: `jsae probe --help`, …)
+
+Every command: errors are one line `jsae COMMAND: error: …` and exit status 2; a closed
+output pipe ends quietly with exit status 141 (README: Command-line conventions).
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from jsae.errors import JsaeError, one_line, print_error
+from jsae import __version__
+from sweeps import conventions as cli
 from sweeps.analysis_cli import add_analysis_commands
 from sweeps.demo import add_demo_command
-from jsae.export import add_export_command
+from sweeps.export_cli import add_export_command
 
 __all__ = ["main", "build_parser"]
 
@@ -28,8 +32,9 @@ __all__ = ["main", "build_parser"]
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from jsae.config import load_config
     from jsae.resources import config_path
-    from jsae.rundir import check_run_dir, check_validation_rows
-    from jsae.train import train_sweep
+    from jsae.runs.check import check_run_dir
+    from jsae.training.data import check_validation_rows
+    from jsae.training.loop import train_sweep
 
     cfg = load_config(config_path(args.config), args.overrides)  # a file, else a bundled name (jsae.resources)
     check_run_dir(args.out)          # empty, absent or a jsae run: never the user's own files
@@ -85,71 +90,81 @@ def _cmd_store_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_embed(argv: Sequence[str]) -> int:
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
+    p = cli.add_command(sub, "sweep", _cmd_sweep, "train every model of a K × latent-size grid in one job",
+                        overrides="overrides")
+    p.add_argument("config", help="sweep YAML (e.g. configs/default.yaml) or the name of a bundled config "
+                                  "(default, demo, paper_grid, relu_l1)")
+    cli.add_out(p, "run directory (resumed if it holds checkpoints)", required=True, metavar="RUN")
+    p.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step (resume later)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. grid.k=[5,10] train.steps=2000 (also after the options)")
+
+
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:
+    store = cli.add_commands(sub.add_parser("store", help="create or inspect embedding stores",
+                                            description="create or inspect embedding stores"),
+                             "store_command", "what to do with a store")
+    overwrite = "replace an existing store at --out (never a folder of other files)"
+    p = cli.add_command(store, "import", _cmd_store_import,
+                        "write a store from a .npy array [N, M] and a metadata table")
+    p.add_argument("embeddings", metavar="X.npy", help=".npy file, float [N, M]")
+    p.add_argument("--metadata", metavar="TABLE", help="table with N rows in the same order (.csv, .parquet, .jsonl)")
+    cli.add_out(p, "store folder to create", required=True, metavar="STORE")
+    p.add_argument("--encoder", metavar="NAME",
+                   help="name of the encoder that made the embeddings (recorded in store.json; default: imported)")
+    cli.add_overwrite(p, overwrite)
+
+    p = cli.add_command(store, "synth", _cmd_store_synth,
+                        "write a synthetic store drawn from a random sparse dictionary")
+    cli.add_out(p, "store folder to create", required=True, metavar="STORE")
+    p.add_argument("--rows", type=int, default=20000, help="number of embeddings")
+    p.add_argument("--dim", type=int, default=192, help="embedding dimension M")
+    p.add_argument("--atoms", type=int, default=256, help="atoms of the random dictionary")
+    p.add_argument("--active", type=int, default=8, help="atoms active in each row")
+    p.add_argument("--noise", type=float, default=0.02, help="standard deviation of the added Gaussian noise")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the dictionary, the rows, the metadata)")
+    cli.add_overwrite(p, overwrite)
+
+    p = cli.add_command(store, "info", _cmd_store_info, "print a store's info and first metadata rows")
+    p.add_argument("store", metavar="STORE", help="store folder")
+    p.add_argument("--head", type=int, default=5, metavar="N", help="metadata rows to print")
+
+
+def _embed_missing(error: ImportError):
+    def cmd(args: argparse.Namespace) -> int:
+        from jsae.errors import JsaeError
+
+        raise JsaeError(f"the embed extra (torch, NeMo) is not installed ({error}); install it with: "
+                        "pip install torch==2.13.0 && pip install -e '.[embed]'")
+    return cmd
+
+
+def _add_embed_command(sub: argparse._SubParsersAction) -> None:
+    what = "export speaker embeddings from audio into a store (resumable, shardable)"
     try:
-        from embed.cli import main as embed_main
-    except ImportError as err:
-        print(f"jsae embed: error: it needs the export extra (torch, NeMo): {one_line(err)}; install it with: "
-              "pip install torch==2.13.0 && pip install -e '.[embed]'", file=sys.stderr)
-        return 2
-    return int(embed_main(list(argv)) or 0)
+        from embed.cli import DESCRIPTION, add_embed_arguments, run_embed
+    except ImportError as err:  # only `jsae embed` needs the embed package's dependencies
+        p = cli.add_command(sub, "embed", _embed_missing(err), what)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="the options of `jsae embed` (not installed)")
+        return
+    add_embed_arguments(cli.add_command(sub, "embed", run_embed, what, description=DESCRIPTION))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jsae", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("sweep", help="train every model of a K × latent-size grid in one job")
-    p.add_argument("config", help="sweep YAML (e.g. configs/default.yaml) or the name of a bundled config "
-                                  "(default, demo, paper_grid, relu_l1)")
-    p.add_argument("--out", required=True, help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this step (resume later)")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. grid.k=[5,10] train.steps=2000")
-    p.set_defaults(func=_cmd_sweep)
-
-    store = sub.add_parser("store", help="create or inspect embedding stores").add_subparsers(
-        dest="store_command", required=True)
-    p = store.add_parser("import", help="write a store from a .npy array [N, M] and a metadata table")
-    p.add_argument("embeddings", help=".npy file, float [N, M]")
-    p.add_argument("--metadata", help="table with N rows in the same order (.csv, .parquet, .jsonl)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--encoder", help="name of the encoder that made the embeddings")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_store_import)
-    p = store.add_parser("synth", help="write a synthetic store drawn from a random sparse dictionary")
-    p.add_argument("--out", required=True)
-    p.add_argument("--rows", type=int, default=20000)
-    p.add_argument("--dim", type=int, default=192)
-    p.add_argument("--atoms", type=int, default=256)
-    p.add_argument("--active", type=int, default=8)
-    p.add_argument("--noise", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_store_synth)
-    p = store.add_parser("info", help="print a store's info and first metadata rows")
-    p.add_argument("store")
-    p.add_argument("--head", type=int, default=5)
-    p.set_defaults(func=_cmd_store_info)
-
-    sub.add_parser("embed", help="export speaker embeddings from audio (see `jsae embed --help`)", add_help=False)
-    add_analysis_commands(sub)
+    parser = cli.ArgumentParser(prog="jsae", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"jsae {__version__}",
+                        help="print the version (jsae X.Y.Z) and exit")
+    sub = cli.add_commands(parser, "command", "the command (`jsae COMMAND --help` for its options)")
+    _add_sweep_command(sub)
+    _add_store_commands(sub)
+    _add_embed_command(sub)
     add_demo_command(sub)
     add_export_command(sub)
+    add_analysis_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "embed":
-        return _cmd_embed(argv[1:])
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command in ("sweep", "demo") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = list(args.overrides) + extra  # overrides may follow --out
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return int(args.func(args) or 0)
-    except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
-        return print_error(err, getattr(args, "prog", "jsae"))
+    """Run ``jsae ARGV`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.run(build_parser(), sys.argv[1:] if argv is None else argv)

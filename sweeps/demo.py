@@ -12,7 +12,7 @@ installed wheel, or under ``$JSAE_DATA``.
    music feature (``kind`` = music vs voice) on ``DATA/music`` over the whole grid;
 3. follows the language feature across latent sizes with gender as sub-groups (K = 20),
    and measures whether language is one direction for every speaker of the language set
-   (:mod:`jsae.consistency`, within gender too): what a single language latent can reach;
+   (:mod:`jsae.analyses.consistency`, within gender too): what a single language latent can reach;
 4. steers both features with the paper's setting (K = 20, L = 200, a_φ = 1) in
    normalised latent units (the unit of the README's results; the paper's unstated unit
    is likelier its raw embedding space, whose conversion every table prints) and, for
@@ -26,6 +26,8 @@ import argparse
 import time
 from pathlib import Path
 from typing import Sequence
+
+from sweeps import conventions as cli
 
 __all__ = ["add_demo_command", "paper_grid_overrides", "run_demo"]
 
@@ -51,16 +53,16 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
              overrides: Sequence[str] = (), k: int = 20, latent_size: int = 200) -> Path:
     """Run the whole demo; returns the path of the HTML report. ``data``: default the bundled demo stores."""
     from jsae.config import load_config
-    from jsae.consistency import consistency_text, run_consistency
-    from jsae.probing import family_table, probe_table, run_probe
     from jsae.errors import JsaeError
+    from jsae.outputs.consistency import consistency_text, run_consistency
+    from jsae.outputs.probe import family_table, probe_table, run_probe
+    from jsae.outputs.split import run_split, split_table
+    from jsae.outputs.steer import flip_table_text, run_steer, steer_table_text
     from jsae.report import build_report
-    from jsae.rundir import check_run_dir, check_validation_rows
-    from jsae.splitting import run_split, split_table
-    from jsae.steering import flip_table_text, run_steer, steer_table_text
-    from jsae.train import train_sweep
-
     from jsae.resources import config_path, demo_data_dir
+    from jsae.runs.check import check_run_dir
+    from jsae.training.data import check_validation_rows
+    from jsae.training.loop import train_sweep
 
     data, out = demo_data_dir(data), Path(out)
     cfg = load_config(config_path("demo"),
@@ -89,8 +91,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
         print(f"split skipped: {err}")
     stage("consistency of lang=es across speakers (by gender)")
     try:
-        res, _ = run_consistency(data / "language", "lang", "es", negative="en", group="speaker", by="gender",
-                                 run_dir=out)
+        res, _ = run_consistency(data / "language", "lang", "es", negative="en", speaker="speaker",
+                                 group="gender", run_dir=out)
         print(consistency_text(res))
     except JsaeError as err:  # too few speakers with both languages (e.g. a tiny corpus)
         print(f"consistency skipped: {err}")
@@ -117,12 +119,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_demo_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the paper's experiments end to end on the bundled demo corpus")
-    p.add_argument("--out", default="runs/demo", help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--data", default=None,
+    p = cli.add_command(sub, "demo", _cmd_demo, "the paper's experiments end to end on the bundled demo corpus",
+                        overrides="overrides")
+    p.add_argument("--out", default="runs/demo", metavar="RUN", help="run directory (resumed if it holds checkpoints)")
+    p.add_argument("--data", metavar="DIR",
                    help="folder with the sae_train, language and music stores (default: the bundled data/demo, "
                         "found in the installed package, $JSAE_DATA or the checkout)")
     p.add_argument("--full-grid", action="store_true",
                    help="the paper's 84 models (the grid of configs/paper_grid.yaml) instead of configs/demo.yaml's")
-    p.add_argument("overrides", nargs="*", help="sweep config overrides, e.g. train.steps=3000")
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="sweep config overrides, e.g. train.steps=3000 (also after the options)")

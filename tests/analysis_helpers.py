@@ -80,6 +80,6 @@ def analyse_run(run: Path, store: Path, other_run: Path, audio: Path) -> Path:
     assert main(["steer", str(run), *common, "--negative", "en", "--k", "3", "--latent-size", "8",
                  "--alpha", "1", "--alpha-units", "mean_active"]) == 0
     assert main(["universality", str(run), str(other_run), "--data", str(store)]) == 0
-    assert main(["consistency", *common, "--negative", "en", "--by", "gender", "--run", str(run)]) == 0
+    assert main(["consistency", str(run), *common, "--negative", "en", "--group", "gender"]) == 0
     assert main(["report", str(run), "--audio-root", str(audio)]) == 0
     return run

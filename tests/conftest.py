@@ -8,9 +8,16 @@ into a run copy it first.
 Nothing here imports torch, NeMo or another extra: ``pytest -m "not embed"`` collects and
 runs with the ``dev`` extra only.
 """
+import sys
 from pathlib import Path
 
 import pytest
+
+# tools/ (the demo-corpus builder) runs from a checkout and is not installed; its tests import it
+# from the repository root, which `python -m pytest` puts on sys.path and plain `pytest` does not.
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:
+    sys.path.append(_REPO)
 
 
 @pytest.fixture(params=["sparse", "dense"], scope="module")
@@ -64,7 +71,7 @@ def trained_run_seed1(tmp_path_factory, labelled_store) -> Path:
 @pytest.fixture(scope="session")
 def sweep(trained_run):
     """The shared trained run, loaded (its model files)."""
-    from jsae.sweep import load_sweep
+    from jsae.runs.load import load_sweep
 
     return load_sweep(trained_run)
 
@@ -72,7 +79,7 @@ def sweep(trained_run):
 @pytest.fixture(scope="session")
 def splits(labelled_store):
     """``(train, test)`` labelled rows of ``lang = es`` vs ``en`` from the shared store."""
-    from jsae.labelled import load_labelled
+    from jsae.analyses.labelled import load_labelled
 
     return (load_labelled(labelled_store, "lang", "es", negative="en", split="train"),
             load_labelled(labelled_store, "lang", "es", negative="en", split="test"))

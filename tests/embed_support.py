@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from embed.testing import build_tiny_titanet, silence, speechlike
+from stand_ins import build_tiny_titanet, silence, speechlike
 
 REPO = Path(__file__).resolve().parents[1]
 

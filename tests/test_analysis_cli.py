@@ -85,3 +85,22 @@ def test_cli_errors_name_the_problem(run, capsys, labelled_store):
     assert rc == 2 and "no model with k=7" in capsys.readouterr().err
     rc = main(["probe", str(run), "--data", str(labelled_store), "--label", "language", "--positive", "es"])
     assert rc == 2 and "no label column 'language'" in capsys.readouterr().err
+
+
+def test_split_needs_one_k_and_names_the_fix(run, capsys, labelled_store):
+    rc = main(["split", str(run), "--data", str(labelled_store), "--label", "lang", "--positive", "es",
+               "--group", "gender"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("jsae split: error:"), err
+    assert "k = 3, 4" in err[0] and "--k K" in err[0]
+
+
+def test_export_writes_every_selected_model(run, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert main(["export", str(run), "--k", "3", "--latent-size", "8", "16", "--format", "saelens",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["k3_L16", "k3_L8"]
+    assert "exported 2 model(s)" in capsys.readouterr().out
+    rc = main(["export", str(run), "--model", "k9_L8", "--format", "saelens", "--out", str(tmp_path / "none")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "k9_L8" in err[0] and "k3_L8" in err[0], err

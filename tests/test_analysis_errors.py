@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jsae.labelled import load_labelled
-from jsae.probing import probe
-from jsae.splitting import feature_split
-from jsae.steering import steer
+from jsae.analyses.labelled import load_labelled
+from jsae.analyses.probing import probe
+from jsae.analyses.splitting import feature_split
+from jsae.analyses.steering import steer
 from jsae.store import StoreError, write_store
 from sweeps.cli import main
 

@@ -26,13 +26,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from jsae.activation import TopK
-from jsae.grid import ModelSpec
+from jsae.core.activation import TopK
+from jsae.core.spec import ModelSpec
 from jsae.models import ModelBatch
-from jsae.normalize import Normalizer
-from jsae.probing import family_frame, family_scores, feature_family, probe, write_probe
-from jsae.sae import SAEParams
-from jsae.splitting import feature_split
+from jsae.core.normalize import Normalizer
+from jsae.analyses.probing import family_frame, family_scores, feature_family, probe
+from jsae.outputs.probe import write_probe
+from jsae.core.sae import SAEParams
+from jsae.analyses.splitting import feature_split
 from jsae.store import write_store
 
 # ----------------------------------------------------------------------------- feature_family: unit tests

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from jsae.activation import TopK
-from jsae.grid import ModelSpec
-from jsae.normalize import Normalizer
-from jsae.probing import scores_from_counts, single_latent_counts
-from jsae.sae import SAEParams
-from jsae.steering import class_centroids, relative_similarity, steer_codes, steer_latents
-from jsae.sweep import SAEModel
-from jsae.universality import best_correlation_match, best_cosine_match
+from jsae.core.activation import TopK
+from jsae.core.spec import ModelSpec
+from jsae.core.normalize import Normalizer
+from jsae.analyses.probing import scores_from_counts, single_latent_counts
+from jsae.core.sae import SAEParams
+from jsae.analyses.steering import class_centroids, relative_similarity, steer_codes, steer_latents
+from jsae.models import SAEModel
+from jsae.analyses.universality import best_correlation_match, best_cosine_match
 
 
 def random_model(seed=0, dim=12, latent_size=20, k=4):

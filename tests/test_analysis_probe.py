@@ -6,8 +6,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_score, recall_score
 
 from analysis_helpers import K, LATENT_SIZES
-from jsae.labelled import load_labelled
-from jsae.probing import probe
+from jsae.analyses.labelled import load_labelled
+from jsae.analyses.probing import probe
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Feature splitting (paper V-B): the planted es → es/f + es/m split is reported as L grows."""
 import pytest
 
-from jsae.splitting import NONE, feature_split
-from jsae.sweep import load_sweep
+from jsae.analyses.splitting import NONE, feature_split
+from jsae.runs.load import load_sweep
 
 
 @pytest.fixture(scope="module")

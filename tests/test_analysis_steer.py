@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jsae.steering import class_centroids, relative_similarity, steer, steer_codes
+from jsae.analyses.steering import class_centroids, relative_similarity, steer, steer_codes
 
 
 def test_steering_flips_the_sign_of_mean_delta_for_both_classes(sweep, labelled_store):

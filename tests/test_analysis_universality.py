@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsae.sweep import load_sweep
-from jsae.universality import compare_sweeps
+from jsae.runs.load import load_sweep
+from jsae.analyses.universality import compare_sweeps
 
 
 @pytest.fixture(scope="module")

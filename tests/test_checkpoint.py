@@ -12,9 +12,9 @@ import pytest
 
 from jsae.config import load_config
 from jsae.store import write_store
-from jsae.sweep import load_sweep
+from jsae.runs.load import load_sweep
 from jsae.synthetic import make_dictionary_data, synthetic_table
-from jsae.train import train_sweep
+from jsae.training.loop import train_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,11 +80,13 @@ SHARDED_SCRIPT = r"""
 # Run once with 8 host devices and once with 1: the same grid, trained and evaluated where it runs.
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from jsae import sae
+from jsae.core import sae
 from jsae.config import load_config
-from jsae.grid import GridTrainer, make_groups
-from jsae.normalize import fit_normalizer
-from jsae.train import batch_indices, evaluate, make_mesh, prepare_data, train_sweep
+from jsae.training.grid import GridTrainer, make_groups, make_mesh
+from jsae.core.normalize import fit_normalizer
+from jsae.training.data import batch_indices, prepare_data
+from jsae.training.evaluate import evaluate
+from jsae.training.loop import train_sweep
 
 out, n_dev, x_path, overrides = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 assert jax.device_count() == n_dev, jax.devices()
@@ -247,7 +249,7 @@ def test_streaming_from_the_store_trains_the_same_models_as_in_memory(tmp_path, 
 def test_streaming_fits_normalisation_on_a_sample_of_fit_rows(tmp_path, store):
     cfg = load_config(None, [f"data.store={store}", "data.stream=true", "data.fit_rows=500", "grid.k=[4]",
                              "grid.latent_size=[32]", "train.batch_size=128", "train.steps=5", "train.progress=false"])
-    from jsae.train import prepare_data
+    from jsae.training.data import prepare_data
 
     td = prepare_data(cfg)
     assert td.train is None and td.fit.shape == (500, 32) and td.n_train == 6000 - len(td.val_rows)

@@ -95,7 +95,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 def test_resuming_with_a_different_config_is_refused(tmp_path):
     x = make_dictionary_data(800, dim=8, n_atoms=16, active=2, seed=3).x
     base = ["grid.k=[2]", "grid.latent_size=[8]", "train.steps=10", "train.batch_size=64", "train.progress=false"]
-    from jsae.train import train_sweep
+    from jsae.training.loop import train_sweep
 
     train_sweep(load_config(None, base), tmp_path, data=x)
     with pytest.raises(ConfigError, match=r"grid.latent_size: \[8\] → \[16\]"):

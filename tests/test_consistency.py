@@ -1,9 +1,9 @@
-"""`jsae.consistency`: is a label one direction for every speaker (so one latent can carry it)?"""
+"""`jsae.analyses.consistency`: is a label one direction for every speaker (so one latent can carry it)?"""
 import numpy as np
 import pandas as pd
 import pytest
 
-from jsae.consistency import consistency, group_shifts, loo_cosines, permuted_shifts, shared_fraction
+from jsae.analyses.consistency import consistency, group_shifts, loo_cosines, permuted_shifts, shared_fraction
 from jsae.store import StoreError, write_store
 
 DIM = 32
@@ -116,7 +116,7 @@ def test_by_finds_one_direction_per_gender(tmp_path):
     q, _ = np.linalg.qr(rng.standard_normal((DIM, 2)))
     d_f, d_m = q[:, 0], 0.3 * q[:, 0] + np.sqrt(1 - 0.09) * q[:, 1]   # cos(d_f, d_m) = 0.3
     path = planted_store(tmp_path / "s", lambda g, gender: 4.0 * (d_f if gender == "female" else d_m), groups=16)
-    res = consistency(path, "lang", "es", negative="en", by="gender")
+    res = consistency(path, "lang", "es", negative="en", group="gender")
     by = res.by_table.set_index("by")
     assert list(by.index) == ["female", "male"] and list(by["groups"]) == [8, 8]
     assert (by["mean_consistency"] > 0.99).all()
@@ -136,9 +136,9 @@ def test_rows_without_a_group_take_no_part(tmp_path):
 def test_bad_grouping_is_refused_with_what_is_there(tmp_path):
     path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM))
     with pytest.raises(StoreError, match="no metadata column 'accent'.*speaker"):
-        consistency(path, "lang", "es", group="accent")
+        consistency(path, "lang", "es", speaker="accent")
     with pytest.raises(StoreError, match="only 0 'gender' group.*lang"):
-        consistency(path, "lang", "es", group="gender", split="test", min_rows=1000)
+        consistency(path, "lang", "es", speaker="gender", test_split="test", min_rows=1000)
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -189,7 +189,7 @@ def test_by_pairs_are_named_and_too_high_min_rows_names_the_value_that_works(tmp
 
     path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM), groups=12, rows=40)   # 20 + 20 each
     with pytest.raises(JsaeError) as info:
-        consistency(path, "lang", "es", negative="en", by="gender", min_rows=21)
+        consistency(path, "lang", "es", negative="en", group="gender", min_rows=21)
     text = str(info.value)
     assert "\n" not in text and one_line(text) == text
     assert "only 0 'speaker' group(s) have at least 21 rows" in text and "lang='en'" in text
@@ -199,7 +199,9 @@ def test_by_pairs_are_named_and_too_high_min_rows_names_the_value_that_works(tmp
 
 
 def test_non_finite_scores_are_refused_not_printed(tmp_path, monkeypatch):
-    import jsae.consistency as mod
+    import importlib
+
+    mod = importlib.import_module("jsae.analyses.consistency")   # jsae.analyses.consistency is also a function
 
     path = planted_store(tmp_path / "s", lambda g, gender: np.ones(DIM))
     monkeypatch.setattr(mod, "shared_fraction", lambda shifts: float("nan"))

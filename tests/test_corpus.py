@@ -1,6 +1,6 @@
-"""The demo-corpus builder (embed.corpus): a tiny corpus, built twice, checked end to end.
+"""The demo-corpus builder (tools.demo_corpus): a tiny corpus, built twice, checked end to end.
 
-Needs the Debian packages of ``embed.corpus.APT_PACKAGES`` (``make test`` installs them).
+Needs the Debian packages of ``tools.demo_corpus.APT_PACKAGES`` (``make test`` installs them).
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed.corpus import APT_PACKAGES, SCALES, CorpusExistsError, MissingToolsError, build_corpus, ensure_tools
-from embed.corpus import tools as corpus_tools
-from embed.corpus.channel import (
+from embed.segment import SegmentConfig
+from tools.demo_corpus import APT_PACKAGES, SCALES, CorpusExistsError, MissingToolsError, build_corpus, ensure_tools
+from tools.demo_corpus import tools as corpus_tools
+from tools.demo_corpus.channel import (
     SAMPLE_RATE,
     compress_pauses,
     count_segments,
@@ -24,8 +25,7 @@ from embed.corpus.channel import (
     mulaw_encode,
     telephone,
 )
-from embed.corpus.text import clean_fortune, load_sentences, split_sentences
-from embed.segment import SegmentConfig
+from tools.demo_corpus.text import clean_fortune, load_sentences, split_sentences
 
 MANIFESTS = ("sae_train", "language", "music")
 FIELDS = ("audio_filepath", "duration", "recording", "dataset", "split", "kind", "lang", "gender", "voice",
@@ -131,7 +131,7 @@ def test_voice_counts_per_sae_speaker_follow_the_scale():
     """``voices_sae`` / ``voices_sae_es``: English and Spanish voices per sae_train espeak-ng speaker."""
     import dataclasses
 
-    from embed.corpus.build import plan_classes
+    from tools.demo_corpus.build import plan_classes
 
     def sae_voices(scale):
         _, record = plan_classes(scale, 0)
@@ -260,7 +260,7 @@ def test_rerun_is_a_no_op_and_refuses_other_settings(corpus):
 
 
 def test_cli_check_tools(capsys):
-    from embed.corpus.__main__ import main
+    from tools.demo_corpus.__main__ import main
 
     assert main(["--check-tools"]) == 0
     assert "installed" in capsys.readouterr().out

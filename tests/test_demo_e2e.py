@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from embed.cli import main as embed_main
-from embed.corpus.build import build_corpus
 from sweeps.demo import run_demo
+from tools.demo_corpus.build import build_corpus
 
 # Runs resemblyzer (the embed extra) on a synthesised corpus, then the whole demo: minutes.
 pytestmark = [pytest.mark.embed, pytest.mark.slow]

@@ -2,7 +2,7 @@
 cut into 4–8 s segments made of several source spans; kept/dropped accounting per
 recording and per label value, and the warning when a label value loses far more.
 
-The recordings are generated: "utterances" are :func:`embed.testing.speechlike` tone
+The recordings are generated: "utterances" are :func:`stand_ins.speechlike` tone
 bursts (harmonics, syllable-rate envelope, a little noise), pauses are noise 75 dB down.
 No test here needs torch: the export tests use a stand-in encoder.
 """
@@ -278,7 +278,7 @@ def test_export_summary_screen_and_refused_resume_with_other_segmentation(tmp_pa
     assert "segmentation (contiguous): kept" in printed and "WARNING: label 'kind': kind=call kept" in printed
     assert "kept %" in printed and "lecture" in printed          # the per-label table
     # resuming with the default (joined) settings is refused, naming the setting
-    assert main(common) == 1
+    assert main(common) == 2
     assert "segmentation.mode: store has 'contiguous', this command gives 'joined'" in capsys.readouterr().err
     # the joined export: the store holds the spans, the rows are the stand-in of the concatenated audio
     stand_in.seen.clear()
@@ -297,7 +297,7 @@ def test_export_summary_screen_and_refused_resume_with_other_segmentation(tmp_pa
     assert summary["segmentation_accounting"]["labels"]["kind"]["call"]["kept_fraction"] >= 0.9
     assert len(stand_in.seen) == len(meta)
     # --max-gap is part of the settings, too
-    assert main([*common[:-4], str(out2), *common[-3:], "--max-gap", "2"]) == 1
+    assert main([*common[:-4], str(out2), *common[-3:], "--max-gap", "2"]) == 2
     assert "segmentation.max_gap: store has None, this command gives 2.0" in capsys.readouterr().err
 
 

@@ -111,7 +111,7 @@ def test_two_workers_and_a_merge_equal_one_worker(audio_dir, reference, tmp_path
     assert main(args(audio_dir, out, "--num-shards", "2", "--shard-index", "0")) == 0
     status = export_status(out)
     assert status["missing"] == list(range(1, 2 * NUM_GOOD, 2))        # worker 1's shards
-    assert main(["--merge", "--out", str(out)]) == 1                    # refuses: not all shards done
+    assert main(["--merge", "--out", str(out)]) == 2                    # refuses: not all shards done
     assert "not done yet" in capsys.readouterr().err
     with pytest.raises(StoreError):
         open_store(out)

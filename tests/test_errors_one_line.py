@@ -73,14 +73,14 @@ def test_a_store_too_small_for_the_validation_fraction_names_the_value_and_the_r
 def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_training(tmp_path, monkeypatch, tiny_store):
     """The library path (no CLI pre-check) refuses in prepare_data, naming the configured
     value and the row count, for a store and for an array; evaluate() is never reached."""
-    import jsae.train
+    import jsae.training.loop
     from jsae.config import ConfigError, load_config
-    from jsae.train import train_sweep
+    from jsae.training.loop import train_sweep
 
     def never(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(jsae.train, "GridTrainer", never)
+    monkeypatch.setattr(jsae.training.loop, "GridTrainer", never)
     default = REPO / "configs" / "default.yaml"
     for overrides, data, needles in [
         (["train.val_fraction=0.001"], None, ("train.val_fraction=0.001 of the 240 training rows of",
@@ -100,7 +100,7 @@ def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_train
 
 def test_evaluate_without_validation_rows_does_not_invent_a_val_fraction():
     from jsae.errors import BadValueError
-    from jsae.train import evaluate
+    from jsae.training.evaluate import evaluate
 
     with pytest.raises(BadValueError, match="0 validation rows") as info:
         evaluate(None, None, np.zeros((0, 8), np.float32), None)
@@ -172,7 +172,7 @@ def test_a_cli_run_as_a_subprocess_prints_one_line(arrays):
     proc = subprocess.run([sys.executable, "-m", "sweeps", "store", "import", str(arrays / "text.npy"), "--out",
                            str(arrays / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("jsae: error:"), proc.stderr
+    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("jsae store import: error:"), proc.stderr
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -275,16 +275,16 @@ def test_a_hostile_pt_model_is_never_unpickled(tmp_path, capsys):
 
 def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
     from embed.audio import AudioReadError
-    from embed.corpus.build import CorpusExistsError
-    from embed.corpus.tools import MissingToolsError
-    from embed.corpus.voices import SynthesisError
     from embed.encoders import EncoderLoadError
     from embed.export import ExportError
     from embed.plan import ManifestError
     from jsae.config import ConfigError
-    from jsae.rundir import RunDirError
+    from jsae.runs.check import RunDirError
     from jsae.safety import UnsafeDeleteError
     from jsae.store import StoreError
+    from tools.demo_corpus.build import CorpusExistsError
+    from tools.demo_corpus.tools import MissingToolsError
+    from tools.demo_corpus.voices import SynthesisError
 
     for cls, old in [(ExportError, RuntimeError), (EncoderLoadError, RuntimeError), (ManifestError, ValueError),
                      (AudioReadError, RuntimeError), (CorpusExistsError, RuntimeError),
@@ -296,7 +296,7 @@ def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
 def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_path, tiny_run):
     from jsae.config import ConfigError
     from jsae.errors import MissingPathError, NotFoundError
-    from jsae.sweep import load_sweep
+    from jsae.runs.load import load_sweep
 
     sweep = load_sweep(tiny_run)
     with pytest.raises(KeyError, match="k=3, latent_size=8") as info:
@@ -328,8 +328,8 @@ def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_
 
 
 def test_messages_with_a_table_are_one_line(tmp_path):
-    from embed.corpus.tools import MissingToolsError
     from embed.export import ExportError, _check_settings
+    from tools.demo_corpus.tools import MissingToolsError
 
     msg = str(MissingToolsError(["program sox", "program flite"], ["sox", "flite"]))
     assert "\n" not in msg and "program sox; program flite" in msg

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from jsae.errors import BadValueError, JsaeError, NotFoundError
-from jsae.export import MARKER, add_export_command, export_model, export_models, fold_normalizer, is_export_dir
-from jsae.modelfiles import read_models, write_model_files
-from jsae.normalize import Normalizer
+from jsae.export import MARKER, export_model, export_models, fold_normalizer, is_export_dir
+from jsae.runs.modelfiles import read_models, write_model_files
+from sweeps.export_cli import add_export_command
+from jsae.core.normalize import Normalizer
 from jsae.safety import UnsafeDeleteError
 
 M, L, K, B = 16, 48, 5, 64

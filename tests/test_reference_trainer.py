@@ -1,13 +1,13 @@
 """A grid member trained by jsae equals an independent float64 numpy trainer (tests/reference_trainer.py).
 
-The grid is trained through the public path (``jsae.train.train_sweep`` on an array,
+The grid is trained through the public path (``jsae.training.loop.train_sweep`` on an array,
 config overrides only) on both TopK paths; one member of a multi-model group is
 compared, after ``STEPS`` steps, with :class:`reference_trainer.ReferenceSAE` started
 from the same initial parameters and fed the same batches, with AuxK active.
 
 Shared with jsae, and not under test here: the train/validation split
-(``jsae.train.prepare_data``), the normaliser (``jsae.normalize.fit_normalizer``), the
-batch rows of each step (``jsae.train.batch_indices``) and the initial parameters
+(``jsae.training.data.prepare_data``), the normaliser (``jsae.core.normalize.fit_normalizer``), the
+batch rows of each step (``jsae.training.data.batch_indices``) and the initial parameters
 (``GridTrainer.init`` with the run's key ``jax.random.key(train.seed)`` and ``b_pre``
 = the mean of the normalised training rows, which is what ``sae.b_pre_init=mean`` gives
 when ``sae.b_pre_init_samples`` covers every row). Everything the training step does
@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 
 from jsae.config import load_config
-from jsae.grid import GridTrainer, make_groups
-from jsae.normalize import fit_normalizer
-from jsae.sweep import load_sweep
-from jsae.train import batch_indices, prepare_data, train_sweep
+from jsae.training.grid import GridTrainer, make_groups
+from jsae.core.normalize import fit_normalizer
+from jsae.runs.load import load_sweep
+from jsae.training.data import batch_indices, prepare_data
+from jsae.training.loop import train_sweep
 from reference_trainer import PARAM_NAMES, ReferenceSAE, loss_and_grads, topk_mask
 
 DIM, ROWS, STEPS, BATCH = 16, 1300, 24, 32

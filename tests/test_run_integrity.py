@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsae.checkpoint import CORRUPT_DIR, CheckpointError, checkpoint_steps
+from jsae.runs.checkpoint import CORRUPT_DIR, CheckpointError, checkpoint_steps
 from jsae.config import load_config
 from jsae.store import InvalidEmbeddingsError, open_array, open_store, write_store
-from jsae.sweep import UnfinishedRunWarning, load_sweep
+from jsae.models import UnfinishedRunWarning
+from jsae.runs.load import load_sweep
 from jsae.synthetic import make_dictionary_data, make_labelled_data, synthetic_table
-from jsae.train import CheckpointWarning, DataChangedError, RunLockedError, run_lock, train_sweep
+from jsae.runs.lock import RunLockedError, run_lock
+from jsae.training.loop import CheckpointWarning, train_sweep
+from jsae.training.resume import DataChangedError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "default.yaml")
@@ -79,9 +82,9 @@ def _assert_identical(run_a: Path, run_b: Path) -> None:
 # ---------------------------------------------------------------- unfinished runs
 
 def test_unfinished_run_is_flagged_by_load_probe_steer_and_report(tmp_path):
-    from jsae.probing import probe
+    from jsae.analyses.probing import probe
     from jsae.report import build_report
-    from jsae.steering import steer
+    from jsae.analyses.steering import steer
 
     d = make_labelled_data(n_sae=800, n_train=200, n_test=200, feature_scale=3.0, seed=0)
     labelled = write_store(tmp_path / "labelled", d.x, d.table).path
@@ -116,13 +119,13 @@ def test_a_killed_run_reports_its_last_checkpoint_step_not_zero(tmp_path, store,
     'step 20 of 60, unfinished' (it said 'step 0')."""
     import json
 
-    import jsae.train
+    import jsae.training.loop
     from jsae.report import build_report
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies right after the checkpoint
 
-    monkeypatch.setattr(jsae.train, "evaluate", killed)
+    monkeypatch.setattr(jsae.training.loop, "evaluate", killed)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train_sweep(load_config(DEFAULT, [f"data.store={store}", *TINY]), run, stop_after=20)
@@ -164,7 +167,7 @@ def test_resume_on_changed_data_is_refused_naming_both_fingerprints(tmp_path):
 
 
 def test_streaming_and_in_memory_fingerprints_agree(tmp_path, store):
-    from jsae.train import data_fingerprint, prepare_data
+    from jsae.training.data import data_fingerprint, prepare_data
 
     base = [f"data.store={store}", *TINY]
     mem = data_fingerprint(prepare_data(load_config(DEFAULT, base)))
@@ -327,7 +330,7 @@ def test_orbax_failures_that_asyncio_reports_at_gc_are_dropped_and_nothing_else(
     import gc
     import logging
 
-    from jsae.checkpoint import _quiet_orbax_threads
+    from jsae.runs.checkpoint import _quiet_orbax_threads
 
     _quiet_orbax_threads()
     seen: list[str] = []

@@ -1,10 +1,12 @@
-"""The SAE math of jsae.sae / jsae.sparse checked against an independent float64 numpy reference."""
+"""The SAE math of jsae.core.sae / jsae.core.loss checked against an independent float64 numpy reference."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsae import sae, sparse
+from functools import partial
+
+from jsae.core import loss as losses, sae
 from reference_trainer import PARAM_NAMES, loss_and_grads
 
 M, L, B = 24, 40, 16
@@ -82,7 +84,7 @@ def test_loss_value_matches_numpy_nmse(rng):
     x = rng.standard_normal((B, M))
     _, v = np_topk_codes(p, x, 4)
     ref = np_nmse(v @ p["W_dec"] + p["b_pre"], x)
-    loss, out = sae.topk_loss(to_jax(p), jnp.asarray(x, jnp.float32), 4, jnp.zeros(L, bool), k_max=4,
+    loss, out = losses.topk_loss(to_jax(p), jnp.asarray(x, jnp.float32), 4, jnp.zeros(L, bool), k_max=4,
                               k_aux=12, auxk_coef=1 / 32)
     np.testing.assert_allclose(float(out.nmse), ref, rtol=1e-5)
     np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
@@ -91,7 +93,7 @@ def test_loss_value_matches_numpy_nmse(rng):
 def test_auxk_is_zero_when_nothing_is_dead(rng):
     p = to_jax(np_params(9))
     x = jnp.asarray(rng.standard_normal((B, M)), jnp.float32)
-    _, out = sae.topk_loss(p, x, 4, jnp.zeros(L, bool), k_max=4, k_aux=12, auxk_coef=1 / 32)
+    _, out = losses.topk_loss(p, x, 4, jnp.zeros(L, bool), k_max=4, k_aux=12, auxk_coef=1 / 32)
     assert float(out.auxk) == 0.0
 
 
@@ -108,15 +110,15 @@ def test_auxk_matches_numpy_reference_with_dead_latents(rng):
     aux_v = np.zeros_like(pre)
     np.put_along_axis(aux_v, top, np.maximum(np.take_along_axis(masked, top, axis=1), 0), axis=1)
     ref = np_nmse(aux_v @ p["W_dec"], resid)  # no b_pre: it is not counted twice
-    _, out = sae.topk_loss(to_jax(p), jnp.asarray(x, jnp.float32), k, jnp.asarray(dead), k_max=k,
+    _, out = losses.topk_loss(to_jax(p), jnp.asarray(x, jnp.float32), k, jnp.asarray(dead), k_max=k,
                            k_aux=k_aux, auxk_coef=1 / 32)
     assert ref > 0
     np.testing.assert_allclose(float(out.auxk), ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("loss_fn", [sae.topk_loss, sparse.topk_loss_sparse], ids=["dense", "sparse"])
+@pytest.mark.parametrize("loss_fn", [losses.topk_loss, partial(losses.topk_loss, sparse_path=True)], ids=["dense", "sparse"])
 def test_training_loss_gradients_with_auxk_match_the_float64_reference(rng, loss_fn):
-    """The two loss functions training calls (jsae.grid picks one per group), differentiated by
+    """The two loss functions training calls (jsae.training.grid picks one per group), differentiated by
     JAX, against the hand-derived float64 gradient of tests/reference_trainer.py: NMSE + AuxK on
     dead latents (residual detached, no b_pre), with a traced k below the group's k_max."""
     jp = to_jax(np_params(16))
@@ -177,7 +179,7 @@ def test_relu_l1_loss_matches_numpy(rng):
     v = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)
     coef = 0.01
     ref = np_nmse(v @ p["W_dec"] + p["b_pre"], x) + coef * np.mean(v.sum(1))
-    loss, out = sae.relu_l1_loss(to_jax(p), jnp.asarray(x, jnp.float32), coef, jnp.zeros(L, bool))
+    loss, out = losses.relu_l1_loss(to_jax(p), jnp.asarray(x, jnp.float32), coef, jnp.zeros(L, bool))
     np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
     np.testing.assert_allclose(float(out.l0), np.mean((v > 0).sum(1)), rtol=1e-6)
 

@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from jsae.rundir import RunDirError, check_run_dir, is_jsae_run
+from jsae.runs.check import RunDirError, check_run_dir, is_jsae_run
 from jsae.safety import UnsafeDeleteError, check_deletable, is_store_dir
 from jsae.store import open_store, write_store
 from safety_helpers import REPO, TINY_SWEEP, jsae, snapshot, tiny_x
@@ -151,7 +151,7 @@ def test_embed_cli_overwrite_of_a_user_folder_is_one_line(user_dir, capsys):
 
 
 def test_corpus_builder_never_deletes_a_user_audio_folder(tmp_path):
-    from embed.corpus import CorpusExistsError, build_corpus
+    from tools.demo_corpus import CorpusExistsError, build_corpus
 
     out = tmp_path / "music-collection"
     (out / "audio").mkdir(parents=True)
@@ -234,7 +234,7 @@ def test_train_sweep_itself_refuses_a_folder_of_user_files(user_dir, tiny_store)
     of a failed first start deletes config.yaml, sweep.json and checkpoints/, which must
     never be the user's (here a diverging lr would have failed before the first checkpoint)."""
     from jsae.config import load_config
-    from jsae.train import train_sweep
+    from jsae.training.loop import train_sweep
 
     (user_dir / "checkpoints").mkdir()
     (user_dir / "checkpoints" / "README").write_text("my checkpoints\n")
@@ -252,7 +252,8 @@ def test_train_sweep_on_a_folder_another_sweep_is_writing_names_that_sweep(tmp_p
     while its writer holds the lock, the refusal names the writer instead, and the lock
     file is only read."""
     from jsae.config import load_config
-    from jsae.train import RunLockedError, run_lock, train_sweep
+    from jsae.runs.lock import RunLockedError, run_lock
+    from jsae.training.loop import train_sweep
 
     run = tmp_path / "run"
     run.mkdir()
@@ -295,8 +296,8 @@ def test_analysis_out_into_a_folder_of_user_files_is_refused_before_the_work(use
                                                                              monkeypatch, capsys, tiny_run):
     import importlib
 
-    probing = importlib.import_module("jsae.probing")   # jsae.consistency is also the name of a function
-    consistency_module = importlib.import_module("jsae.consistency")
+    probing = importlib.import_module("jsae.outputs.probe")   # run_probe calls the probe bound there
+    consistency_module = importlib.import_module("jsae.outputs.consistency")
 
     def never(*args, **kwargs):
         raise AssertionError("the analysis ran before its --out was checked")
@@ -353,7 +354,7 @@ def test_analysis_out_takes_a_new_or_empty_folder_or_its_own_earlier_output(tmp_
 
 
 def test_is_analysis_output_knows_each_analysis_files(tmp_path):
-    from jsae.results import ANALYSIS_OUTPUTS, check_analysis_out, is_analysis_output
+    from jsae.outputs.folders import ANALYSIS_OUTPUTS, check_analysis_out, is_analysis_output
 
     d = tmp_path / "steer"
     d.mkdir()

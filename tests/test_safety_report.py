@@ -18,7 +18,7 @@ from markupsafe import escape
 
 from jsae.report import CSP, audio_roots, locate_audio
 from jsae.store import write_store
-from jsae.sweep import load_sweep
+from jsae.runs.load import load_sweep
 from safety_helpers import jsae, tiny_x
 
 SCRIPT = "<script>document.title='pwned'</script>"

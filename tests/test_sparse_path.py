@@ -1,17 +1,21 @@
-"""The sparse TopK training path (jsae.sparse) equals the dense path it replaces."""
+"""The sparse TopK training path (jsae.core.sparse) equals the dense path it replaces."""
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsae import kernels, sae, sparse
+from jsae import kernels
+from jsae.core import loss as losses, sae
 from jsae.config import GridConfig, OptimConfig, SAEConfig
-from jsae.activation import ReluL1, TopK
-from jsae.grid import GridTrainer, GroupSpec, ModelSpec, make_groups, prefers_sparse
+from jsae.core.activation import ReluL1, TopK
+from jsae.core.spec import ModelSpec
+from jsae.training.grid import GridTrainer, GroupSpec, make_groups, prefers_sparse
 from jsae.synthetic import make_dictionary_data
-from jsae.train import batch_indices
+from jsae.training.data import batch_indices
 
 RTOL = 1e-5
 
@@ -44,8 +48,8 @@ def test_sparse_loss_and_every_gradient_equal_the_dense_path(k, L, k_max, ties):
     x = jnp.asarray(rng.standard_normal((B, dim)), jnp.float32)
     dead = jnp.asarray(rng.random(L) < 0.4)  # AuxK active
     k_aux = min(dim // 2, L)
-    (ld, outd), gd = _loss_and_grads(sae.topk_loss, p, x, k, dead, k_max, k_aux)
-    (ls, outs), gs = _loss_and_grads(sparse.topk_loss_sparse, p, x, k, dead, k_max, k_aux)
+    (ld, outd), gd = _loss_and_grads(losses.topk_loss, p, x, k, dead, k_max, k_aux)
+    (ls, outs), gs = _loss_and_grads(partial(losses.topk_loss, sparse_path=True), p, x, k, dead, k_max, k_aux)
     assert float(outd.auxk) > 0
     np.testing.assert_allclose(float(ls), float(ld), rtol=RTOL)
     for field in ("nmse", "auxk", "l0"):

@@ -5,7 +5,7 @@
 * steering in raw units equals a hand computation (latent set to ∓a / ‖d_φ ⊙ s‖), and a
   row whose latent was 0 moves by exactly a in the raw space;
 * steer outputs of different parameters coexist; the same parameters reuse the folder;
-  an explicit --out of other parameters is refused without --force.
+  an explicit --out of other parameters is refused without --overwrite.
 """
 import json
 import shutil
@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jsae.steering import SteerOutputExistsError, class_centroids, run_steer, steer, steer_codes
+from jsae.analyses.steering import class_centroids, steer, steer_codes
+from jsae.outputs.steer import SteerOutputExistsError, run_steer
 
 
 def _delta(x, c_pos, c_neg):
@@ -153,7 +154,7 @@ def test_steer_outputs_with_different_parameters_coexist(run, labelled_store):
     assert again == a1
 
 
-def test_explicit_out_of_other_parameters_is_refused_without_force(run, labelled_store, tmp_path, capsys):
+def test_explicit_out_of_other_parameters_is_refused_without_overwrite(run, labelled_store, tmp_path, capsys):
     from sweeps.cli import main
 
     out = tmp_path / "mine"
@@ -161,15 +162,15 @@ def test_explicit_out_of_other_parameters_is_refused_without_force(run, labelled
     run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0, 2.0], **common)
     assert (out / "alpha_k3_L8.png").exists()
     before = (out / "steer_summary.csv").read_bytes()
-    with pytest.raises(SteerOutputExistsError, match=r"alpha: \[1.0, 2.0\] there, \[3.0\] now.*--force"):
+    with pytest.raises(SteerOutputExistsError, match=r"alpha: \[1.0, 2.0\] there, \[3.0\] now.*--overwrite"):
         run_steer(run, labelled_store, "lang", "es", "en", alpha=[3.0], **common)
     assert (out / "steer_summary.csv").read_bytes() == before
     run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0, 2.0], **common)  # same parameters: fine
     args = ["steer", str(run), "--data", str(labelled_store), "--label", "lang", "--positive", "es", "--negative",
             "en", "--k", "3", "--latent-size", "8", "--alpha", "3", "--out", str(out)]
     assert main(args) == 2
-    assert "--force" in capsys.readouterr().err and (out / "steer_summary.csv").read_bytes() == before
-    assert main([*args, "--force"]) == 0
+    assert "--overwrite" in capsys.readouterr().err and (out / "steer_summary.csv").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert "alpha in raw" in printed and "1 latent unit = ‖d_φ⊙s‖ = " in printed
     assert _params(out)["alpha"] == [3.0]

@@ -8,7 +8,7 @@ import pytest
 from jsae.config import load_config
 from jsae.store import (InvalidEmbeddingsError, StoreError, create_array, finalize_store, open_store,
                         read_table, write_rows, write_store)
-from jsae.train import train_sweep
+from jsae.training.loop import train_sweep
 
 
 @pytest.fixture

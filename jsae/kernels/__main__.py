@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         from .build import compile_library
 
         print(f"built {compile_library(verbose=True)}")
-    from . import available, load_error
+    from .load import available, load_error
 
     if available():
         print("jsae CPU kernels: loaded")

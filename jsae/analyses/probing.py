@@ -1,0 +1,281 @@
+"""Feature identification (probing), paper Sections III-C and V-A.
+
+For every model of a sweep, with a labelled store (``split`` = train/test, a label
+column and its positive value):
+
+1. encode the train split: ``V_train [B, L]``;
+2. fit a logistic regression ``p(y=1|v) = σ(wᵀv + b)`` on the latents
+   (scikit-learn, L2, ``C``) and take ``φ = argmax_ℓ w_ℓ``, the latent with the
+   largest weight toward the positive class;
+3. use that latent alone on the test split: ``ŷ = [v_φ > 0]`` and report its
+   precision ``TP/(TP+FP)``, recall ``TP/(TP+FN)``, F1 and the support
+   (number of positive test rows).
+
+Also reported: the best single latent on the train split by direct search (the F1
+of ``[v_ℓ > 0]`` for every ℓ at once, from ``TP_ℓ = Σ_b [v_bℓ > 0] y_b``) and its
+test scores, and the test accuracy of the full-latent logistic regression (a
+ceiling for any one latent).
+
+**Feature family.** One latent can hold only part of a feature (after a split, one
+speaker or one gender of it: precision stays high, recall drops to a sub-group's
+share), so besides the paper's latent ``φ`` every model gets a *family*
+``F = (f_1, …, f_m)`` (:func:`feature_family`), a greedy cover on the train split:
+with ``A_ℓ`` the train rows where ``v_ℓ > 0``, ``P`` the positive ones and
+``C_0 = ∅``, among the latents whose own precision ``|A_ℓ ∩ P| / |A_ℓ| ≥ p_min``
+take ``f_i = argmax_ℓ |A_ℓ ∩ P ∖ C_{i-1}|`` and ``C_i = C_{i-1} ∪ (A_{f_i} ∩ P)``;
+stop after ``m_max`` members or when the gain in recall ``|A_{f_i} ∩ P ∖ C_{i-1}| / |P|``
+falls below ``g_min``. On the test split each member is scored alone and the family
+as the union ``ŷ = ⋁_i [v_{f_i} > 0]`` (precision, recall, F1); for each metadata
+column in ``groups`` (e.g. speaker, gender) every member's share of each sub-group's
+positive test rows that it fires on (``covers``: shares ≥ 0.5), and its dominant
+sub-group (the most of its true positives) with that sub-group's share of them.
+
+Encoding is batched over the models (:meth:`ModelBatch.encode`), the single-latent
+scores over all latents at once; the regression is one fit per model.
+
+>>> df = probe(sweep, store, "lang", "es")            # every model of a sweep
+>>> df = probe(sweep.select(k=20), store, "lang", "es")  # or any ModelBatch
+>>> df.loc[(df.k == 20) & (df.latent_size == 200), ["latent", "precision", "recall"]]
+>>> df = probe(sweep, store, "lang", "es", groups=["speaker", "gender"])
+>>> df[["name", "latent", "recall", "family", "family_precision", "family_recall"]]
+>>> family_frame(df)                                   # one row per model × family member
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..models import ModelBatch
+from ..store import EmbeddingStore
+from .labelled import LabelledSplit, load_train_test
+
+__all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "feature_family", "family_scores", "probe",
+           "family_frame", "PAPER_MODEL"]
+
+#: the model the paper reports (K = 20, L = 200), named in the probe summary when the sweep has it
+PAPER_MODEL = "k20_L200"
+
+
+def single_latent_counts(active: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(TP, FP, FN)`` of every latent used alone as a predictor.
+
+    Args:
+      active: ``[..., B, L]`` bool, ``v > 0`` (any leading axes, e.g. models).
+      y: ``[B]`` bool targets.
+    Returns:
+      three ``[..., L]`` int arrays: ``TP_ℓ = Σ_b a_bℓ y_b``, ``FP_ℓ = Σ_b a_bℓ − TP_ℓ``,
+      ``FN_ℓ = Σ_b y_b − TP_ℓ``.
+    """
+    a = np.asarray(active, np.float32)
+    yf = np.asarray(y, np.float32)
+    tp = np.rint(np.einsum("...bl,b->...l", a, yf)).astype(np.int64)
+    fired = np.rint(a.sum(axis=-2)).astype(np.int64)
+    return tp, fired - tp, int(np.asarray(y, bool).sum()) - tp
+
+
+def scores_from_counts(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, F1)``; 0 where undefined (as scikit-learn's ``zero_division=0``)."""
+    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    return precision, recall, f1
+
+
+def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 2000,
+              standardize: bool = False, seed: int = 0):
+    """Logistic regression on latents ``codes [B, L]``; returns ``(φ, w_φ, model)``.
+
+    ``standardize``: fit on latents scaled to unit variance (weights then compare
+    latents of different activation scales); the paper fits on the raw latents.
+    The returned model predicts from raw latents either way.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    model = make_pipeline(StandardScaler(), clf) if standardize else clf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings on separable data
+        model.fit(np.asarray(codes, np.float64), np.asarray(y, bool))
+    w = clf.coef_[0]  # toward classes_[1] == True
+    phi = int(np.argmax(w))
+    return phi, float(w[phi]), model
+
+
+def feature_family(active: np.ndarray, y: np.ndarray, *, min_precision: float = 0.9, max_members: int = 5,
+                   min_gain: float = 0.02) -> list[int]:
+    """The latents that each predict ``y`` with high precision and together cover it (greedy).
+
+    Args:
+      active: ``[B, L]`` bool, ``v > 0`` on the rows the family is chosen on (train).
+      y: ``[B]`` bool targets.
+      min_precision: a member's own precision ``|A_ℓ ∩ P| / |A_ℓ|`` must be at least this.
+      max_members: at most this many members.
+      min_gain: stop when the best remaining latent adds less than this recall
+        (newly covered positives ``/ |P|``; a gain of 0 always stops).
+    Returns:
+      the members in the order chosen (largest new coverage first; ties: the lower
+      index). Empty when no latent reaches ``min_precision`` on a positive row.
+    """
+    a = np.asarray(active, bool)
+    y = np.asarray(y, bool)
+    n_pos = int(y.sum())
+    if a.ndim != 2 or y.shape != (a.shape[0],):
+        raise ValueError(f"feature_family takes active [B, L] and y [B]; got {a.shape} and {y.shape}")
+    if n_pos == 0 or max_members <= 0:
+        return []
+    tp, fp, _ = single_latent_counts(a, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    eligible = (tp > 0) & (precision >= min_precision)  # [L]
+    pos = a[y]  # [P, L]
+    covered = np.zeros(n_pos, bool)
+    members: list[int] = []
+    while len(members) < max_members:
+        gain = np.where(eligible, pos[~covered].sum(axis=0), -1)  # newly covered positives per latent
+        j = int(np.argmax(gain))
+        if gain[j] <= 0 or gain[j] / n_pos < min_gain:
+            break
+        members.append(j)
+        covered |= pos[:, j]
+        eligible[j] = False
+    return members
+
+
+def _group_cover(fires_pos: np.ndarray, values: np.ndarray, levels: list[str]) -> dict[str, Any]:
+    """Sub-group coverage of one member: ``fires_pos [P]`` (it fires, positive rows), ``values [P]``."""
+    share = {s: float(np.mean(fires_pos[values == s])) for s in levels}
+    hits = {s: int(np.sum(fires_pos & (values == s))) for s in levels}
+    n = sum(hits.values())
+    dom = max(levels, key=lambda s: (hits[s], share[s])) if n else None
+    ranked = sorted((s for s in levels if share[s] > 0), key=lambda s: -share[s])
+    covers = [s for s in ranked if share[s] >= 0.5]
+
+    def listed(items: list[str], limit: int = 10) -> str:
+        return ", ".join(items[:limit]) + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+    return {"dominant": dom, "purity": hits[dom] / n if n else float("nan"), "covers": listed(covers),
+            "coverage": listed([f"{s}:{share[s]:.2f}" for s in ranked])}
+
+
+def family_scores(members: list[int], active: np.ndarray, y: np.ndarray,
+                  groups: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score a family on (test) rows: ``(union, per_member)``.
+
+    ``union``: ``precision, recall, f1, tp, fp, fn`` of ``ŷ = ⋁_i [v_{f_i} > 0]``
+    (all 0 for an empty family). ``per_member``: for each member ``latent`` alone
+    ``precision, recall, f1, n_active``, ``union_recall`` (of the members up to it),
+    and for each ``groups`` column ``g`` (``[B]`` values): ``g_dominant, g_purity,
+    g_covers, g_coverage`` (see the module docstring).
+    """
+    a = np.asarray(active, bool)
+    y = np.asarray(y, bool)
+    groups = {g: np.asarray(v).astype(str) for g, v in (groups or {}).items()}
+    levels = {g: sorted(set(v[y].tolist())) for g, v in groups.items()}
+    union = np.zeros(len(y), bool)
+    rows = []
+    for rank, j in enumerate(members):
+        fires = a[:, j]
+        union |= fires
+        (tp,), (fp,), (fn,) = single_latent_counts(fires[:, None], y)
+        (p,), (r,), (f,) = scores_from_counts([tp], [fp], [fn])
+        u_tp = int((union & y).sum())
+        row: dict[str, Any] = {"member": rank, "latent": int(j), "precision": float(p), "recall": float(r),
+                               "f1": float(f), "n_active": int(fires.sum()),
+                               "union_recall": u_tp / max(int(y.sum()), 1)}
+        for g, values in groups.items():
+            cov = _group_cover(fires[y], values[y], levels[g])
+            row.update({f"{g}_{key}": val for key, val in cov.items()})
+        rows.append(row)
+    tp, fp, fn = int((union & y).sum()), int((union & ~y).sum()), int((~union & y).sum())
+    (p,), (r,), (f,) = scores_from_counts([tp], [fp], [fn])
+    return {"precision": float(p), "recall": float(r), "f1": float(f), "tp": tp, "fp": fp, "fn": fn}, rows
+
+
+def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
+          train_split: str = "train", test_split: str = "test", C: float = 1.0, standardize: bool = False,
+          max_iter: int = 2000, train: LabelledSplit | None = None, test: LabelledSplit | None = None,
+          family_min_precision: float = 0.9, family_max: int = 5, family_min_gain: float = 0.02,
+          groups: Sequence[str] = ()) -> pd.DataFrame:
+    """Probe every model of ``models`` (a Sweep or any ModelBatch) for the feature ``label == positive``.
+
+    Returns one row per model (batch order) with ``name, k, latent_size, activation,
+    l1_coef``; the logistic-regression latent ``latent`` and its weight; its test
+    ``precision, recall, f1, support`` (positive test rows), ``tp, fp, fn``,
+    ``accuracy`` and ``activation_rate`` (fraction of test rows where it fires) and
+    its train ``train_f1``; the direct-search best latent on train
+    ``train_best_latent, train_best_f1`` and its test ``train_best_test_precision,
+    train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
+    latents). The feature family (:func:`feature_family` on train with
+    ``family_min_precision, family_max, family_min_gain``, scored on test):
+    ``family`` (its latents, space-separated), ``family_size``, ``family_precision``,
+    ``family_recall``, ``family_f1`` (of the union) and, for every column of
+    ``groups``, ``family_<group>`` (each member's dominant sub-group, ``", "``-joined).
+    ``df.attrs`` holds the parameters, the row counts and ``"family"``: one row per
+    model × member (see :func:`family_scores`; also ``name, k, latent_size, activation,
+    l1_coef, train_precision, train_recall, is_probe_latent``).
+    """
+    models.warn_if_unfinished("probe")
+    store, train, test = load_train_test(models, store, label, positive, negative=negative, train_split=train_split,
+                                         test_split=test_split, train=train, test=test)
+    groups = list(dict.fromkeys(groups))
+    group_values = {g: test.column(g) for g in groups}  # a missing column is refused before any work
+    rows: list[dict[str, Any]] = []
+    family_rows: list[dict[str, Any]] = []
+    for spec, v_tr, v_te in zip(models.specs, models.encode(train.x), models.encode(test.x)):
+        a_tr, a_te = v_tr > 0, v_te > 0  # [Btr, L], [Bte, L]
+        # Direct search over every latent at once.
+        tr_p, tr_r, tr_f1 = scores_from_counts(*single_latent_counts(a_tr, train.y))
+        te_p, te_r, te_f1 = scores_from_counts(*single_latent_counts(a_te, test.y))
+        best = int(np.argmax(tr_f1))
+        phi, weight, fit = fit_probe(v_tr, train.y, C=C, max_iter=max_iter, standardize=standardize)
+        pred = a_te[:, phi]  # [Bte]
+        tp, fp, fn = int((pred & test.y).sum()), int((pred & ~test.y).sum()), int((~pred & test.y).sum())
+        rows.append({
+            **spec.to_dict(),
+            "latent": phi, "weight": weight,
+            "precision": float(te_p[phi]), "recall": float(te_r[phi]), "f1": float(te_f1[phi]),
+            "support": int(test.y.sum()), "n_test": len(test), "tp": tp, "fp": fp, "fn": fn,
+            "accuracy": float(np.mean(pred == test.y)), "activation_rate": float(pred.mean()),
+            "train_f1": float(tr_f1[phi]),
+            "train_best_latent": best, "train_best_f1": float(tr_f1[best]),
+            "train_best_test_precision": float(te_p[best]), "train_best_test_recall": float(te_r[best]),
+            "train_best_test_f1": float(te_f1[best]),
+            "logreg_test_accuracy": float(fit.score(np.asarray(v_te, np.float64), test.y)),
+        })
+        members = feature_family(a_tr, train.y, min_precision=family_min_precision, max_members=family_max,
+                                 min_gain=family_min_gain)
+        union, per_member = family_scores(members, a_te, test.y, group_values)
+        rows[-1].update({"family": " ".join(str(j) for j in members), "family_size": len(members),
+                         "family_precision": union["precision"], "family_recall": union["recall"],
+                         "family_f1": union["f1"],
+                         **{f"family_{g}": ", ".join(str(m[f"{g}_dominant"]) for m in per_member) for g in groups}})
+        for m in per_member:
+            j = m["latent"]
+            family_rows.append({**spec.to_dict(), **m, "train_precision": float(tr_p[j]),
+                                "train_recall": float(tr_r[j]), "is_probe_latent": j == phi})
+    df = pd.DataFrame(rows)
+    lead = ["name", "k", "latent_size", "activation", "l1_coef", "member", "latent", "is_probe_latent",
+            "precision", "recall", "f1", "n_active", "union_recall", "train_precision", "train_recall"]
+    family = pd.DataFrame(family_rows, columns=lead + [f"{g}_{key}" for g in groups
+                                                       for key in ("dominant", "purity", "covers", "coverage")])
+    df.attrs.update({"label": label, "positive": str(positive), "negative": negative, "store": str(store.path),
+                     "train_split": train_split, "test_split": test_split, "n_train": len(train),
+                     "n_train_positive": int(train.y.sum()), "n_test": len(test),
+                     "n_test_positive": int(test.y.sum()), "C": C, "standardize": standardize,
+                     "family_min_precision": family_min_precision, "family_max": family_max,
+                     "family_min_gain": family_min_gain, "groups": groups,
+                     # records, not a DataFrame: pandas compares and deep-copies attrs
+                     "family": family.to_dict(orient="records"), "family_columns": list(family.columns)})
+    return df
+
+
+def family_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The family table of a :func:`probe` result: one row per model × member."""
+    return pd.DataFrame(df.attrs.get("family") or [], columns=df.attrs.get("family_columns"))

@@ -1,0 +1,118 @@
+"""Command-line plumbing shared by ``jsae`` (:mod:`sweeps`) and ``jsae embed`` (:mod:`embed.cli`).
+
+* parsers named ``jsae <command>`` whose usage errors are one line (:class:`ArgumentParser`);
+* help with ``(default: X)`` shown once, only when worth showing (:class:`HelpFormatter`);
+* :func:`run`: parse, run the command, print a :class:`~jsae.errors.JsaeError` as one line
+  ``PROG: error: MESSAGE`` (exit 2), end quietly on a closed stdout pipe (exit 141).
+
+The options the ``jsae`` commands share live in :mod:`sweeps.conventions`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from typing import Any, Callable, Sequence
+
+from .errors import EXIT_ERROR, JsaeError, one_line, print_error
+
+__all__ = ["EXIT_ERROR", "EXIT_PIPE", "HelpFormatter", "ArgumentParser", "add_commands", "add_command", "run"]
+
+#: exit status after a closed output pipe: 128 + SIGPIPE, what a process killed by SIGPIPE reports
+EXIT_PIPE = 141
+
+
+def _format_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_format_default(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and appends `` (default: X)`` to an option's help
+    only when X is worth showing (not None, False, empty or suppressed) and the help text
+    does not already speak of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or (isinstance(default, (list, tuple, str)) and not default) or "default" in text.lower()):
+            return text
+        return f"{text} (default: {_format_default(default).replace('%', '%%')})"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser with :class:`HelpFormatter` (its subparsers too) whose usage
+    errors are one line ``PROG: error: MESSAGE`` (exit status 2) instead of the usage text."""
+
+    def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse swallows OSError here; a closed pipe must reach run() (exit status 141)
+        if message:
+            (file or sys.stderr).write(message)
+
+
+def add_commands(parser: argparse.ArgumentParser, dest: str, help: str) -> argparse._SubParsersAction:
+    """The (required) subcommands of ``parser``; their parsers are ``PROG <name>``."""
+    return parser.add_subparsers(dest=dest, required=True, metavar="COMMAND", help=help)
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], help: str,
+                *, description: str | None = None, overrides: str | None = None,
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """Declare the command ``name`` that :func:`run` runs as ``func(args)``.
+
+    ``overrides``: the name of a positional list (``nargs="*"``) that also takes the
+    ``key=value`` words given after the options (``jsae sweep CONFIG --out R k=v``).
+    """
+    p = sub.add_parser(name, help=help, description=textwrap.fill(description or help, 100), **kwargs)
+    p.set_defaults(func=func, command_parser=p, overrides_dest=overrides)
+    return p
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the command; returns the exit
+    status: 0, 2 on an error (one line on stderr), 141 when stdout's pipe was closed."""
+    try:
+        status = _parse_and_run(parser, list(sys.argv[1:] if argv is None else map(str, argv)))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_PIPE
+
+
+def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    try:
+        args, extra = parser.parse_known_args(argv)
+        command_parser = getattr(args, "command_parser", parser)
+        dest = getattr(args, "overrides_dest", None)
+        if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
+            setattr(args, dest, [*getattr(args, dest), *extra])
+        elif extra:
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # --help / --version (0), or a usage error already printed (2)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else EXIT_ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
+        return print_error(err, command_parser.prog)
+
+
+def _stdout_to_devnull() -> None:
+    """The Python docs' recipe (signal module, *Note on SIGPIPE*): point stdout at devnull so
+    that the interpreter's last flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured output)
+        pass

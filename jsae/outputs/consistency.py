@@ -1,0 +1,105 @@
+"""The files, figure and printed text of a consistency diagnostic (:mod:`jsae.analyses.consistency`).
+
+:func:`write_consistency` writes ``consistency.csv`` (one row per speaker group),
+``by.csv`` (one row per sub-group value, when a ``group`` column was given),
+``consistency.json``, ``analysis.json`` and ``consistency.png`` (the consistencies
+against chance, and per group). :func:`run_consistency` measures and writes;
+:func:`consistency_text` is the text the ``jsae consistency`` command prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analyses.consistency import ConsistencyResult, consistency
+from ..plots import pyplot, save_figure
+from .folders import check_analysis_out, format_table, slug, write_analysis, write_json
+
+__all__ = ["write_consistency", "run_consistency", "consistency_text"]
+
+
+def _figure(res: ConsistencyResult, path: Path) -> Path:
+    plt = pyplot()
+    t = res.table
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, max(3.5, 0.18 * len(t) + 1.5)),
+                                 gridspec_kw={"width_ratios": [1, 1.3]})
+    bins = np.linspace(-1, 1, 41)
+    a0.hist(t["chance"], bins=bins, alpha=0.6, label="labels shuffled within group (chance)", color="0.6")
+    a0.hist(t["consistency"], bins=bins, alpha=0.8, label="actual", color="C0")
+    a0.set_xlabel("cos(shift of group, sum of the other groups' shifts)")
+    a0.set_ylabel("groups")
+    a0.legend(fontsize=8)
+    p = res.params
+    a0.set_title(f"{p['label']}={p['positive']} across {p['group']}: mean {res.summary['mean_consistency']:.2f} "
+                 f"(chance {res.summary['chance_consistency']:.2f})", fontsize=9)
+    colors = {b: f"C{i}" for i, b in enumerate(sorted(t["by"].unique()))} if "by" in t else {}
+    a1.barh(np.arange(len(t)), t["consistency"], color=[colors.get(b, "C0") for b in t.get("by", [None] * len(t))])
+    a1.set_yticks(np.arange(len(t)), [f"{gname} ({b})" if "by" in t else gname
+                                      for gname, b in zip(t["group"], t.get("by", t["group"]))], fontsize=7)
+    a1.axvline(0, color="k", lw=0.5)
+    a1.set_xlim(-1, 1)
+    a1.set_xlabel("consistency c_g")
+    if colors:
+        from matplotlib.patches import Patch
+        a1.legend(handles=[Patch(color=c, label=f"{res.params['by']} = {b}") for b, c in colors.items()], fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_consistency(res: ConsistencyResult, out_dir: str | Path) -> list[Path]:
+    """Write ``consistency.csv``, ``by.csv`` (with a ``group`` column), ``consistency.json``, the figure and
+    ``analysis.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "consistency.csv"]
+    res.table.to_csv(files[0], index=False)
+    tables = {"per group": "consistency.csv"}
+    if res.by_table is not None:
+        files.append(out_dir / "by.csv")
+        res.by_table.to_csv(files[-1], index=False)
+        tables[f"by {res.params['by']}"] = "by.csv"
+    files.append(write_json(out_dir / "consistency.json", {"params": res.params, "summary": res.summary,
+                                                           "groups": res.table, "by": res.by_table}))
+    files.append(_figure(res, out_dir / "consistency.png"))
+    write_analysis(out_dir, "consistency", res.params, res.summary, files, tables=tables)
+    return files
+
+
+def run_consistency(store: str | Path, label: str, positive: str, *, out: str | Path | None = None,
+                    run_dir: str | Path | None = None, **kwargs: Any) -> tuple[ConsistencyResult, Path]:
+    """:func:`~jsae.analyses.consistency.consistency` (``kwargs``: its keywords ``negative``,
+    ``speaker``, ``group``, ``test_split``, ``min_rows``, ``n_splits``, ``C``, ``seed``) and
+    :func:`write_consistency`. Output folder: ``out``, else
+    ``RUN_DIR/analysis/consistency-<label>-<positive>-<speaker>[-<group>]`` (shown by
+    ``jsae report``), else ``runs/consistency/<same name>``. An ``out`` must be new, empty or
+    an earlier consistency output (:func:`jsae.outputs.folders.check_analysis_out`),
+    checked before the work."""
+    if out is not None:
+        check_analysis_out(out, "consistency")
+    res = consistency(store, label, positive, **kwargs)
+    name = slug("consistency", label, positive, res.params["group"], res.params["by"])
+    folder = Path(out) if out is not None else (Path(run_dir) / "analysis" / name if run_dir is not None
+                                                else Path("runs") / "consistency" / name)
+    if out is not None:
+        check_analysis_out(out, "consistency")  # again: the folder may have changed meanwhile
+    write_consistency(res, folder)
+    return res, folder
+
+
+def consistency_text(res: ConsistencyResult) -> str:
+    """A few lines for the terminal: the summary, and the per-sub-group table when there is one."""
+    s, p = res.summary, res.params
+    lines = [f"{p['label']}={p['positive']} across {s['groups']} {p['group']} groups ({s['rows']} rows): "
+             f"consistency {s['mean_consistency']:.3f} (min {s['min_consistency']:.3f}; chance "
+             f"{s['chance_consistency']:.3f}), shared fraction {s['shared_fraction']:.3f} (chance "
+             f"{s['chance_shared_fraction']:.3f}); unseen-{p['group']} linear precision/recall "
+             f"{s['unseen_group_precision']:.3f}/{s['unseen_group_recall']:.3f}, "
+             f"accuracy {s['unseen_group_accuracy']:.3f}"]
+    if res.by_table is not None:
+        lines.append(format_table(res.by_table))
+        for pair, c in s.get("by_mean_shift_cosines", {}).items():
+            lines.append(f"cos between the mean shifts of {pair}: {c:.3f}")
+    lines.append("worst groups:\n" + format_table(res.table.head(5)))
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""Where analyses write their results, and how (JSON, CSV, a short printed table).
+
+:func:`batch_and_dir` opens what an analysis was given (a run directory, a
+:class:`~jsae.runs.load.Sweep` or any :class:`~jsae.models.ModelBatch`) and says where its
+outputs go by default. Every analysis writes into ``RUN_DIR/analysis/<name>/`` (or ``--out``):
+``analysis.json`` (``{"analysis": kind, "params": {...}, "summary": {...},
+"features": [...], "files": [...]}``), its tables as CSV and its figures as PNG.
+:mod:`jsae.report` reads these folders back. ``files`` and ``tables`` name paths
+relative to the analysis folder (never to the working directory), so a run reads the
+same from any working directory and after it is moved; :func:`listed_file` also finds
+the files of older ``analysis.json`` files that recorded working-directory paths.
+
+Those files have fixed names (``probe.csv``, ``steer.json``, …), so ``--out DIR`` is
+refused (:func:`check_analysis_out`, through :func:`jsae.safety.check_writable_folder`)
+unless ``DIR`` is new, empty, or an earlier output of the same analysis: an
+``analysis.json`` of that kind next to nothing but files that analysis writes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from ..jsonio import atomic_write_text, to_jsonable  # noqa: F401 - re-exported (public names of this module)
+from ..models import ModelBatch
+
+__all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
+           "is_analysis_output", "slug", "to_jsonable", "write_json",
+           "atomic_write_text", "atomic_write_json", "write_analysis", "listed_file", "analysis_workdir",
+           "read_analyses", "format_table"]
+
+ANALYSIS_DIR = "analysis"
+ANALYSIS_FILE = "analysis.json"
+#: the file names (glob patterns) each analysis writes besides ``analysis.json``
+ANALYSIS_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "probe": ("probe.csv", "probe.json", "precision.png", "recall.png", "f1.png", "logreg_test_accuracy.png",
+              "probe_family.csv", "family_recall.png", "family_precision.png"),
+    "split": ("split_levels.csv", "split_nodes.csv", "split_flows.csv", "split.json", "split_flow.png"),
+    "steer": ("steer_summary.csv", "steer_table.csv", "steer.json", "delta_hist_*.png", "alpha_*.png",
+              "pos_after.png", "neg_after.png", "steer_flip_threshold.csv", "flip_threshold_*.png"),
+    "universality": ("universality.csv", "universality_matches.csv", "universality.json", "universality_hist.png",
+                     "mean_max.png"),
+    "consistency": ("consistency.csv", "by.csv", "consistency.json", "consistency.png"),
+}
+#: a temporary file of :func:`atomic_write_text` left by a killed write: ``.NAME.PID.HEX8.tmp``
+_TMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
+def batch_and_dir(run: "ModelBatch | str | Path") -> tuple[ModelBatch, Path | None]:
+    """The models an analysis was given, and their run directory (where outputs go by default).
+
+    ``run``: a run directory (loaded with :func:`jsae.runs.load.load_run`: its model files,
+    or its checkpoint; a damaged one is a one-line error), a :class:`~jsae.runs.load.Sweep`
+    or any :class:`~jsae.models.ModelBatch` (e.g. ``sweep.select(k=20)``).
+    """
+    if isinstance(run, ModelBatch):
+        return run, None if run.run_dir is None else Path(run.run_dir)
+    from ..runs.load import load_run
+
+    return load_run(run), Path(run)
+
+
+def slug(*parts: Any) -> str:
+    """A file-name-safe folder name from parts, e.g. ``probe-lang-es``."""
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "analysis"
+
+
+def _foreign_entries(path: Path, kind: str) -> list[str] | None:
+    """The entries of ``path`` that are not files of the ``kind`` analysis, or None when
+    ``path`` holds no ``analysis.json`` of that kind (see :func:`is_analysis_output`)."""
+    if path.is_symlink() or not path.is_dir():
+        return None
+    marker = path / ANALYSIS_FILE
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("analysis") != kind:
+        return None
+    listed = {f for f in info.get("files") or [] if isinstance(f, str)} | {ANALYSIS_FILE}
+    patterns = ANALYSIS_OUTPUTS.get(kind, ())
+
+    def known(name: str) -> bool:
+        return name in listed or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    foreign = []
+    for entry in sorted(path.iterdir()):
+        tmp = _TMP.match(entry.name)
+        if entry.is_symlink() or not entry.is_file() or not (known(entry.name) or (tmp and known(tmp.group("name")))):
+            foreign.append(entry.name)
+    return foreign
+
+
+def is_analysis_output(path: str | Path, kind: str) -> bool:
+    """True if ``path`` is a folder written by the ``kind`` analysis (``probe``, ``steer``, …):
+    its ``analysis.json`` says ``"analysis": kind``, and every other entry is a plain file
+    (no folder, no symbolic link) that it lists or that the analysis writes
+    (:data:`ANALYSIS_OUTPUTS`), or a temporary file of an interrupted write of one."""
+    return _foreign_entries(Path(path), kind) == []
+
+
+def check_analysis_out(out: str | Path, kind: str) -> None:
+    """Refuse ``--out DIR`` for the ``kind`` analysis unless ``DIR`` is new, empty or an
+    earlier output of that analysis (:func:`is_analysis_output`): it writes files with
+    fixed names (``probe.csv``, …) that would overwrite or mix with other files there.
+    Raises :class:`jsae.safety.UnsafeDeleteError` (a one-line JsaeError); nothing is written."""
+    from ..safety import UnsafeDeleteError, check_writable_folder
+
+    what = f"an earlier `jsae {kind}` output"
+    foreign = _foreign_entries(Path(out), kind)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+        raise UnsafeDeleteError(
+            f"--out {out} is not empty and not {what}: it holds an analysis.json of `jsae {kind}` but also {shown}, "
+            f"which `jsae {kind}` does not write (or a folder or symbolic link); choose a new or empty folder."
+        )
+    check_writable_folder(out, what=what, is_ours=lambda p: is_analysis_output(p, kind))
+
+
+def analysis_dir(run_dir: str | Path | None, name: str, out: str | Path | None = None, *,
+                 kind: str | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>``, created (models from no run directory need ``out``).
+
+    An ``out`` given by the user is checked first with :func:`check_analysis_out`
+    (``kind``: the analysis, by default the first part of ``name``, e.g. ``probe``).
+    """
+    if out is not None:
+        check_analysis_out(out, kind or name.split("-", 1)[0])
+    elif run_dir is None:
+        from ..errors import BadValueError
+
+        raise BadValueError(f"the models of this {name} come from no run directory, so there is no default output "
+                            "folder; pass out=DIR.")
+    path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1, **dumps_kwargs: Any) -> Path:
+    """``json.dumps(obj)`` written with :func:`atomic_write_text`."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, **dumps_kwargs))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Strict JSON of ``obj`` (numpy → Python, NaN/Inf → null), written atomically."""
+    return atomic_write_json(path, to_jsonable(obj), allow_nan=False)
+
+
+def _folder_relative(f: str | Path, out_dir: Path) -> str:
+    """``f`` (absolute, relative to the working directory, or already relative to ``out_dir``)
+    as a path relative to ``out_dir`` when it lies inside it; otherwise absolute."""
+    p = Path(f)
+    if not p.is_absolute() and len(p.parts) == 1:
+        return p.as_posix()          # a bare name: inside out_dir
+    bases = {Path(os.path.abspath(out_dir)), Path(os.path.realpath(out_dir))}
+    for full in (Path(os.path.abspath(p)), Path(os.path.realpath(p))):
+        for base in bases:
+            try:
+                return full.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    if not p.is_absolute() and (Path(out_dir) / p).exists():
+        return p.as_posix()          # already relative to out_dir
+    return os.path.abspath(p)
+
+
+def write_analysis(out_dir: Path, kind: str, params: dict[str, Any], summary: dict[str, Any],
+                   files: Iterable[str | Path], features: Sequence[dict[str, Any]] = (),
+                   tables: dict[str, str] | None = None) -> Path:
+    """Write ``analysis.json``; ``files`` are recorded relative to ``out_dir``.
+
+    ``files`` may be absolute, relative to the working directory (``out_dir / "x.png"``
+    with a relative ``out_dir``) or names inside ``out_dir``; either way the file lists a
+    path relative to the analysis folder, so the run reads the same from any working
+    directory and after it is moved (:func:`listed_file` reads it back).
+
+    ``features``: the latents the analysis identified, each
+    ``{"k", "latent_size", "latent", "why"}``: :mod:`jsae.report` lists their
+    top-activating segments. ``tables``: ``{title: csv file}`` to show in the report
+    (file names relative to ``out_dir`` too).
+    """
+    out_dir = Path(out_dir)
+    rel = sorted({_folder_relative(f, out_dir) for f in files})
+    tabs = {str(t): _folder_relative(f, out_dir) for t, f in (tables or {}).items()}
+    return write_json(out_dir / ANALYSIS_FILE, {"analysis": kind, "params": params, "summary": summary,
+                                                "features": list(features), "files": rel,
+                                                "tables": tabs})
+
+
+def _inside(folder: Path, name: Any) -> Path | None:
+    """``folder / name`` if its real path stays inside ``folder`` and is a file (names come from data)."""
+    try:
+        text = str(name)
+        if not text or "\0" in text:
+            return None
+        base = Path(folder).resolve()
+        path = (Path(folder) / text).resolve()
+        path.relative_to(base)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return path if path.is_file() else None
+
+
+def listed_file(folder: str | Path, name: Any) -> Path | None:
+    """The file an ``analysis.json`` in ``folder`` lists as ``name``, or None (missing, or outside the folder).
+
+    ``name`` is relative to the analysis folder (what :func:`write_analysis` records). Older
+    ``analysis.json`` files recorded paths relative to the working directory of the analysis
+    (``runs/demo/analysis/probe-lang-es/recall.png``) or absolute ones: when ``name`` names
+    the folder itself (a part equal to ``folder``'s name), the part after it is tried
+    inside ``folder``. Either way only files whose real path lies inside ``folder`` are
+    returned (names come from data)."""
+    folder = Path(folder)
+    found = _inside(folder, name)
+    if found is not None or name is None:
+        return found
+    parts = Path(str(name)).parts
+    if folder.name in parts:
+        i = len(parts) - 1 - parts[::-1].index(folder.name)
+        if parts[i + 1:]:
+            return _inside(folder, Path(*parts[i + 1:]))
+    return None
+
+
+def analysis_workdir(folder: str | Path, info: dict[str, Any]) -> Path | None:
+    """The working directory an older analysis ran in, inferred from a file it listed
+    relative to that directory (``runs/demo/analysis/probe-x/recall.png`` in
+    ``/home/me/runs/demo/analysis/probe-x`` → ``/home/me``); None when every listed
+    file is relative to the folder (the current format) or it cannot be told."""
+    folder = Path(os.path.abspath(folder))
+    for name in info.get("files") or []:
+        parts = Path(str(name)).parts if isinstance(name, str) else ()
+        if not parts or Path(str(name)).is_absolute() or ".." in parts or folder.name not in parts[:-1]:
+            continue
+        i = len(parts) - 2 - parts[-2::-1].index(folder.name)
+        if len(folder.parts) > i + 1 and folder.parts[-(i + 1):] == parts[:i + 1]:
+            return folder.parents[i]
+    return None
+
+
+def read_analyses(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, analysis.json)`` of every analysis of a run, sorted by folder name."""
+    root = Path(run_dir) / ANALYSIS_DIR
+    if not root.exists():
+        return []
+    out = []
+    for f in sorted(root.glob(f"*/{ANALYSIS_FILE}")):
+        try:
+            out.append((f.parent, json.loads(f.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 40,
+                 floatfmt: str = "{:.3f}") -> str:
+    """A short fixed-width text table of ``df`` (floats rounded)."""
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+    view = df[cols].head(max_rows).copy()
+    for c in cols:
+        if pd.api.types.is_float_dtype(view[c]):
+            view[c] = view[c].map(lambda v: "nan" if pd.isna(v) else floatfmt.format(v))
+    text = view.to_string(index=False)
+    if len(df) > max_rows:
+        text += f"\n... ({len(df) - max_rows} more rows)"
+    return text

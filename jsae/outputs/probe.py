@@ -1,0 +1,133 @@
+"""The files and printed tables of a probe (:mod:`jsae.analyses.probing`).
+
+:func:`write_probe` writes ``probe.csv`` (one row per model), ``probe_family.csv`` (one
+row per model × feature-family member), ``probe.json`` and ``analysis.json``, and heatmaps
+over K × latent size of the probe latent's test precision, recall and F1, of the
+all-latent logistic-regression ceiling and of the family's union precision and recall.
+:func:`run_probe` loads the models, probes them and writes into
+``RUN_DIR/analysis/probe-LABEL-POSITIVE`` (or ``out``); :func:`probe_table` and
+:func:`family_table` are the short tables the ``jsae probe`` command prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..analyses.probing import PAPER_MODEL, family_frame, probe
+from ..models import ModelBatch
+from ..plots import plot_heatmap
+from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+
+__all__ = ["write_probe", "run_probe", "probe_table", "family_table", "best_model", "probe_summary", "PROBE_COLUMNS",
+           "FAMILY_COLUMNS", "BEST_BY"]
+
+#: the columns :func:`probe_table` prints
+PROBE_COLUMNS = ("name", "latent", "precision", "recall", "f1", "support", "train_best_latent", "train_best_f1",
+                 "logreg_test_accuracy")
+#: the columns of the printed family table (:func:`family_table`), besides ``family_<group>``
+FAMILY_COLUMNS = ("name", "latent", "recall", "family", "family_size", "family_precision", "family_recall",
+                  "family_f1")
+#: what :func:`best_model` chooses by
+BEST_BY = "test F1 of the probe latent"
+
+
+def best_model(df: pd.DataFrame) -> pd.Series:
+    """The row of a probe table (one row per model) whose probe latent has the highest
+    test F1 (the first of equals)."""
+    return df.loc[df["f1"].idxmax()]
+
+
+def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """The ``summary`` of a probe's ``analysis.json``: the best model (:func:`best_model`)
+    with its latent and test scores, the paper's model (``paper_*``, ``None`` when the
+    models do not include it), the mean precision and recall, and the best model's
+    feature family (``family``: its latents, ``family_union_*``) when measured."""
+    b = best_model(df)
+    paper = df[df["name"] == PAPER_MODEL]
+    p_row = paper.iloc[0] if len(paper) else None
+    summary = {"best_by": BEST_BY,
+               "best_model": b["name"], "best_latent": int(b["latent"]), "best_precision": float(b["precision"]),
+               "best_recall": float(b["recall"]), "best_f1": float(b["f1"]),
+               "paper_model": None if p_row is None else PAPER_MODEL,
+               "paper_precision": None if p_row is None else float(p_row["precision"]),
+               "paper_recall": None if p_row is None else float(p_row["recall"]),
+               "paper_f1": None if p_row is None else float(p_row["f1"]),
+               "paper_latent": None if p_row is None else int(p_row["latent"]),
+               "mean_precision": float(df["precision"].mean()), "mean_recall": float(df["recall"].mean()),
+               "n_models": len(df)}
+    if "family_recall" in df.columns:
+        summary.update({"family": str(b["family"]), "family_size": int(b["family_size"]),
+                        "family_union_precision": float(b["family_precision"]),
+                        "family_union_recall": float(b["family_recall"]),
+                        "mean_family_recall": float(df["family_recall"].mean())})
+    return summary
+
+
+def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3) -> list[Path]:
+    """``probe.csv``, ``probe_family.csv`` (one row per model × family member),
+    ``probe.json`` (params, models, family), ``analysis.json``, and heatmaps over K ×
+    latent size of the probe latent's precision, recall, F1, the logistic-regression
+    ceiling and the family's union precision and recall."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    a = df.attrs
+    params = {key: v for key, v in a.items() if key not in ("family", "family_columns")}
+    family = family_frame(df)
+    what = f"{a.get('label')}={a.get('positive')}"
+    files = [out / "probe.csv", out / "probe_family.csv"]
+    df.to_csv(files[0], index=False)
+    family.to_csv(files[1], index=False)
+    records = df.to_dict(orient="records")
+    files.append(write_json(out / "probe.json", {"params": params, "models": records,
+                                                 "family": family.to_dict(orient="records")}))
+    heatmaps = [("precision", f"{what}: top latent precision (test)", "viridis"),
+                ("recall", f"{what}: top latent recall (test)", "viridis"),
+                ("f1", f"{what}: top latent F1 (test)", "viridis"),
+                ("logreg_test_accuracy", f"{what}: all-latent logistic regression accuracy (ceiling)", "cividis")]
+    if "family_recall" in df.columns:
+        heatmaps += [("family_recall", f"{what}: feature family recall (union, test)", "viridis"),
+                     ("family_precision", f"{what}: feature family precision (union, test)", "viridis")]
+    for key, title, cmap in heatmaps:
+        files.append(plot_heatmap(records, key, out / f"{key}.png", title=title, cmap=cmap))
+    best = df.sort_values(["f1", "precision"], ascending=False).head(top_features)
+    features = [{"k": int(r.k), "latent_size": int(r.latent_size), "latent": int(r.latent),
+                 "why": f"{what}: probe latent, test precision {r.precision:.3f}, recall {r.recall:.3f}"}
+                for r in best.itertuples()]
+    b = best_model(df)
+    groups = list(a.get("groups") or [])
+    for r in family[(family.name == b["name"]) & ~family.is_probe_latent.astype(bool)].itertuples():
+        covers = "".join(f", {g}: {getattr(r, f'{g}_dominant')}" for g in groups)
+        features.append({"k": int(r.k), "latent_size": int(r.latent_size), "latent": int(r.latent),
+                         "why": f"{what}: feature family member {int(r.member) + 1} of {b['name']}, test precision "
+                                f"{r.precision:.3f}, recall {r.recall:.3f}{covers}"})
+    summary = probe_summary(df)
+    files.append(write_analysis(out, "probe", params, summary, files, features,
+                                tables={"probe": "probe.csv", "feature family": "probe_family.csv"}))
+    return files
+
+
+def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, *, negative: str | None = None,
+              out: str | Path | None = None, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
+    """Load a sweep (or take a ModelBatch), probe it, write the outputs (default
+    ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
+    if out is not None:
+        check_analysis_out(out, "probe")  # before the work: --out must be new, empty or an earlier probe
+    models, run_dir = batch_and_dir(run_dir)
+    df = probe(models, store, label, positive, negative=negative, **kwargs)
+    out_dir = analysis_dir(run_dir, slug("probe", label, positive), out, kind="probe")
+    write_probe(df, out_dir)
+    return df, out_dir
+
+
+def probe_table(df: pd.DataFrame) -> str:
+    """The short printed table of a probe."""
+    return format_table(df, PROBE_COLUMNS)
+
+
+def family_table(df: pd.DataFrame) -> str:
+    """The short printed table of the feature families: the probe latent's recall beside
+    the family (its latents, union precision / recall / F1, members' dominant sub-groups)."""
+    groups = list(df.attrs.get("groups") or [])
+    return format_table(df, [*FAMILY_COLUMNS, *(f"family_{g}" for g in groups)])

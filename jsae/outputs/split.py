@@ -1,0 +1,159 @@
+"""The files, figure and printed table of a feature split (:mod:`jsae.analyses.splitting`).
+
+:func:`write_split` writes ``split_levels.csv`` (one row per latent size),
+``split_nodes.csv`` (one row per tracked latent), ``split_flows.csv``, ``split.json``,
+``analysis.json`` and ``split_flow.png``: the flows of the evaluation rows through the
+tracked latents as L grows (:func:`plot_split_flow`, the paper's Fig. 4). :func:`run_split`
+loads the models, runs :func:`~jsae.analyses.splitting.feature_split` and writes into
+``RUN_DIR/analysis/split-LABEL-POSITIVE-GROUP-kK`` (or ``out``); :func:`split_table` is
+the short table the ``jsae split`` command prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..analyses.splitting import NONE, SplitResult, feature_split
+from ..models import ModelBatch
+from ..plots import pyplot, save_figure
+from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+
+__all__ = ["plot_split_flow", "write_split", "run_split", "split_table"]
+
+
+def _smooth(y0: float, y1: float, n: int = 30) -> np.ndarray:
+    t = np.linspace(0, 1, n)
+    return y0 + (y1 - y0) * (3 * t ** 2 - 2 * t ** 3)
+
+
+def plot_split_flow(result: SplitResult, path: str | Path, *, title: str | None = None) -> Path:
+    """Sankey-like flows of the evaluation rows through the tracked latents (Fig. 4).
+
+    One column per latent size; each node is a tracked latent (``#j``, with its
+    dominant sub-group and role) or "none", stacked by category; bands between
+    columns carry the rows that move from one node to the next, coloured by category.
+    """
+    plt = pyplot()
+
+    p = result.params
+    sizes = list(p["latent_sizes"])
+    cats = list(p["categories"])
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(cats)}
+    touched = (result.assignment != NONE).any(axis=0)
+    asg, cat = result.assignment[:, touched], result.categories[touched]
+    nodes = result.nodes
+    gap = max(2.0, 0.04 * touched.sum())
+    width = 0.18
+    layout: dict[tuple[int, str], tuple[float, float]] = {}  # (col, node) -> (y0, height)
+    order: dict[int, list[str]] = {}
+    fig, ax = plt.subplots(figsize=(2.2 + 2.4 * len(sizes), 5.5))
+    for ci, L in enumerate(sizes):
+        present = [n for n in pd.unique(asg[ci]) if n != NONE]
+        rank = {str(r.latent): (-r.coverage if "child" in r.role or r.role == "root" else 1.0)
+                for r in nodes[nodes.latent_size == L].itertuples()}
+        present.sort(key=lambda n: rank.get(n, 2.0))
+        order[ci] = present + ([NONE] if (asg[ci] == NONE).any() else [])
+        y = 0.0
+        for n in reversed(order[ci]):
+            h = float(np.sum(asg[ci] == n))
+            layout[(ci, n)] = (y, h)
+            yy = y
+            for c in cats:  # node bar stacked by category
+                hc = float(np.sum((asg[ci] == n) & (cat == c)))
+                ax.add_patch(plt.Rectangle((ci - width / 2, yy), width, hc, color=colors[c], lw=0))
+                yy += hc
+            ax.add_patch(plt.Rectangle((ci - width / 2, y), width, h, fill=False, lw=0.8, ec="black"))
+            if n == NONE:
+                text = "none"
+            else:
+                r = nodes[(nodes.latent_size == L) & (nodes.latent == int(n))].iloc[0]
+                text = f"#{n} {r.role}\n{r.dominant_group or ''} {r.purity:.0%}" if r.n_positive else f"#{n} {r.role}"
+            ax.text(ci + width / 2 + 0.03, y + h / 2, text, va="center", fontsize=7)
+            y += h + gap
+    for ci in range(len(sizes) - 1):  # bands
+        out_off = {n: layout[(ci, n)][0] + layout[(ci, n)][1] for n in order[ci]}
+        in_off = {n: layout[(ci + 1, n)][0] + layout[(ci + 1, n)][1] for n in order[ci + 1]}
+        for a in order[ci]:
+            for b in order[ci + 1]:
+                for c in cats:
+                    cnt = float(np.sum((asg[ci] == a) & (asg[ci + 1] == b) & (cat == c)))
+                    if cnt == 0:
+                        continue
+                    out_off[a] -= cnt
+                    in_off[b] -= cnt
+                    xs = np.linspace(ci + width / 2, ci + 1 - width / 2, 30)
+                    lo = _smooth(out_off[a], in_off[b])
+                    ax.fill_between(xs, lo, lo + cnt, color=colors[c], alpha=0.35 if NONE not in (a, b) else 0.12,
+                                    lw=0)
+    ax.set_xticks(range(len(sizes)), [f"L={L}" for L in sizes])
+    ax.set_xlim(-0.5, len(sizes) - 0.3)
+    ax.set_ylim(0, max((y0 + h for (y0, h) in layout.values()), default=1) * 1.02)
+    ax.set_yticks([])
+    for s in ("top", "right", "left"):
+        ax.spines[s].set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in cats]
+    ax.legend(handles, cats, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title=f"{p['label']}/{p['group']}")
+    ax.set_title(title or f"{p['label']}={p['positive']}: latent {p['root_latent']} (L={p['root_latent_size']}) "
+                          f"as L grows, k={p['k']}")
+    return save_figure(fig, path)
+
+
+def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
+    """``split_levels.csv``, ``split_nodes.csv``, ``split_flows.csv``, ``split.json``,
+    ``split_flow.png`` and ``analysis.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, df in (("split_levels.csv", result.levels), ("split_nodes.csv", result.nodes),
+                     ("split_flows.csv", result.flows)):
+        df.to_csv(out / name, index=False)
+        files.append(out / name)
+    files.append(write_json(out / "split.json", {"params": result.params, "levels": result.levels,
+                                                 "nodes": result.nodes, "flows": result.flows}))
+    files.append(plot_split_flow(result, out / "split_flow.png"))
+    p = result.params
+    features = [{"k": p["k"], "latent_size": int(r.latent_size), "latent": int(r.latent),
+                 "why": f"{p['label']}={p['positive']} {r.role} at L={r.latent_size}: dominant {p['group']} "
+                        f"{r.dominant_group} ({r.purity:.0%}), coverage {r.coverage:.2f}, within {r.within:.2f}, "
+                        f"cosine {r.cosine:.2f}"}
+                for r in result.nodes.itertuples() if r.role != "probe"][:12]
+    lv = result.levels
+    first = lv[lv.split]
+    summary = {"root": f"L={p['root_latent_size']} latent {p['root_latent']}",
+               "first_split_at": int(first.latent_size.iloc[0]) if len(first) else None,
+               "split_at": [int(x) for x in first.latent_size],
+               "child_groups": {int(r.latent_size): r.child_groups for r in lv.itertuples()},
+               "children_by": f"coverage of the root's rows ≥ {p['min_coverage']}"
+                              + ("" if p.get("min_within") is None else f", within the root's rows ≥ {p['min_within']}")
+                              + ("" if p.get("min_cosine") is None else f", decoder cosine ≥ {p['min_cosine']}")}
+    if p.get("warnings"):
+        summary["warning"] = "; ".join(p["warnings"])
+    files.append(write_analysis(out, "split", p, summary, files, features,
+                                tables={"levels": "split_levels.csv", "nodes": "split_nodes.csv"}))
+    return files
+
+
+def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, group: str, k: int, *,
+              out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
+    """Load a sweep (or take a ModelBatch), run :func:`~jsae.analyses.splitting.feature_split`
+    (its keywords: ``latent_sizes``, ``negative``, ``train_split``, ``test_split`` — the
+    evaluation rows, ``None`` or ``"all"`` for every row —, ``root_latent_size``, the child
+    thresholds, ``C``), write the outputs."""
+    if out is not None:
+        check_analysis_out(out, "split")  # before the work: --out must be new, empty or an earlier split
+    models, run_dir = batch_and_dir(run_dir)
+    result = feature_split(models, store, label, positive, group, k, **kwargs)
+    out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out, kind="split")
+    write_split(result, out_dir)
+    return result, out_dir
+
+
+def split_table(result: SplitResult) -> str:
+    """The short printed table of a split analysis."""
+    cols = ["latent_size", "probe_latent", "probe_precision", "probe_recall"]
+    cols += [c for c in result.levels.columns if c.startswith("recall_")]
+    cols += ["children", "child_coverage", "child_cosine", "child_groups", "split"]
+    return format_table(result.levels, cols)

@@ -1,0 +1,81 @@
+"""The files, figures and printed table of a universality comparison (:mod:`jsae.analyses.universality`).
+
+:func:`write_universality` writes ``universality.csv`` (one row per model pair),
+``universality_matches.csv`` (A→B best match per feature), ``universality.json``,
+``analysis.json``, a histogram of the best-match scores against the chance control and a
+K × L heatmap of ``mean_max_ab``. :func:`run_universality` loads both runs, compares them
+and writes into ``RUN_A/analysis/universality-<RUN_B>`` (or ``out``);
+:func:`universality_table` is the short table the ``jsae universality`` command prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..analyses.universality import UniversalityResult, compare_sweeps
+from ..models import ModelBatch
+from ..plots import plot_heatmap, pyplot, save_figure
+from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+
+__all__ = ["write_universality", "run_universality", "universality_table"]
+
+
+def _plot_hist(res: UniversalityResult, path: Path) -> Path:
+    plt = pyplot()
+
+    score = np.concatenate([m["score"].to_numpy() for m in res.matches.values()])
+    ctrl = np.concatenate([m["control"].to_numpy() for m in res.matches.values()])
+    score, ctrl = score[np.isfinite(score)], ctrl[np.isfinite(ctrl)]
+    what = "decoder cosine" if res.params["method"] == "decoder" else "activation correlation"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(min(-0.1, float(np.min(ctrl, initial=0))), 1.0, 45)
+    ax.hist(score, bins=bins, alpha=0.6, color="tab:green", label=f"A→B (mean {score.mean():.3f})")
+    ax.hist(ctrl, bins=bins, alpha=0.5, color="tab:gray", label=f"control: {res.params['control']} "
+                                                               f"(mean {ctrl.mean():.3f})")
+    ax.axvline(res.params["threshold"], color="black", ls="--", lw=0.8)
+    ax.set_xlabel(f"best-match {what}")
+    ax.set_ylabel("features (all model pairs)")
+    ax.set_title(f"{Path(res.params['run_a']).name} vs {Path(res.params['run_b']).name}", fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Path]:
+    """``universality.csv``, ``universality_matches.csv``, ``universality.json``, a histogram
+    of best-match scores against the control and a K × L heatmap of ``mean_max_ab``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "universality.csv", out / "universality_matches.csv"]
+    res.pairs.to_csv(files[0], index=False)
+    pd.concat([m.assign(name=n) for n, m in res.matches.items()]).to_csv(files[1], index=False)
+    files.append(write_json(out / "universality.json", {"params": res.params, "pairs": res.pairs}))
+    files.append(_plot_hist(res, out / "universality_hist.png"))
+    files.append(plot_heatmap(res.pairs.to_dict(orient="records"), "mean_max_ab", out / "mean_max.png",
+                              title=f"mean best-match {res.params['method']} score A→B"))
+    summary = {k: res.params[k] for k in ("method", "score", "control_score", "frac_matched",
+                                          "control_frac_matched", "threshold")}
+    files.append(write_analysis(out, "universality", res.params, summary, files,
+                                tables={"model pairs": "universality.csv"}))
+    return files
+
+
+def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | ModelBatch", *, out: str | Path | None = None,
+                     **kwargs: Any) -> tuple[UniversalityResult, Path]:
+    """Load two sweeps, compare them, write the outputs into A's analysis folder."""
+    if out is not None:
+        check_analysis_out(out, "universality")  # before the work: new, empty or an earlier comparison
+    (sweep_a, run_a), (sweep_b, run_b) = batch_and_dir(run_a), batch_and_dir(run_b)
+    res = compare_sweeps(sweep_a, sweep_b, **kwargs)
+    name_b = Path(run_b).resolve().name if run_b is not None else "b"
+    out_dir = analysis_dir(run_a, slug("universality", name_b), out, kind="universality")
+    write_universality(res, out_dir)
+    return res, out_dir
+
+
+def universality_table(res: UniversalityResult) -> str:
+    """The short printed table of a comparison."""
+    return format_table(res.pairs, ["name", "method", "n_a", "n_b", "mean_max_ab", "frac_matched_ab", "mean_max_ba",
+                                    "control_mean_max"])

@@ -1,0 +1,378 @@
+"""Model files: one trained SAE as plain safetensors + JSON, with no optimiser and no orbax.
+
+Every checkpoint of ``jsae sweep`` also (re)writes the run's models in this form; what
+analyses and exports load (:func:`jsae.load_sweep`, ``jsae export``)::
+
+    RUN/models/index.json                 {"format": "jsae-models", "version": 1, "step": S,
+                                           "total_steps": T, "complete": bool, "dim": M,
+                                           "models": [name, ...]}         (the models, in order)
+    RUN/models/<name>/sae.safetensors     W_enc [M, L], b_enc [L], W_dec [L, M] (unit-norm rows),
+                                          b_pre [M]: float32, jsae's names, the normalised space;
+                                          norm_mean [M], norm_scale [M]: float64 (the Normalizer)
+    RUN/models/<name>/cfg.json            {"format": "jsae-sae", "version": 1, "name", "spec",
+                                           "dim": M, "latent_size": L, "normalizer": {"kind"},
+                                           "step": S, "sha256": <of sae.safetensors>, "run": {...}}
+
+``spec`` is the model's spec dict (``{"k", "latent_size", "activation": "topk" |
+"relu_l1", "l1_coef", "name"}``, as :meth:`jsae.core.spec.ModelSpec.to_dict` gives it).
+
+Writes are atomic per file (a temporary file in the same folder, fsync, ``os.replace``)
+and ordered: ``sae.safetensors``, then ``cfg.json`` (which holds its sha256), and
+``index.json`` last. A reader therefore sees either a consistent model or a detectable
+mismatch: weights newer than their ``cfg.json`` fail the sha256 check, and models newer
+than the index fail the step check of :func:`read_models` (an interrupted rewrite).
+Rewriting ``models/`` of the same run is the normal case (every checkpoint does it);
+folders of names no longer in the index are left alone and never read.
+
+Every error is a :class:`~jsae.errors.JsaeError` with a one-line message naming the
+file and the fix. This module needs only numpy and ``safetensors`` (no JAX).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BadValueError, JsaeError, MissingPathError, NotFoundError
+from ..jsonio import atomic_write_bytes, json_bytes
+from ..core.kinds import ACTIVATION_KINDS as _ACTIVATIONS
+from ..core.normalize import Normalizer
+
+__all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
+           "INDEX_FORMAT", "VERSION", "PARAM_NAMES", "write_model_files", "write_model_file", "read_model_file",
+           "read_models", "has_model_files", "model_files_step", "models_dir"]
+
+FORMAT = "jsae-sae"
+INDEX_FORMAT = "jsae-models"
+VERSION = 1
+MODELS_DIR = "models"
+INDEX_FILE = "index.json"
+WEIGHTS_FILE = "sae.safetensors"
+CFG_FILE = "cfg.json"
+#: the SAE parameters, float32, jsae's names (:class:`jsae.core.sae.SAEParams`)
+PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_pre")
+_NORM_NAMES = ("norm_mean", "norm_scale")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+
+_REWRITE = "re-run the `jsae sweep` command that made the run to write them"
+_MIXED = ("model files are from different steps (an interrupted write); re-run the sweep command, or load "
+          "from the checkpoints: load_sweep(run, source='checkpoint')")
+_DAMAGED = ("a torn or damaged file (an interrupted write, or a copy that changed it); re-run the `jsae sweep` "
+            "command that made the run to rewrite it, or load from the checkpoints: "
+            "load_sweep(run, source='checkpoint')")
+
+
+class ModelFileError(JsaeError, ValueError):
+    """A model file (``RUN/models/...``) is damaged, inconsistent or not a jsae model file."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelFile:
+    """One model read back by :func:`read_model_file`.
+
+    ``params``: ``W_enc [M, L]``, ``b_enc [L]``, ``W_dec [L, M]``, ``b_pre [M]`` (float32,
+    the normalised space); ``normalizer`` maps raw embeddings to that space.
+    """
+
+    name: str
+    spec: dict
+    params: dict[str, np.ndarray]
+    normalizer: Normalizer
+    dim: int
+    step: int
+    run: dict
+    path: Path
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.params["W_enc"].shape[1])
+
+    @property
+    def activation(self) -> str:
+        """``"topk"`` or ``"relu_l1"``."""
+        return str(self.spec["activation"])
+
+    @property
+    def k(self) -> int:
+        """TopK's k (0 for a ReLU+L1 model)."""
+        return int(self.spec.get("k") or 0)
+
+
+def models_dir(run_dir: str | os.PathLike) -> Path:
+    """``RUN/models``."""
+    return Path(run_dir) / MODELS_DIR
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def _check_spec(spec: Any, latent_size: int, where: str) -> dict:
+    if not isinstance(spec, dict):
+        raise BadValueError(f"{where}: the model spec must be a dict (ModelSpec.to_dict()), got "
+                            f"{type(spec).__name__}.")
+    missing = [k for k in ("k", "latent_size", "activation", "name") if k not in spec]
+    if missing:
+        raise BadValueError(f"{where}: the model spec lacks {', '.join(missing)}; pass ModelSpec.to_dict().")
+    name = spec["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise BadValueError(f"{where}: model name {name!r} is not usable as a folder name (letters, digits, "
+                            "_ . + = - only).")
+    if spec["activation"] not in _ACTIVATIONS:
+        raise BadValueError(f"{where}: model {name}: activation {spec['activation']!r} is not one of "
+                            f"{', '.join(_ACTIVATIONS)}.")
+    if int(spec["latent_size"]) != latent_size:
+        raise BadValueError(f"{where}: model {name}: spec latent_size {spec['latent_size']} does not match the "
+                            f"parameters' L = {latent_size}.")
+    if spec["activation"] == "topk" and not 0 < int(spec["k"]) <= latent_size:
+        raise BadValueError(f"{where}: model {name}: k = {spec['k']} must be in 1..{latent_size}.")
+    return dict(spec)
+
+
+def _check_params(params: Any, where: str) -> tuple[dict[str, np.ndarray], int, int]:
+    if not isinstance(params, dict) or any(k not in params for k in PARAM_NAMES):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise BadValueError(f"{where}: params must hold {', '.join(PARAM_NAMES)}; got {got}.")
+    out = {k: np.ascontiguousarray(np.asarray(params[k]), dtype=np.float32) for k in PARAM_NAMES}
+    if out["W_enc"].ndim != 2:
+        raise BadValueError(f"{where}: W_enc must be [M, L], got shape {out['W_enc'].shape}.")
+    m, n_lat = out["W_enc"].shape
+    want = {"W_enc": (m, n_lat), "b_enc": (n_lat,), "W_dec": (n_lat, m), "b_pre": (m,)}
+    for k, shape in want.items():
+        if out[k].shape != shape:
+            raise BadValueError(f"{where}: {k} has shape {out[k].shape}, expected {shape} (M = {m}, L = {n_lat}).")
+        if not np.all(np.isfinite(out[k])):
+            raise BadValueError(f"{where}: {k} holds NaN or Inf; the model diverged — lower the learning rate "
+                                "and retrain.")
+    return out, m, n_lat
+
+
+def _norm_arrays(normalizer: Normalizer, m: int, where: str) -> dict[str, np.ndarray]:
+    if not isinstance(normalizer, Normalizer):
+        raise BadValueError(f"{where}: normalizer must be a jsae.core.normalize.Normalizer, got "
+                            f"{type(normalizer).__name__}.")
+    mean = np.ascontiguousarray(np.broadcast_to(np.asarray(normalizer.mean, np.float64), (m,)))
+    scale = np.ascontiguousarray(np.broadcast_to(np.asarray(normalizer.scale, np.float64), (m,)))
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise BadValueError(f"{where}: the normalizer has non-finite values or a scale ≤ 0.")
+    return {"norm_mean": mean, "norm_scale": scale}
+
+
+def write_model_file(folder: str | os.PathLike, spec: dict, params: dict, *, normalizer: Normalizer, step: int,
+                     run: dict | None = None) -> Path:
+    """Write one model into ``folder`` (created if needed): ``sae.safetensors``, then ``cfg.json``.
+
+    Args:
+      spec: the model's spec dict (``ModelSpec.to_dict()``); ``spec["latent_size"]`` must be L.
+      params: ``W_enc [M, L]``, ``b_enc [L]``, ``W_dec [L, M]``, ``b_pre [M]`` (cast to float32).
+      normalizer: the run's :class:`~jsae.core.normalize.Normalizer` (stored as float64 ``norm_mean``,
+        ``norm_scale``; its kind in ``cfg.json``).
+      step: the training step the parameters are from.
+      run: free JSON-able provenance (config, data source, version), stored as ``cfg.json["run"]``.
+
+    Returns the folder.
+    """
+    from safetensors.numpy import save
+
+    folder = Path(folder)
+    where = str(folder)
+    arrays, m, n_lat = _check_params(params, where)
+    spec = _check_spec(spec, n_lat, where)
+    arrays.update(_norm_arrays(normalizer, m, where))
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = save(arrays, metadata={"format": FORMAT, "version": str(VERSION)})
+    atomic_write_bytes(folder / WEIGHTS_FILE, blob)
+    cfg = {"format": FORMAT, "version": VERSION, "name": spec["name"], "spec": spec, "dim": m,
+           "latent_size": n_lat, "normalizer": {"kind": str(normalizer.kind)}, "step": int(step),
+           "sha256": hashlib.sha256(blob).hexdigest(), "run": dict(run or {})}
+    atomic_write_bytes(folder / CFG_FILE, json_bytes(cfg))
+    return folder
+
+
+def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, dict[str, np.ndarray]]], *,
+                      normalizer: Normalizer, step: int, total_steps: int | None, complete: bool,
+                      run: dict | None = None) -> Path:
+    """Write every model of a run into ``RUN/models/<name>/``, then ``RUN/models/index.json``.
+
+    ``models``: ``(spec dict, params)`` pairs in the run's order (names must be distinct,
+    all of one dimension M). Returns ``RUN/models``. An existing ``models/`` of the run is
+    rewritten in place (model by model, the index last).
+    """
+    out = models_dir(run_dir)
+    models = list(models)
+    if not models:
+        raise BadValueError(f"{out}: no models to write.")
+    names: list[str] = []
+    dim = None
+    for spec, params in models:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name in names:
+            raise BadValueError(f"{out}: two models are named {name!r}; model names must be distinct.")
+        names.append(name)
+        m = int(np.shape(params["W_enc"])[0]) if isinstance(params, dict) and "W_enc" in params else None
+        if dim is None:
+            dim = m
+        elif m != dim:
+            raise BadValueError(f"{out}: model {name!r} has dimension {m}, the others {dim}.")
+    out.mkdir(parents=True, exist_ok=True)
+    for spec, params in models:
+        write_model_file(out / spec["name"], spec, params, normalizer=normalizer, step=step, run=run)
+    index = {"format": INDEX_FORMAT, "version": VERSION, "step": int(step),
+             "total_steps": None if total_steps is None else int(total_steps), "complete": bool(complete),
+             "dim": int(dim), "models": names}
+    atomic_write_bytes(out / INDEX_FILE, json_bytes(index))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, fmt: str) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelFileError(f"{path}: not readable JSON ({err}); {_DAMAGED}") from None
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ModelFileError(f"{path}: not a jsae model file (format {got!r}, expected {fmt!r}); give a run "
+                             "directory written by `jsae sweep`.")
+    if obj.get("version") != VERSION:
+        raise ModelFileError(f"{path}: format version {obj.get('version')!r} is not {VERSION}; read it with the "
+                             "jsae version that wrote it, or re-run the `jsae sweep` command to rewrite it.")
+    return obj
+
+
+def read_model_file(folder: str | os.PathLike) -> ModelFile:
+    """Read one model folder back, verified.
+
+    Checks: both files exist, ``cfg.json`` is a jsae-sae v1 file, the sha256 of
+    ``sae.safetensors`` matches, the shapes (``W_enc [M, L]``, ``W_dec [L, M]``,
+    ``b_enc [L]``, ``b_pre [M]``, ``norm_* [M]``) agree with each other and with
+    ``cfg.json`` (``dim``, ``latent_size``, ``spec["latent_size"]``), values are finite.
+    """
+    from safetensors.numpy import load
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingPathError(f"{folder}: no such model folder; {_REWRITE}, or load from the checkpoints: "
+                               "load_sweep(run, source='checkpoint').")
+    cfg_path, w_path = folder / CFG_FILE, folder / WEIGHTS_FILE
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise MissingPathError(f"{p} is missing; {_REWRITE}, or load from the checkpoints: "
+                                   "load_sweep(run, source='checkpoint').")
+    cfg = _read_json(cfg_path, FORMAT)
+    blob = w_path.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != cfg.get("sha256"):
+        raise ModelFileError(f"{w_path}: sha256 {digest[:12]}… does not match the {str(cfg.get('sha256'))[:12]}… "
+                             f"recorded in {cfg_path.name}: {_DAMAGED}")
+    try:
+        arrays = load(blob)
+    except Exception as err:  # safetensors' own error type; the sha256 matched, so the writer was wrong
+        raise ModelFileError(f"{w_path}: not a readable safetensors file ({err}); {_DAMAGED}") from None
+    missing = [k for k in PARAM_NAMES + _NORM_NAMES if k not in arrays]
+    if missing:
+        raise ModelFileError(f"{w_path}: lacks {', '.join(missing)}; {_DAMAGED}")
+    try:
+        m, n_lat = int(cfg["dim"]), int(cfg["latent_size"])
+        spec, name, step = cfg["spec"], str(cfg["name"]), int(cfg["step"])
+        kind = str(cfg["normalizer"]["kind"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{cfg_path}: lacks or mangles {err}; {_DAMAGED}") from None
+    want = {"W_enc": (m, n_lat), "b_enc": (n_lat,), "W_dec": (n_lat, m), "b_pre": (m,),
+            "norm_mean": (m,), "norm_scale": (m,)}
+    for k, shape in want.items():
+        if arrays[k].shape != shape:
+            raise ModelFileError(f"{w_path}: {k} has shape {arrays[k].shape}, but {cfg_path.name} says M = {m}, "
+                                 f"L = {n_lat} (expected {shape}); {_DAMAGED}")
+        if not np.all(np.isfinite(arrays[k])):
+            raise ModelFileError(f"{w_path}: {k} holds NaN or Inf; the model diverged or the file is damaged — "
+                                 "retrain with a lower learning rate.")
+    if not isinstance(spec, dict) or spec.get("latent_size") is None or int(spec["latent_size"]) != n_lat:
+        got = spec.get("latent_size") if isinstance(spec, dict) else spec
+        raise ModelFileError(f"{cfg_path}: spec latent_size {got!r} does not match the weights' L = {n_lat}; "
+                             f"{_DAMAGED}")
+    if spec.get("activation") not in _ACTIVATIONS:
+        raise ModelFileError(f"{cfg_path}: spec activation {spec.get('activation')!r} is not one of "
+                             f"{', '.join(_ACTIVATIONS)}; {_DAMAGED}")
+    if np.any(arrays["norm_scale"] <= 0):
+        raise ModelFileError(f"{w_path}: norm_scale has a value ≤ 0; {_DAMAGED}")
+    params = {k: np.asarray(arrays[k], np.float32) for k in PARAM_NAMES}
+    normalizer = Normalizer(kind=kind, mean=np.asarray(arrays["norm_mean"], np.float64),
+                            scale=np.asarray(arrays["norm_scale"], np.float64))
+    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    return ModelFile(name=name, spec=dict(spec), params=params, normalizer=normalizer, dim=m, step=step, run=run,
+                     path=folder)
+
+
+def _read_index(run_dir: Path) -> dict:
+    out = models_dir(run_dir)
+    if not run_dir.is_dir():
+        raise MissingPathError(f"{run_dir}: no such run directory; give a `jsae sweep` run directory.")
+    path = out / INDEX_FILE
+    if not path.is_file():
+        raise MissingPathError(f"{path} is missing (no model files); {_REWRITE}, or load from the checkpoints: "
+                               "load_sweep(run, source='checkpoint').")
+    index = _read_json(path, INDEX_FORMAT)
+    names = index.get("models")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelFileError(f"{path}: 'models' is not a list of model names; {_DAMAGED}")
+    try:
+        int(index["step"]), int(index["dim"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: lacks or mangles {err}; {_DAMAGED}") from None
+    return index
+
+
+def read_models(run_dir: str | os.PathLike, names: Sequence[str] | None = None) -> tuple[dict, list[ModelFile]]:
+    """The index of ``RUN/models`` and its models (all, in index order, or ``names`` in the given order).
+
+    Only names listed in ``index.json`` are read (stale folders of earlier grids are
+    ignored). Every model read must be of the index's step and dimension; models from
+    different steps mean an interrupted rewrite (:class:`ModelFileError`). An unknown name
+    raises :class:`~jsae.errors.NotFoundError` listing the names there are.
+    """
+    run_dir = Path(run_dir)
+    index = _read_index(run_dir)
+    known = list(index["models"])
+    if names is None:
+        wanted = known
+    else:
+        wanted = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise NotFoundError(f"{models_dir(run_dir) / INDEX_FILE}: no model named {', '.join(map(repr, unknown))}; "
+                                f"the run has {', '.join(known)}.")
+    step, dim = int(index["step"]), int(index["dim"])
+    files: list[ModelFile] = []
+    for name in wanted:
+        mf = read_model_file(models_dir(run_dir) / name)
+        if mf.step != step:
+            raise ModelFileError(f"{mf.path / CFG_FILE}: step {mf.step}, but {INDEX_FILE} is of step {step}: {_MIXED}")
+        if mf.name != name:
+            raise ModelFileError(f"{mf.path / CFG_FILE}: holds model {mf.name!r}, not {name!r}; {_DAMAGED}")
+        if mf.dim != dim:
+            raise ModelFileError(f"{mf.path / CFG_FILE}: dimension {mf.dim}, but {INDEX_FILE} says {dim}; {_DAMAGED}")
+        files.append(mf)
+    return index, files
+
+
+def has_model_files(run_dir: str | os.PathLike) -> bool:
+    """True if ``RUN/models/index.json`` exists (nothing is verified: :func:`read_models` does that,
+    so a damaged index is reported, not silently passed over)."""
+    return (models_dir(run_dir) / INDEX_FILE).is_file()
+
+
+def model_files_step(run_dir: str | os.PathLike) -> int | None:
+    """The training step of ``RUN/models`` (its ``index.json``), or ``None`` when there are no
+    readable model files (nothing else is verified)."""
+    try:
+        return int(json.loads((models_dir(run_dir) / INDEX_FILE).read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,187 @@
+"""The training rows of a sweep: which rows, the validation split, batches, and a fingerprint.
+
+* :func:`select_rows` — the store rows a config trains on (``data.splits``, ``data.max_rows``);
+* :func:`prepare_data` — those rows split into training and validation (a random
+  ``train.val_fraction`` of them, drawn from the seed), in memory or streamed;
+* :func:`batch_indices` — the rows of each step's batch, a function of ``(seed, step)`` only,
+  so a resumed run sees the batches an uninterrupted one sees;
+* :func:`data_fingerprint` — what a run was trained on, checked when it is resumed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, DataConfig, SweepConfig
+from ..store import EmbeddingStore, StoreError, open_store, validate_embeddings
+
+__all__ = ["TrainingData", "select_rows", "prepare_data", "validation_row_count", "check_validation_rows",
+           "batch_indices", "data_fingerprint", "fingerprint_text", "FINGERPRINT_VERSION"]
+
+
+def select_rows(data: DataConfig, store: EmbeddingStore) -> np.ndarray:
+    """The store rows a sweep trains on (before the validation split): rows whose ``split``
+    is one of ``data.splits`` (all when empty), the first ``data.max_rows`` of them (all when 0)."""
+    rows = np.arange(store.num_rows)
+    if data.splits:
+        if "split" not in store.metadata.columns:
+            raise StoreError(f"data.splits={list(data.splits)} but store {store.path} has no 'split' column.")
+        rows = rows[store.metadata["split"].astype(str).isin(data.splits).to_numpy()]
+    if data.max_rows > 0:
+        rows = rows[: data.max_rows]
+    return rows
+
+
+@dataclass
+class TrainingData:
+    """Raw embeddings split into train/val (float32), with the store rows they came from.
+
+    ``train`` is ``None`` when streaming (``data.stream``): batches are then read
+    from ``store`` by row; ``fit`` holds the rows that fit the normalisation and
+    ``b_pre`` (all training rows when they are in memory).
+    """
+
+    train: np.ndarray | None  # [N_train, M]
+    val: np.ndarray  # [N_val, M]
+    train_rows: np.ndarray  # [N_train] store row indices
+    val_rows: np.ndarray  # [N_val]
+    source: str
+    fit: np.ndarray  # [N_fit, M]
+    store: EmbeddingStore | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_rows)
+
+    def read_batches(self, idx: np.ndarray) -> np.ndarray:
+        """Raw rows for batch positions ``idx [S, B]`` (indices into the training rows)."""
+        if self.train is not None:
+            return self.train[idx]
+        rows = self.train_rows[idx.ravel()]
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return self.store.read(uniq)[inverse].reshape(idx.shape + (-1,))
+
+
+def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingData:
+    """Load the configured store (or take ``data [N, M]``) and split off validation rows.
+
+    A ``train.val_fraction`` that leaves no validation row (or no training row) of the
+    rows found is a one-line :class:`~jsae.config.ConfigError` naming the value and the
+    row count (:func:`validation_row_count`), raised before any training.
+    """
+    store = None
+    if data is not None:
+        x = validate_embeddings(data, what="training data")
+        rows = np.arange(len(x))
+        source = "array"
+        where = "the data array"
+        dim = x.shape[1]
+    else:
+        store = open_store(cfg.data.store)
+        rows = select_rows(cfg.data, store)
+        x = None if cfg.data.stream else (store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32))
+        source = str(store.path)
+        where = source
+        dim = store.dim
+    if len(rows) == 0:
+        raise StoreError(f"no training rows in {source} (after data.splits / data.max_rows); nothing to train on.")
+    perm = np.random.default_rng([cfg.train.seed, 7]).permutation(len(rows))
+    n_val = validation_row_count(cfg.train.val_fraction, len(rows), where)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if len(train_idx) < cfg.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is larger than the {len(train_idx)} training rows; "
+            f"lower it, e.g. train.batch_size={max(1, len(train_idx) // 4)}."
+        )
+    if x is not None:
+        return TrainingData(x[train_idx], x[val_idx], rows[train_idx], rows[val_idx], source, fit=x[train_idx])
+    fit_idx = np.sort(np.random.default_rng([cfg.train.seed, 5]).permutation(len(train_idx))[: cfg.data.fit_rows])
+    val = store.read(rows[val_idx]) if len(val_idx) else np.zeros((0, dim), np.float32)
+    return TrainingData(None, val, rows[train_idx], rows[val_idx], source, fit=store.read(rows[train_idx][fit_idx]),
+                        store=store)
+
+
+def validation_row_count(val_fraction: float, n: int, source: str) -> int:
+    """The validation rows ``round(val_fraction × n)`` of ``n`` training rows of ``source``;
+    a :class:`~jsae.config.ConfigError` (one line naming ``train.val_fraction`` and ``n``)
+    when that leaves no validation row or no training row."""
+    frac = val_fraction
+    n_val = int(round(frac * n))
+    if n_val == 0:
+        need = 0.5 / n
+        raise ConfigError(
+            f"train.val_fraction={frac:g} of the {n} training rows of {source} gives 0 validation rows "
+            f"(round({frac:g} × {n}) = 0); metrics need at least one: raise train.val_fraction above {need:.3g} "
+            "or use a store with more rows."
+        )
+    if n_val >= n:
+        raise ConfigError(
+            f"train.val_fraction={frac:g} of the {n} training rows of {source} leaves no training row; "
+            "lower train.val_fraction or use a store with more rows."
+        )
+    return n_val
+
+
+def check_validation_rows(cfg: "SweepConfig") -> None:
+    """Refuse a config whose ``train.val_fraction`` leaves no validation row of its store
+    (the run would train and then fail to compute its metrics); see :func:`validation_row_count`."""
+    store = open_store(cfg.data.store)
+    if cfg.data.splits and "split" not in store.metadata.columns:
+        return  # train_sweep names this problem itself
+    n = len(select_rows(cfg.data, store))
+    if n == 0:
+        return  # train_sweep names this problem itself
+    validation_row_count(cfg.train.val_fraction, n, str(store.path))
+
+
+FINGERPRINT_VERSION = 1
+
+
+def data_fingerprint(td: TrainingData, block_rows: int = 65536) -> dict[str, Any]:
+    """What the run was trained on: ``{"n_train", "n_val", "dim", "blake2b"}``.
+
+    ``blake2b`` (128-bit) is over the float32 little-endian bytes of the training
+    rows, then the validation rows, in the order training uses them (after
+    ``data.splits``/``data.max_rows`` and the validation split), preceded by the row
+    counts and dimension. Streaming (``data.stream``) reads the training rows from
+    the store ``block_rows`` at a time, so nothing is loaded at once; both modes
+    give the same fingerprint for the same rows.
+    """
+    dim = int(td.fit.shape[1])
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"jsae-data-fingerprint-{FINGERPRINT_VERSION} {td.n_train} {len(td.val)} {dim}\n".encode())
+
+    def feed(block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype="<f4")
+        if block.size:
+            h.update(block.reshape(-1).view(np.uint8))
+
+    for start in range(0, td.n_train, block_rows):
+        stop = min(start + block_rows, td.n_train)
+        feed(td.train[start:stop] if td.train is not None else td.store.read(td.train_rows[start:stop]))
+    feed(td.val)
+    return {"n_train": int(td.n_train), "n_val": int(len(td.val)), "dim": dim, "blake2b": h.hexdigest()}
+
+
+def fingerprint_text(fp: dict[str, Any]) -> str:
+    return f"{fp.get('n_train')}+{fp.get('n_val')} rows × {fp.get('dim')}, blake2b {str(fp.get('blake2b'))[:16]}"
+
+
+def batch_indices(seed: int, start: int, count: int, n: int, batch_size: int) -> np.ndarray:
+    """Rows of the batches of steps ``[start, start + count)``: ``[count, batch_size]`` int32.
+
+    Each epoch is a permutation drawn from ``(seed, epoch)``; the last partial batch
+    of an epoch is dropped. A batch depends only on ``(seed, step)``.
+    """
+    per_epoch = n // batch_size
+    out = np.empty((count, batch_size), np.int32)
+    cache: dict[int, np.ndarray] = {}
+    for i, step in enumerate(range(start, start + count)):
+        epoch, j = divmod(step, per_epoch)
+        if epoch not in cache:
+            cache[epoch] = np.random.default_rng([seed, 11, epoch]).permutation(n).astype(np.int32)
+        out[i] = cache[epoch][j * batch_size:(j + 1) * batch_size]
+    return out

@@ -1,0 +1,1 @@
+"""Tools that rebuild the bundled data; they run from a checkout and are not installed."""
