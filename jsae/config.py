@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .core.kinds import ActivationKind
+from .core.kinds import TOPK, ActivationKind
 from .errors import JsaeError
 
 __all__ = ["ConfigError", "GridConfig", "SAEConfig", "OptimConfig", "TrainConfig", "DataConfig", "SweepConfig",
@@ -104,7 +104,7 @@ class GridConfig(_Section):
             raise ConfigError(f"grid.latent_size must be positive; got {list(self.latent_size)}.")
         if len(set(self.latent_size)) != len(self.latent_size):
             raise ConfigError(f"grid.latent_size has duplicates: {list(self.latent_size)}.")
-        if self.activation == "topk":
+        if self.activation == TOPK:
             if not self.k:
                 raise ConfigError("grid.k is empty; give at least one k, e.g. grid.k=[20].")
             if any(k <= 0 for k in self.k):

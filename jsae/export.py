@@ -69,6 +69,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .core.kinds import ACTIVATION_KINDS, TOPK
 from .errors import BadValueError
 from .jsonio import atomic_write_bytes, json_bytes
 from .runs.modelfiles import ModelFile, read_models
@@ -104,10 +105,10 @@ def fold_normalizer(model_file: ModelFile) -> dict[str, np.ndarray]:
 def _check_format(fmt: str, mf: ModelFile) -> None:
     if fmt not in FORMATS:
         raise BadValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
-    if mf.activation not in ("topk", "relu_l1"):
-        raise BadValueError(f"{mf.path}: model {mf.name} has activation {mf.activation!r}; only topk and relu_l1 "
-                            "models can be exported.")
-    if fmt == "sparsify" and mf.activation != "topk":
+    if mf.activation not in ACTIVATION_KINDS:
+        raise BadValueError(f"{mf.path}: model {mf.name} has activation {mf.activation!r}; only "
+                            f"{' and '.join(ACTIVATION_KINDS)} models can be exported.")
+    if fmt == "sparsify" and mf.activation != TOPK:
         raise BadValueError(f"model {mf.name} is a ReLU+L1 SAE; sparsify has only TopK (and groupmax) SAEs, so it "
                             "cannot load it: export it with --format saelens (its standard ReLU SAE) or pick a "
                             "TopK model.")
@@ -168,7 +169,7 @@ def _saelens_cfg(mf: ModelFile) -> dict[str, Any]:
         "metadata": {"sae_lens_version": SAELENS_VERSION, "sae_lens_training_version": None,
                      "model_name": "jsae", "hook_name": None, "jsae": _source(mf)},
     }
-    if mf.activation == "topk":
+    if mf.activation == TOPK:
         cfg.update({"k": mf.k, "rescale_acts_by_decoder_norm": False, "architecture": "topk"})
     else:
         cfg["architecture"] = "standard"
@@ -185,12 +186,12 @@ def _model_readme(mf: ModelFile, fmt: str) -> str:
     src = _source(mf)
     s = np.asarray(mf.normalizer.scale)
     scale = f"{s[0]:.6g} (scalar)" if np.all(s == s[0]) else f"per dimension ({s.min():.4g} … {s.max():.4g})"
-    act = f"TopK, k = {mf.k}" if mf.activation == "topk" else f"ReLU (trained with L1, coefficient {mf.spec.get('l1_coef')})"
+    act = f"TopK, k = {mf.k}" if mf.activation == TOPK else f"ReLU (trained with L1, coefficient {mf.spec.get('l1_coef')})"
     if fmt == "saelens":
         files = "`cfg.json` + `sae_weights.safetensors`"
         load = ("from sae_lens import SAE\n"
                 "sae = SAE.load_from_disk(\"<this folder>\")   # "
-                + ("TopKSAE" if mf.activation == "topk" else "StandardSAE") + "\n"
+                + ("TopKSAE" if mf.activation == TOPK else "StandardSAE") + "\n"
                 "codes = sae.encode(torch.as_tensor(x_raw, dtype=torch.float32))   # [B, L]\n"
                 "x_hat = sae.decode(codes)")
         notes = ("Keep `rescale_acts_by_decoder_norm: false` and do not call `fold_W_dec_norm()`: the decoder rows "

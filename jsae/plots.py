@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .core.kinds import TOPK
+
 __all__ = ["pyplot", "save_figure", "grid_matrix", "plot_heatmap", "plot_loss_curves", "plot_sweep"]
 
 
@@ -36,7 +38,7 @@ def grid_matrix(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray
 
     The sparsity axis is ``k`` for TopK sweeps, ``l1_coef`` for ReLU+L1.
     """
-    axis = "k" if all(r["activation"] == "topk" for r in records) else "l1_coef"
+    axis = "k" if all(r["activation"] == TOPK for r in records) else "l1_coef"
     rows = sorted({r[axis] for r in records})
     cols = sorted({r["latent_size"] for r in records})
     m = np.full((len(rows), len(cols)), np.nan)
@@ -50,7 +52,7 @@ def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, 
     """A K × latent-size heatmap of ``key`` with the values written in the cells."""
     plt = pyplot()
     m, rows, cols = grid_matrix(records, key)
-    axis = "k" if all(r["activation"] == "topk" for r in records) else "l1_coef"
+    axis = "k" if all(r["activation"] == TOPK for r in records) else "l1_coef"
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.5 * len(rows)))
     im = ax.imshow(m, cmap=cmap, aspect="auto", origin="lower")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import BadValueError, JsaeError, MissingPathError, NotFoundError
 from ..jsonio import atomic_write_bytes, json_bytes
-from ..core.kinds import ACTIVATION_KINDS as _ACTIVATIONS
+from ..core.kinds import ACTIVATION_KINDS as _ACTIVATIONS, TOPK
 from ..core.normalize import Normalizer
 
 __all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
@@ -129,7 +129,7 @@ def _check_spec(spec: Any, latent_size: int, where: str) -> dict:
     if int(spec["latent_size"]) != latent_size:
         raise BadValueError(f"{where}: model {name}: spec latent_size {spec['latent_size']} does not match the "
                             f"parameters' L = {latent_size}.")
-    if spec["activation"] == "topk" and not 0 < int(spec["k"]) <= latent_size:
+    if spec["activation"] == TOPK and not 0 < int(spec["k"]) <= latent_size:
         raise BadValueError(f"{where}: model {name}: k = {spec['k']} must be in 1..{latent_size}.")
     return dict(spec)
 
