@@ -20,9 +20,14 @@ Segmentation (``--segment-mode``): ``joined`` (default) removes the silences of 
 recording and cuts the joined non-silent audio into 4–8 s segments, as the paper's SoX
 step did, so speech made of short utterances is kept; a segment may then consist of
 several source spans (metadata column ``spans``). ``--max-gap S`` joins only across
-silences of at most S seconds. ``contiguous`` cuts each non-silent stretch on its own
+silences of at most S seconds. In joined mode a recording (or manifest entry) with
+less non-silent audio than ``--min-seconds`` but at least ``--min-keep`` (2 s) becomes
+one shorter segment, flagged in the metadata column ``short``; ``--min-keep`` equal to
+``--min-seconds`` drops it. ``contiguous`` cuts each non-silent stretch on its own
 and drops stretches shorter than ``--min-seconds``. The seconds kept and dropped, per
-recording and per label value, are printed at the end and kept in ``summary.json``.
+recording and per label value, are printed at the end and kept in ``summary.json``,
+with a warning for a label value that kept more than 10 percentage points less of its
+audio than its label overall.
 
 Under ``torchrun``, ``--num-shards``/``--shard-index`` default to ``WORLD_SIZE``/``RANK``
 and ``--device auto`` picks ``cuda:LOCAL_RANK``.
@@ -74,6 +79,12 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     seg.add_argument("--max-gap", type=_max_gap, default=None, metavar="SECONDS",
                      help="joined mode: do not join across a silence longer than SECONDS (the speech after "
                           "it starts a new run); none: join the whole recording")
+    seg.add_argument("--min-keep", type=float, default=None, metavar="SECONDS",
+                     help="joined mode only (contiguous ignores it): a recording or manifest entry with less "
+                          "non-silent audio than --min-seconds but at least SECONDS becomes one shorter segment, "
+                          "flagged in the metadata column 'short' (a long recording still gives only "
+                          "--min-seconds..--max-seconds segments); default 2, or --min-seconds if smaller; "
+                          "--min-keep equal to --min-seconds drops such recordings")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=None,
                      help="segments per encoder call (default: 32 on a GPU; on a CPU 1 for titanet, 16 for "
@@ -189,7 +200,7 @@ def run_embed(args: argparse.Namespace) -> int:
         model=args.model,
         segment=SegmentConfig(min_seconds=args.min_seconds, max_seconds=args.max_seconds, top_db=args.top_db,
                               floor_db=args.floor_db, min_silence=args.min_silence,
-                              mode=args.segment_mode, max_gap=args.max_gap),
+                              mode=args.segment_mode, max_gap=args.max_gap, min_keep=args.min_keep),
         batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
         rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
         plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
@@ -229,8 +240,10 @@ def _print_accounting(acc: dict | None) -> None:
     if not acc:
         return
     t = acc["totals"]
+    short = (f" ({t['short_segments']} short: a whole recording under --min-seconds, column 'short')"
+             if t.get("short_segments") else "")
     print(f"segmentation ({acc.get('mode')}): kept {t['kept_seconds']:.1f} of {t['nonsilent_seconds']:.1f} s of "
-          f"non-silent audio ({100 * t['kept_fraction']:.1f} %) in {t['segments']} segments, dropped "
+          f"non-silent audio ({100 * t['kept_fraction']:.1f} %) in {t['segments']} segments{short}, dropped "
           f"{t['dropped_seconds']:.1f} s; {t['files_kept']} of {t['files']} files kept", file=sys.stdout)
     rows = []
     for column, values in acc.get("labels", {}).items():

@@ -28,10 +28,11 @@ Results do not depend on the number of workers, the batch size or where a run wa
 killed: each row is a function of its segment only (see :mod:`embed.encoders`).
 
 ``summary.json`` also holds ``segmentation_accounting``: the non-silent seconds found,
-the seconds kept in segments and dropped and the segments, in total, per recording and
-per label value, and a warning for a label value that kept far less of its audio than
-the others (:func:`embed.plan.imbalance_warnings`); ``jsae embed`` prints the totals,
-the per-label table and the warnings at the end.
+the seconds kept in segments and dropped and the segments (and the short ones among
+them, ``--min-keep``), in total, per recording and per label value, and a warning for a
+label value that kept more than ``imbalance_points`` percentage points less of its audio
+than its label column overall (:func:`embed.plan.imbalance_warnings`); ``jsae embed``
+prints the totals, the per-label table and the warnings at the end.
 
 The plan is fixed when it is made: files added to ``--audio-dir`` later are not picked
 up (start a new store, or ``--overwrite``), and a planned file whose size changed stops
@@ -59,8 +60,8 @@ from jsae.safety import check_writable_folder, is_store_dir, remove_tree
 
 from embed.audio import AudioReadError, load_audio
 from embed.encoders import Encoder, get_encoder
-from embed.plan import IMBALANCE_RATIO, Plan, imbalance_warnings, make_plan, read_manifest, scan_audio_dir, \
-    shard_bounds
+from embed.plan import IMBALANCE_POINTS, PUBLIC_COLUMNS, Plan, imbalance_warnings, make_plan, read_manifest, \
+    scan_audio_dir, shard_bounds
 from embed.segment import SegmentConfig
 
 __all__ = [
@@ -194,6 +195,10 @@ def _done_shards(out: Path, num_shards: int) -> set[int]:
 def _read_plan(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     info = _read_json(out / PLAN_INFO)
     table = pd.read_parquet(out / PLAN_TABLE) if info["num_rows"] else pd.DataFrame()
+    if len(table) and "short" not in table.columns:
+        # planned before short segments existed (the strict rule): none of its segments is short
+        at = max(table.columns.get_loc(c) for c in PUBLIC_COLUMNS if c in table.columns) + 1
+        table.insert(at, "short", False)
     return info, table
 
 
@@ -203,7 +208,10 @@ def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) 
     seg = planned.get("segmentation")
     if isinstance(seg, dict) and "mode" not in seg:
         # planned before joined segments existed: it cut every stretch on its own
-        planned["segmentation"] = {**seg, "mode": "contiguous", "max_gap": None}
+        seg = planned["segmentation"] = {**seg, "mode": "contiguous", "max_gap": None}
+    if isinstance(seg, dict) and "min_keep" not in seg:
+        # planned before short segments existed: the strict rule, min_keep = min_seconds
+        planned["segmentation"] = {**seg, "min_keep": seg.get("min_seconds")}
     if planned == wanted:
         return
     diffs = []
@@ -282,7 +290,7 @@ def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
                      rows_per_chunk=cfg.chunk_rows)
     warnings = imbalance_warnings(plan.labels, mode=cfg.segment.mode)
     accounting = {"mode": cfg.segment.mode, "totals": plan.totals(), "labels": plan.labels,
-                  "imbalance_ratio": IMBALANCE_RATIO, "warnings": warnings, "recordings": plan.recordings}
+                  "imbalance_points": IMBALANCE_POINTS, "warnings": warnings, "recordings": plan.recordings}
     info = {
         "format": "jsae-embed-plan", "version": PLAN_VERSION, "settings": cfg.settings(),
         "encoder": encoder.info(), "num_rows": plan.num_rows, "dim": encoder.dim,

@@ -19,19 +19,24 @@ segments (:mod:`embed.segment`) and returns a table with one row per segment:
               seconds (manifest offset included); one span for a contiguous segment,
               several for a joined one (``--segment-mode joined``), whose audio is
               the concatenation of the spans
+``short``     ``True`` for a segment that is a whole recording (or manifest entry)
+              with less non-silent audio than ``--min-seconds`` (at least
+              ``--min-keep``; :attr:`embed.segment.Segment.short`), ``False`` for a
+              ``--min-seconds``..``--max-seconds`` segment
 labels        the recording's manifest fields, one column each
 ``_...``      private columns the exporter needs to re-read the audio
 ========== ===================================================================
 
-Recordings that cannot be used (unreadable, corrupt, empty, too little non-silent
-audio) are listed in ``skipped`` with their reason, and the rest go on.
+Recordings that cannot be used (unreadable, corrupt, empty, less non-silent audio
+than ``--min-keep``) are listed in ``skipped`` with their reason, and the rest go on.
 
 **Accounting.** :attr:`Plan.recordings` has, per input recording, the non-silent
-seconds found, the seconds kept in segments and dropped, and the segments;
-:attr:`Plan.labels` the same summed per value of every label column
-(:func:`label_accounting`), and :func:`imbalance_warnings` names a label value that
-kept far less of its audio than the others (below :data:`IMBALANCE_RATIO` times the
-best value's kept fraction) — dropping audio unevenly unbalances labelled classes.
+seconds found, the seconds kept in segments and dropped, the segments and the short
+ones among them; :attr:`Plan.labels` the same summed per value of every label column
+(:func:`label_accounting`; missing and empty values are left out), and
+:func:`imbalance_warnings` names a label value that kept less of its audio than the
+column as a whole (more than :data:`IMBALANCE_POINTS` percentage points below the
+overall kept fraction) — dropping audio unevenly unbalances labelled classes.
 """
 from __future__ import annotations
 
@@ -60,7 +65,7 @@ __all__ = [
     "shard_bounds",
     "PUBLIC_COLUMNS",
     "RESERVED_COLUMNS",
-    "IMBALANCE_RATIO",
+    "IMBALANCE_POINTS",
     "MAX_LABEL_VALUES",
     "label_accounting",
     "imbalance_warnings",
@@ -69,14 +74,15 @@ __all__ = [
 log = logging.getLogger("embed")
 
 #: columns every plan (and so every store made by ``jsae embed``) starts with
-PUBLIC_COLUMNS = ("id", "source", "offset", "duration", "spans")
+PUBLIC_COLUMNS = ("id", "source", "offset", "duration", "spans", "short")
 #: manifest keys that describe where the audio is rather than a label
 MANIFEST_AUDIO_KEYS = ("audio_filepath", "offset", "duration")
 #: label names that would collide with :data:`PUBLIC_COLUMNS` are stored as ``manifest_<name>``
 RESERVED_COLUMNS = ("id", "source")
 #: a label value whose kept fraction (seconds kept in segments / non-silent seconds found)
-#: is below ``IMBALANCE_RATIO`` times the best value's of the same label is warned about
-IMBALANCE_RATIO = 0.5
+#: is more than this many percentage points below the overall kept fraction of its label
+#: column (all values together) is warned about
+IMBALANCE_POINTS = 10
 #: label columns with more distinct values than this (ids, transcripts) are not accounted per value
 MAX_LABEL_VALUES = 1000
 
@@ -180,7 +186,8 @@ class Plan:
       input_seconds: total length of the readable recordings, seconds.
       recordings: per input recording (input order): ``source``, ``offset`` (of the
         manifest excerpt), ``seconds`` (``None`` if unreadable), ``nonsilent_seconds``,
-        ``kept_seconds``, ``dropped_seconds``, ``segments``.
+        ``kept_seconds``, ``dropped_seconds``, ``segments``, ``short_segments`` (1 when the
+        recording is one short segment, see :attr:`embed.segment.Segment.short`).
       labels: :func:`label_accounting` of the recordings.
     """
 
@@ -235,6 +242,22 @@ def _spans_json(spans) -> str:
     return json.dumps([[a, b] for a, b in spans], separators=(",", ":"))
 
 
+def _too_short(result, config: SegmentConfig) -> str:
+    """Why a recording gave no segment (``result``: its :class:`~embed.segment.Segmentation`)."""
+    longest, total = result.longest_ms / 1000.0, result.nonsilent_ms / 1000.0
+    if config.mode == "contiguous":
+        return f"longest non-silent stretch {longest:.2f} s < --min-seconds {config.min_seconds:g} s"
+    if config.min_keep < config.min_seconds and total < config.min_keep:
+        return f"{total:.2f} s of non-silent audio in all < --min-keep {config.min_keep:g} s"
+    if config.max_gap is None:
+        return f"{longest:.2f} s of non-silent audio in all < --min-seconds {config.min_seconds:g} s"
+    what = (f"longest run of non-silent audio (gaps <= --max-gap {config.max_gap:g} s) {longest:.2f} s "
+            f"< --min-seconds {config.min_seconds:g} s")
+    if config.min_keep < config.min_seconds and total < config.min_seconds:
+        what += f"; its {total:.2f} s in all are split by silences longer than --max-gap, so not one short segment"
+    return what
+
+
 def make_plan(
     recordings: list[Recording],
     sample_rate: int,
@@ -255,7 +278,7 @@ def make_plan(
     iterator = progress(recordings) if progress else recordings
     for rec in iterator:
         account = {"source": rec.source, "offset": rec.offset, "seconds": None, "nonsilent_seconds": 0.0,
-                   "kept_seconds": 0.0, "dropped_seconds": 0.0, "segments": 0}
+                   "kept_seconds": 0.0, "dropped_seconds": 0.0, "segments": 0, "short_segments": 0}
         accounts.append(account)
         try:
             x = load_audio(rec.path, sample_rate, offset=rec.offset, duration=rec.duration)
@@ -272,19 +295,11 @@ def make_plan(
         segments = result.segments
         account.update(seconds=round(seconds, 3), nonsilent_seconds=_seconds(result.nonsilent_ms),
                        kept_seconds=_seconds(result.kept_ms),
-                       dropped_seconds=_seconds(result.nonsilent_ms - result.kept_ms), segments=len(segments))
+                       dropped_seconds=_seconds(result.nonsilent_ms - result.kept_ms), segments=len(segments),
+                       short_segments=sum(1 for seg in segments if seg.short))
         if not segments:
-            longest = result.longest_ms / 1000.0
-            if config.mode == "contiguous":
-                what = f"longest non-silent stretch {longest:.2f} s"
-            elif config.max_gap is None:
-                what = f"{longest:.2f} s of non-silent audio in all"
-            else:
-                what = f"longest run of non-silent audio (gaps <= --max-gap {config.max_gap:g} s) {longest:.2f} s"
-            skipped.append({
-                "source": rec.source,
-                "reason": f"too short: {what} < --min-seconds {config.min_seconds:g} s (recording {seconds:.2f} s)",
-            })
+            skipped.append({"source": rec.source,
+                            "reason": f"too short: {_too_short(result, config)} (recording {seconds:.2f} s)"})
             continue
         rec_offset_ms = int(round(rec.offset * 1000))
         rec_duration_ms = -1 if rec.duration is None else int(round(rec.duration * 1000))
@@ -300,6 +315,7 @@ def make_plan(
                 "id": rid, "source": rec.source, "offset": abs_ms / 1000.0, "duration": seg.duration_ms / 1000.0,
                 "spans": _spans_json(((rec_offset_ms + a) / 1000.0, (rec_offset_ms + b) / 1000.0)
                                      for a, b in seg.parts),
+                "short": bool(seg.short),
                 "_path": str(rec.path), "_rec_offset_ms": rec_offset_ms, "_rec_duration_ms": rec_duration_ms,
                 "_seg_offset_ms": seg.offset_ms, "_duration_ms": seg.duration_ms, "_spans_ms": _spans_json(seg.parts),
                 "_file_bytes": size,
@@ -317,7 +333,7 @@ def make_plan(
                 recordings=accounts, labels=label_accounting([r.labels for r in recordings], accounts))
 
 
-_COUNTS = ("nonsilent_seconds", "kept_seconds", "dropped_seconds", "segments")
+_COUNTS = ("nonsilent_seconds", "kept_seconds", "dropped_seconds", "segments", "short_segments")
 
 
 def _kept_fraction(nonsilent: float, kept: float) -> float:
@@ -326,18 +342,28 @@ def _kept_fraction(nonsilent: float, kept: float) -> float:
 
 def totals(accounts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum of per-recording accounts: ``files``, ``files_kept`` (with a segment), ``files_skipped``,
-    ``nonsilent_seconds``, ``kept_seconds``, ``dropped_seconds``, ``segments``, ``kept_fraction``."""
+    ``nonsilent_seconds``, ``kept_seconds``, ``dropped_seconds``, ``segments``, ``short_segments``,
+    ``kept_fraction``."""
     out: dict[str, Any] = {"files": len(accounts), "files_kept": sum(1 for a in accounts if a["segments"]),
                            "files_skipped": sum(1 for a in accounts if not a["segments"])}
     for key in _COUNTS:
-        total = sum(a[key] for a in accounts)
+        total = sum(a.get(key, 0) for a in accounts)
         out[key] = round(total, 3) if isinstance(total, float) else total
     out["kept_fraction"] = round(_kept_fraction(out["nonsilent_seconds"], out["kept_seconds"]), 4)
     return out
 
 
+def _label_missing(value: Any) -> bool:
+    """``None``, NaN, or a string that is empty or only whitespace: no value for this label."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
 def _label_key(value: Any) -> str | None:
-    """A label value as a summary key; ``None`` when it is not a class (missing, float, nested)."""
+    """A label value as a summary key; ``None`` when it is not a class (float, nested)."""
     if isinstance(value, str):
         return value
     if isinstance(value, (bool, int)):
@@ -352,7 +378,8 @@ def label_accounting(labels: list[dict[str, Any]], accounts: list[dict[str, Any]
     Columns are named as in the store's table (``manifest_<name>`` for reserved names).
     Only class-like columns are accounted: string, boolean or integer values, at least
     two and at most :data:`MAX_LABEL_VALUES` distinct ones; recordings without the
-    field are left out of that column.
+    field, or with a missing value (``None``, NaN, an empty or blank string), are left out
+    of that column.
     """
     names: list[str] = []
     for rec in labels:
@@ -362,7 +389,7 @@ def label_accounting(labels: list[dict[str, Any]], accounts: list[dict[str, Any]
         groups: dict[str, list[dict[str, Any]]] = {}
         ok = True
         for rec, account in zip(labels, accounts):
-            if rec.get(name) is None:
+            if _label_missing(rec.get(name)):
                 continue
             key = _label_key(rec[name])
             if key is None:
@@ -376,22 +403,24 @@ def label_accounting(labels: list[dict[str, Any]], accounts: list[dict[str, Any]
     return out
 
 
-def imbalance_warnings(by_label: dict[str, dict[str, dict]], ratio: float = IMBALANCE_RATIO,
+def imbalance_warnings(by_label: dict[str, dict[str, dict]], points: float = IMBALANCE_POINTS,
                        mode: str | None = None) -> list[str]:
-    """One message per label column where a value kept less than ``ratio`` times the kept
-    fraction of the column's best value (see :data:`IMBALANCE_RATIO`); ``mode`` (the
-    segmentation mode) picks the advice."""
+    """One message per label column where a value's kept fraction is more than ``points``
+    percentage points below the column's overall kept fraction (kept / non-silent seconds
+    of all its values together; see :data:`IMBALANCE_POINTS`); ``mode`` (the segmentation
+    mode) picks the advice."""
     if mode == "contiguous":
         advice = "--segment-mode joined keeps speech made of short utterances"
     else:
-        advice = "a smaller --min-seconds, or a larger --max-gap, keeps more"
+        advice = "a smaller --min-keep or --min-seconds, or a larger --max-gap, keeps more"
     messages = []
     for column, values in by_label.items():
-        best_key = max(values, key=lambda k: values[k]["kept_fraction"])
-        best = values[best_key]["kept_fraction"]
-        if best <= 0:
+        nonsilent = sum(v["nonsilent_seconds"] for v in values.values())
+        kept = sum(v["kept_seconds"] for v in values.values())
+        if nonsilent <= 0:
             continue
-        low = sorted((k for k, v in values.items() if v["kept_fraction"] < ratio * best),
+        overall = kept / nonsilent
+        low = sorted((k for k, v in values.items() if v["kept_fraction"] < overall - points / 100.0),
                      key=lambda k: (values[k]["kept_fraction"], k))
         if not low:
             continue
@@ -401,9 +430,9 @@ def imbalance_warnings(by_label: dict[str, dict[str, dict]], ratio: float = IMBA
             for k in low[:5])
         more = f" and {len(low) - 5} more values" if len(low) > 5 else ""
         messages.append(
-            f"label {column!r}: {shown}{more} — less than {ratio:g} x the {100 * best:.0f} % that "
-            f"{column}={best_key} kept; the segments under-represent {'these values' if len(low) > 1 else 'it'} "
-            f"(see summary.json 'segmentation_accounting'; {advice})."
+            f"label {column!r}: {shown}{more} — more than {points:g} points below the {100 * overall:.0f} % kept "
+            f"overall ({kept:.1f} of {nonsilent:.1f} s, all values of {column!r}); the segments under-represent "
+            f"{'these values' if len(low) > 1 else 'it'} (see summary.json 'segmentation_accounting'; {advice})."
         )
     return messages
 

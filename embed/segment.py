@@ -33,13 +33,24 @@ using SoX to select non-silent sections". We do the same in three steps:
    segment is one contiguous piece of the recording (the behaviour before joining
    became the default).
 
+   **Short recordings** (``joined`` only): a recording (or manifest excerpt) whose
+   non-silent audio *in all* is shorter than ``min_seconds`` but at least ``min_keep``
+   seconds becomes one segment of all its non-silent stretches joined, flagged
+   :attr:`Segment.short` (with ``max_gap`` set: only when no silence in it is longer
+   than ``max_gap``, i.e. it is one run). Clips of a few prompts (telephone prompts,
+   read sentences) are often 2–4 s of speech; dropping them loses the clips of the
+   speakers or languages that speak faster or record shorter prompts. Only a whole
+   recording is promoted: a long recording still gives ``min_seconds``..``max_seconds``
+   segments only, and a short run or leftover piece of it is dropped as before.
+   ``min_keep == min_seconds`` is the strict rule (no short segments).
+
 3. **Cutting** — :func:`split_stretch`: a stretch (or joined run) of length ``L`` shorter than
    ``min_seconds`` is dropped; otherwise it is cut into ``n = ceil(L / max_seconds)``
    equal, contiguous pieces, each of length ``L / n`` (``≤ max_seconds`` and, when
    ``min_seconds ≤ max_seconds / 2`` as with 4–8 s, always ``≥ min_seconds``). When equal
    pieces would be shorter than ``min_seconds`` (e.g. 6–8 s and ``L = 17`` s), the stretch
    gives ``floor(L / max_seconds)`` pieces of ``max_seconds`` from its start and the rest
-   (``< min_seconds``) is dropped.
+   (``< min_seconds``) is dropped (never promoted to a short segment).
 
 All times are integer **milliseconds** (10 ms resolution), so offsets and durations are
 exact, row ids built from them are stable, and a segment of ``d`` ms is exactly
@@ -56,12 +67,15 @@ import numpy as np
 from jsae.errors import BadValueError
 
 __all__ = ["SegmentConfig", "Segment", "Segmentation", "nonsilent_stretches", "intervals_to_stretches",
-           "split_stretch", "join_stretches", "cut_run", "segment_recording", "find_segments", "MODES"]
+           "split_stretch", "join_stretches", "cut_run", "segment_recording", "find_segments", "MODES",
+           "DEFAULT_MIN_KEEP"]
 
 HOP_MS = 10
 FRAME_MS = 25
 #: ``joined``: stretches concatenated (silence removed) before cutting; ``contiguous``: each stretch cut alone
 MODES = ("joined", "contiguous")
+#: default ``min_keep`` (seconds): a recording with less non-silent audio than this gives no segment
+DEFAULT_MIN_KEEP = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,11 @@ class SegmentConfig:
       max_gap: ``joined`` only: a silence longer than this (seconds) is not joined
         across — the stretches after it start a new run. ``None`` (default): join the
         whole recording.
+      min_keep: ``joined`` only: a recording whose non-silent audio in all is shorter
+        than ``min_seconds`` but at least ``min_keep`` seconds becomes one *short*
+        segment (:attr:`Segment.short`); ``0 < min_keep <= min_seconds``, and
+        ``min_keep == min_seconds`` drops such recordings (the strict rule). ``None``
+        (default): :data:`DEFAULT_MIN_KEEP` (2 s), or ``min_seconds`` if that is smaller.
     """
 
     min_seconds: float = 4.0
@@ -92,6 +111,7 @@ class SegmentConfig:
     min_silence: float = 0.3
     mode: str = "joined"
     max_gap: float | None = None
+    min_keep: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_seconds", "max_seconds", "top_db", "floor_db", "min_silence"):
@@ -117,6 +137,16 @@ class SegmentConfig:
                 raise BadValueError("--max-gap applies to --segment-mode joined only; drop it or use joined.")
             if not (math.isfinite(float(self.max_gap)) and self.max_gap >= 0):
                 raise BadValueError(f"--max-gap must be a number of seconds >= 0; got {self.max_gap}.")
+        if self.min_keep is None:
+            object.__setattr__(self, "min_keep", float(min(DEFAULT_MIN_KEEP, self.min_seconds)))
+        elif not (math.isfinite(float(self.min_keep)) and 0 < self.min_keep <= self.min_seconds):
+            raise BadValueError(
+                f"--min-keep must be > 0 and at most --min-seconds ({self.min_seconds:g}); got {self.min_keep}. "
+                f"Give a value in (0, {self.min_seconds:g}]; --min-keep {self.min_seconds:g} keeps no recording "
+                "shorter than --min-seconds."
+            )
+        else:
+            object.__setattr__(self, "min_keep", float(self.min_keep))
 
     @property
     def min_ms(self) -> int:
@@ -125,6 +155,10 @@ class SegmentConfig:
     @property
     def max_ms(self) -> int:
         return int(round(self.max_seconds * 1000))
+
+    @property
+    def min_keep_ms(self) -> int:
+        return int(round(self.min_keep * 1000))
 
     @property
     def max_gap_ms(self) -> int | None:
@@ -143,20 +177,24 @@ class Segment:
     spans ``((start_ms, end_ms), ...)`` in time order (``offset_ms`` = the first start,
     ``duration_ms`` = the sum of their lengths); ``()`` for a contiguous segment, whose
     only span is ``[offset_ms, offset_ms + duration_ms)``. :meth:`from_spans` builds either.
+
+    ``short``: the segment is a whole recording shorter than ``min_seconds`` (at least
+    ``min_keep``; see the module docstring), not a piece of ``min_seconds``..``max_seconds``.
     """
 
     offset_ms: int
     duration_ms: int
     spans: tuple[tuple[int, int], ...] = ()
+    short: bool = False
 
     @classmethod
-    def from_spans(cls, spans) -> "Segment":
+    def from_spans(cls, spans, short: bool = False) -> "Segment":
         spans = tuple((int(s), int(e)) for s, e in spans if e > s)
         if not spans:
             raise ValueError("a segment needs at least one non-empty span")
         if len(spans) == 1:
-            return cls(spans[0][0], spans[0][1] - spans[0][0])
-        return cls(spans[0][0], sum(e - s for s, e in spans), spans)
+            return cls(spans[0][0], spans[0][1] - spans[0][0], short=short)
+        return cls(spans[0][0], sum(e - s for s, e in spans), spans, short=short)
 
     @property
     def parts(self) -> tuple[tuple[int, int], ...]:
@@ -300,9 +338,14 @@ def segment_recording(x: np.ndarray, sample_rate: int, config: SegmentConfig) ->
             longest = max(longest, e - s)
             segments.extend(split_stretch(s, e, config.min_ms, config.max_ms))
     else:
-        for run in join_stretches(stretches, config.max_gap_ms):
+        runs = join_stretches(stretches, config.max_gap_ms)
+        for run in runs:
             longest = max(longest, sum(e - s for s, e in run))
             segments.extend(cut_run(run, config.min_ms, config.max_ms))
+        nonsilent = sum(e - s for s, e in stretches)
+        if len(runs) == 1 and config.min_keep_ms <= nonsilent < config.min_ms:
+            # a whole recording under min_seconds: one short segment (never a piece of a longer one)
+            segments = [Segment.from_spans(stretches, short=True)]
     return Segmentation(segments=segments, stretches=stretches, longest_ms=longest)
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("librosa")
 from embed.audio import load_audio  # noqa: E402
 from embed.encoders import ENCODERS, Encoder  # noqa: E402
 from embed.export import ExportConfig, ExportError, _check_settings, _shard_waves, run_export  # noqa: E402
-from embed.plan import (IMBALANCE_RATIO, imbalance_warnings, label_accounting, make_plan,  # noqa: E402
+from embed.plan import (IMBALANCE_POINTS, imbalance_warnings, label_accounting, make_plan,  # noqa: E402
                         read_manifest)
 from embed.segment import (Segment, SegmentConfig, cut_run, find_segments, join_stretches,  # noqa: E402
                            segment_recording)
@@ -231,8 +231,9 @@ def test_label_accounting_keeps_class_like_columns_only():
     assert acc["lang"]["es"]["kept_fraction"] == pytest.approx(0.1)
     assert acc["music"]["true"]["files"] == 2 and acc["manifest_id"]["x"]["files"] == 1
     warnings = imbalance_warnings({"lang": acc["lang"]})
-    assert len(warnings) == 1 and "lang=es kept 10 %" in warnings[0] and f"{IMBALANCE_RATIO:g} x" in warnings[0]
-    assert imbalance_warnings({"lang": acc["lang"]}, ratio=0.1) == []
+    assert len(warnings) == 1 and "lang=es kept 10 %" in warnings[0]
+    assert f"more than {IMBALANCE_POINTS:g} points below the 50 % kept overall" in warnings[0]
+    assert imbalance_warnings({"lang": acc["lang"]}, points=45) == []
 
 
 class _StandIn(Encoder):
@@ -271,7 +272,7 @@ def test_export_summary_screen_and_refused_resume_with_other_segmentation(tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     acc = summary["segmentation_accounting"]
     assert acc["mode"] == "contiguous" and summary["segmentation"]["mode"] == "contiguous"
-    assert acc["totals"]["segments"] == summary["rows"] and acc["imbalance_ratio"] == IMBALANCE_RATIO
+    assert acc["totals"]["segments"] == summary["rows"] and acc["imbalance_points"] == IMBALANCE_POINTS
     assert [r["source"] for r in acc["recordings"]] == ["a/call1.wav", "a/call2.wav", "a/lecture1.wav",
                                                           "a/lecture2.wav", "a/short.wav"]
     assert acc["labels"]["kind"]["call"]["kept_fraction"] < 0.3 and acc["warnings"]

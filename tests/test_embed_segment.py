@@ -150,8 +150,13 @@ def test_manifest_excerpts_labels_and_ids(tmp_path):
     assert set(a.lang) == {"es"} and set(table[table.source == "calls/b.flac"].lang) == {"en"}
     assert table["id"].is_unique
     assert table.speaker.map(type).eq(str).all() or table.speaker.isna().any()   # mixed int/str -> str
-    assert plan.skipped == [{"source": "calls/short.wav", "reason": plan.skipped[0]["reason"]}]
-    assert "too short" in plan.skipped[0]["reason"]
+    # the 2 s clip is under --min-seconds: one short segment by default (--min-keep 2), skipped with --min-keep 4
+    assert plan.skipped == []
+    assert list(table["short"]) == [False] * (len(table) - 1) + [True]
+    assert table.source.iloc[-1] == "calls/short.wav" and table.duration.iloc[-1] == pytest.approx(2.0, abs=2 * EDGE)
+    strict = make_plan(recs, 16000, SegmentConfig(min_keep=4.0))
+    assert strict.skipped == [{"source": "calls/short.wav", "reason": strict.skipped[0]["reason"]}]
+    assert "too short" in strict.skipped[0]["reason"] and not strict.metadata()["short"].any()
 
 
 def test_audio_dir_scan_is_recursive_and_sorted(tmp_path):
@@ -176,6 +181,8 @@ def test_bad_segmentation_settings_are_refused_with_the_option_name():
         SegmentConfig(max_gap=-1.0)
     with pytest.raises(ValueError, match="--max-gap applies to --segment-mode joined"):
         SegmentConfig(mode="contiguous", max_gap=1.0)
+    with pytest.raises(ValueError, match="--min-keep must be > 0 and at most --min-seconds"):
+        SegmentConfig(min_keep=6.0)
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".mp3", "MP3"), (".ogg", "OGG"), (".flac", "FLAC")])
