@@ -33,7 +33,7 @@ __all__ = ["add_analysis_commands"]
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from jsae.outputs.probe import family_table, probe_table, run_probe
+    from jsae.outputs.probe import family_table, group_table, logreg_note, probe_table, run_probe
 
     df, out = run_probe(cli.load_models(args.run, args), args.data, args.label, args.positive,
                         negative=args.negative, out=args.out, train_split=args.train_split,
@@ -44,9 +44,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     print(f"probe {a['label']}={a['positive']}: {a['n_train']} train rows ({a['n_train_positive']} positive), "
           f"{a['n_test']} test rows ({a['n_test_positive']} positive)")
     print(probe_table(df))
+    print(logreg_note(df))
     print(f"feature family (train precision ≥ {a['family_min_precision']}, at most {a['family_max']} latents; "
           "union scored on test):")
     print(family_table(df))
+    print(group_table(df))
     print(f"results: {out}")
     return 0
 

@@ -13,7 +13,8 @@
   rows and decoder cosine < 0.5 is found (the old cosine rule misses it), a latent firing on
   negatives too is kept out by ``min_within``, the root is not its own child, and a
   grouping column with one value on the root's rows warns;
-* on the shared trained sweep, ``jsae probe`` writes the family and ``jsae report`` shows it.
+* on the shared trained sweep, ``jsae probe`` writes the family and ``jsae report`` shows it,
+  with the group-recall matrix of the best model (``tests/test_probe_groups.py`` plants it).
 """
 from __future__ import annotations
 
@@ -226,7 +227,8 @@ def test_probe_outputs_carry_the_family(batch, data, tmp_path):
     js = json.loads((tmp_path / "probe.json").read_text())
     assert len(js["family"]) == 2 and "family" not in js["params"] and js["params"]["groups"] == ["speaker", "gender"]
     info = json.loads((tmp_path / "analysis.json").read_text())
-    assert info["tables"] == {"probe": "probe.csv", "feature family": "probe_family.csv"}
+    assert info["tables"] == {"probe": "probe.csv", "feature family": "probe_family.csv",
+                              "group recall": "probe_groups.csv"}
     assert {"family_recall.png", "family_precision.png", "probe_family.csv"} <= set(info["files"])
     s = info["summary"]
     assert s["best_by"] == "test F1 of the probe latent" and s["paper_model"] is None
@@ -299,3 +301,7 @@ def test_probe_command_writes_the_family_and_the_report_shows_it(analysed_run):
     assert {"family_recall.png", "family_precision.png"} <= set(info["files"])
     page = (analysed_run / "analysis" / "report.html").read_text().replace("<wbr>", "")
     assert "<h3>feature family</h3>" in page and "<th>union_recall</th>" in page and "<th>family_recall</th>" in page
+    # the recall within each group value of the best model's latents, as a matrix (no --group: the label's value)
+    best = info["summary"]["best_model"]
+    assert f"<h3>group recall, {best} (best model" in page and "<th>lang=es (n=200)</th>" in page
+    assert "ceiling" not in page.lower()

@@ -47,8 +47,9 @@ def test_after_the_split_the_feature_family_covers_both_sub_groups(sweep, labell
     pd.testing.assert_frame_equal(fam.set_index("name")[paper.columns], paper)
 
 
-def test_logistic_regression_ceiling_and_direct_search_bound_the_probe_latent(result):
+def test_all_latent_logistic_regression_accuracy_and_the_direct_search_bound(result):
     assert (result.logreg_test_accuracy >= 0.95).all()
+    assert (result.latent_test_accuracy == result.accuracy).all()
     assert (result.train_best_f1 >= result.train_f1 - 1e-12).all()
 
 

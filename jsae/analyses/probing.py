@@ -13,8 +13,11 @@ column and its positive value):
 
 Also reported: the best single latent on the train split by direct search (the F1
 of ``[v_ℓ > 0]`` for every ℓ at once, from ``TP_ℓ = Σ_b [v_bℓ > 0] y_b``) and its
-test scores, and the test accuracy of the full-latent logistic regression (a
-ceiling for any one latent).
+test scores; and, side by side, the test accuracy of the logistic regression of step 2
+on all latents (``logreg_test_accuracy``: L2-regularised with ``C``, on raw or standardised
+latents) and of the probe latent alone (``latent_test_accuracy``). The regression's number
+is *not* an upper bound for one latent: regularised and fitted for log-loss, it can be
+below the accuracy of a single latent that separates the classes.
 
 **Feature family.** One latent can hold only part of a feature (after a split, one
 speaker or one gender of it: precision stays high, recall drops to a sub-group's
@@ -30,6 +33,20 @@ column in ``groups`` (e.g. speaker, gender) every member's share of each sub-gro
 positive test rows that it fires on (``covers``: shares ≥ 0.5), and its dominant
 sub-group (the most of its true positives) with that sub-group's share of them.
 
+**Recall within every group value** (:func:`group_recall`, :func:`group_recall_frame`;
+``probe_groups.csv``). The dominant sub-group names one value; a latent that fires on
+every track of a feature needs all of them. One row per model × latent × column × value:
+the latents are the probe latent ``φ`` and the family members (``φ`` first, then the other
+members in family order), the columns the label column itself (its one value, the positive
+one: the overall recall) and then each ``groups`` column, the values those of that column
+on the positive test rows (sorted). Columns: ``name, k, latent_size, activation, l1_coef``,
+``latent``, ``role`` (``probe`` for ``φ``, also when it is a family member; ``family`` for
+the other members), ``member`` (rank in the family, from 0; empty when not a member),
+``column``, ``value``, ``n_pos`` (positive test rows with that value), ``hits`` (those
+where the latent fires), ``recall = hits / n_pos``, and the latent's firing on the negative
+test rows, the same on every row of that latent: ``n_neg``, ``neg_fires``,
+``neg_fire_rate = neg_fires / n_neg``.
+
 Encoding is batched over the models (:meth:`ModelBatch.encode`), the single-latent
 scores over all latents at once; the regression is one fit per model.
 
@@ -39,6 +56,7 @@ scores over all latents at once; the regression is one fit per model.
 >>> df = probe(sweep, store, "lang", "es", groups=["speaker", "gender"])
 >>> df[["name", "latent", "recall", "family", "family_precision", "family_recall"]]
 >>> family_frame(df)                                   # one row per model × family member
+>>> group_recall_frame(df)                             # one row per model × latent × column × value
 """
 from __future__ import annotations
 
@@ -52,11 +70,15 @@ from ..models import ModelBatch
 from ..store import EmbeddingStore
 from .labelled import LabelledSplit, load_train_test
 
-__all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "feature_family", "family_scores", "probe",
-           "family_frame", "PAPER_MODEL"]
+__all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "feature_family", "family_scores",
+           "group_recall", "probe", "family_frame", "group_recall_frame", "GROUP_RECALL_COLUMNS", "PAPER_MODEL"]
 
 #: the model the paper reports (K = 20, L = 200), named in the probe summary when the sweep has it
 PAPER_MODEL = "k20_L200"
+#: the columns of the group-recall table (:func:`group_recall_frame`), after the model's
+#: ``name, k, latent_size, activation, l1_coef``
+GROUP_RECALL_COLUMNS = ("latent", "role", "member", "column", "value", "n_pos", "hits", "recall", "n_neg",
+                        "neg_fires", "neg_fire_rate")
 
 
 def single_latent_counts(active: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,6 +220,38 @@ def family_scores(members: list[int], active: np.ndarray, y: np.ndarray,
     return {"precision": float(p), "recall": float(r), "f1": float(f), "tp": tp, "fp": fp, "fn": fn}, rows
 
 
+def group_recall(latents: Sequence[int], active: np.ndarray, y: np.ndarray,
+                 groups: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Recall of each latent within every value of every ``groups`` column (on test rows).
+
+    Args:
+      latents: the latents to score, in the order of the output.
+      active: ``[B, L]`` bool, ``v > 0``. y: ``[B]`` bool targets.
+      groups: ``{column: [B] values}``; the values are those of the positive rows (sorted).
+    Returns:
+      one dict per latent × column × value: ``latent, column, value, n_pos`` (positive
+      rows with that value), ``hits`` (those where the latent fires), ``recall``
+      (``hits / n_pos``), ``n_neg, neg_fires, neg_fire_rate`` (the latent on the negative
+      rows, NaN without negative rows).
+    """
+    a = np.asarray(active, bool)
+    y = np.asarray(y, bool)
+    groups = {g: np.asarray(v).astype(str) for g, v in groups.items()}
+    n_neg = int((~y).sum())
+    rows = []
+    for j in latents:
+        fires = a[:, j]
+        neg_fires = int((fires & ~y).sum())
+        neg = {"n_neg": n_neg, "neg_fires": neg_fires, "neg_fire_rate": neg_fires / n_neg if n_neg else float("nan")}
+        for g, values in groups.items():
+            for s in sorted(set(values[y].tolist())):
+                rows_s = y & (values == s)
+                n_pos, hits = int(rows_s.sum()), int((fires & rows_s).sum())
+                rows.append({"latent": int(j), "column": g, "value": s, "n_pos": n_pos, "hits": hits,
+                             "recall": hits / n_pos, **neg})
+    return rows
+
+
 def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
           train_split: str = "train", test_split: str = "test", C: float = 1.0, standardize: bool = False,
           max_iter: int = 2000, train: LabelledSplit | None = None, test: LabelledSplit | None = None,
@@ -211,23 +265,29 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
     ``accuracy`` and ``activation_rate`` (fraction of test rows where it fires) and
     its train ``train_f1``; the direct-search best latent on train
     ``train_best_latent, train_best_f1`` and its test ``train_best_test_precision,
-    train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (all
-    latents). The feature family (:func:`feature_family` on train with
+    train_best_test_recall, train_best_test_f1``; ``logreg_test_accuracy`` (the
+    regression on all latents, ``C`` and ``standardize`` as given: not a bound on one
+    latent) and ``latent_test_accuracy`` (the probe latent alone; the same number as
+    ``accuracy``, named to sit beside it). The feature family (:func:`feature_family` on train with
     ``family_min_precision, family_max, family_min_gain``, scored on test):
     ``family`` (its latents, space-separated), ``family_size``, ``family_precision``,
     ``family_recall``, ``family_f1`` (of the union) and, for every column of
     ``groups``, ``family_<group>`` (each member's dominant sub-group, ``", "``-joined).
     ``df.attrs`` holds the parameters, the row counts and ``"family"``: one row per
     model × member (see :func:`family_scores`; also ``name, k, latent_size, activation,
-    l1_coef, train_precision, train_recall, is_probe_latent``).
+    l1_coef, train_precision, train_recall, is_probe_latent``) and ``"group_recall"``: one
+    row per model × latent (probe latent and family members) × column (``label``, then
+    ``groups``) × value (:func:`group_recall_frame`; the layout in the module docstring).
     """
     models.warn_if_unfinished("probe")
     store, train, test = load_train_test(models, store, label, positive, negative=negative, train_split=train_split,
                                          test_split=test_split, train=train, test=test)
     groups = list(dict.fromkeys(groups))
     group_values = {g: test.column(g) for g in groups}  # a missing column is refused before any work
+    recall_columns = {label: test.column(label), **{g: v for g, v in group_values.items() if g != label}}
     rows: list[dict[str, Any]] = []
     family_rows: list[dict[str, Any]] = []
+    recall_rows: list[dict[str, Any]] = []
     for spec, v_tr, v_te in zip(models.specs, models.encode(train.x), models.encode(test.x)):
         a_tr, a_te = v_tr > 0, v_te > 0  # [Btr, L], [Bte, L]
         # Direct search over every latent at once.
@@ -248,6 +308,7 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
             "train_best_test_precision": float(te_p[best]), "train_best_test_recall": float(te_r[best]),
             "train_best_test_f1": float(te_f1[best]),
             "logreg_test_accuracy": float(fit.score(np.asarray(v_te, np.float64), test.y)),
+            "latent_test_accuracy": float(np.mean(pred == test.y)),
         })
         members = feature_family(a_tr, train.y, min_precision=family_min_precision, max_members=family_max,
                                  min_gain=family_min_gain)
@@ -260,11 +321,17 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
             j = m["latent"]
             family_rows.append({**spec.to_dict(), **m, "train_precision": float(tr_p[j]),
                                 "train_recall": float(tr_r[j]), "is_probe_latent": j == phi})
+        for r in group_recall([phi, *(j for j in members if j != phi)], a_te, test.y, recall_columns):
+            j = r["latent"]
+            recall_rows.append({**spec.to_dict(), **r, "role": "probe" if j == phi else "family",
+                                "member": members.index(j) if j in members else None})
     df = pd.DataFrame(rows)
     lead = ["name", "k", "latent_size", "activation", "l1_coef", "member", "latent", "is_probe_latent",
             "precision", "recall", "f1", "n_active", "union_recall", "train_precision", "train_recall"]
     family = pd.DataFrame(family_rows, columns=lead + [f"{g}_{key}" for g in groups
                                                        for key in ("dominant", "purity", "covers", "coverage")])
+    recall = pd.DataFrame(recall_rows, columns=["name", "k", "latent_size", "activation", "l1_coef",
+                                                *GROUP_RECALL_COLUMNS])
     df.attrs.update({"label": label, "positive": str(positive), "negative": negative, "store": str(store.path),
                      "train_split": train_split, "test_split": test_split, "n_train": len(train),
                      "n_train_positive": int(train.y.sum()), "n_test": len(test),
@@ -272,10 +339,21 @@ def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
                      "family_min_precision": family_min_precision, "family_max": family_max,
                      "family_min_gain": family_min_gain, "groups": groups,
                      # records, not a DataFrame: pandas compares and deep-copies attrs
-                     "family": family.to_dict(orient="records"), "family_columns": list(family.columns)})
+                     "family": family.to_dict(orient="records"), "family_columns": list(family.columns),
+                     "group_recall": recall.to_dict(orient="records"),
+                     "group_recall_columns": list(recall.columns)})
     return df
 
 
 def family_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The family table of a :func:`probe` result: one row per model × member."""
     return pd.DataFrame(df.attrs.get("family") or [], columns=df.attrs.get("family_columns"))
+
+
+def group_recall_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The group-recall table of a :func:`probe` result: one row per model × latent ×
+    column × value (the layout in the module docstring); ``member`` as a nullable integer."""
+    out = pd.DataFrame(df.attrs.get("group_recall") or [], columns=df.attrs.get("group_recall_columns"))
+    if "member" in out.columns:
+        out["member"] = pd.array([None if pd.isna(m) else int(m) for m in out["member"]], dtype="Int64")
+    return out

@@ -39,7 +39,7 @@ ANALYSIS_FILE = "analysis.json"
 #: the file names (glob patterns) each analysis writes besides ``analysis.json``
 ANALYSIS_OUTPUTS: dict[str, tuple[str, ...]] = {
     "probe": ("probe.csv", "probe.json", "precision.png", "recall.png", "f1.png", "logreg_test_accuracy.png",
-              "probe_family.csv", "family_recall.png", "family_precision.png"),
+              "probe_family.csv", "probe_groups.csv", "family_recall.png", "family_precision.png"),
     "split": ("split_levels.csv", "split_nodes.csv", "split_flows.csv", "split.json", "split_flow.png"),
     "steer": ("steer_summary.csv", "steer_table.csv", "steer.json", "delta_hist_*.png", "alpha_*.png",
               "pos_after.png", "neg_after.png", "steer_flip_threshold.csv", "flip_threshold_*.png"),

@@ -1,12 +1,17 @@
 """The files and printed tables of a probe (:mod:`jsae.analyses.probing`).
 
 :func:`write_probe` writes ``probe.csv`` (one row per model), ``probe_family.csv`` (one
-row per model × feature-family member), ``probe.json`` and ``analysis.json``, and heatmaps
-over K × latent size of the probe latent's test precision, recall and F1, of the
-all-latent logistic-regression ceiling and of the family's union precision and recall.
-:func:`run_probe` loads the models, probes them and writes into
-``RUN_DIR/analysis/probe-LABEL-POSITIVE`` (or ``out``); :func:`probe_table` and
-:func:`family_table` are the short tables the ``jsae probe`` command prints.
+row per model × feature-family member), ``probe_groups.csv`` (recall within every group
+value: one row per model × latent × column × value, the layout of
+:mod:`jsae.analyses.probing`), ``probe.json`` and ``analysis.json``, and heatmaps over
+K × latent size of the probe latent's test precision, recall and F1, of the test accuracy
+of the all-latent logistic regression (titled with its ``C`` and scaling: an L2-regularised
+fit, not an upper bound for one latent, whose own accuracy is ``latent_test_accuracy``) and
+of the family's union precision and recall. :func:`run_probe` loads the models, probes them
+and writes into ``RUN_DIR/analysis/probe-LABEL-POSITIVE`` (or ``out``); :func:`probe_table`,
+:func:`logreg_note`, :func:`family_table` and :func:`group_table` are what the ``jsae probe``
+command prints; :func:`group_matrix` is the latents × values view of ``probe_groups.csv``
+for one model (printed, and shown in the report for the best model).
 """
 from __future__ import annotations
 
@@ -15,17 +20,22 @@ from typing import Any
 
 import pandas as pd
 
-from ..analyses.probing import PAPER_MODEL, family_frame, probe
+from ..analyses.probing import PAPER_MODEL, family_frame, group_recall_frame, probe
 from ..models import ModelBatch
 from ..plots import plot_heatmap
 from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 
-__all__ = ["write_probe", "run_probe", "probe_table", "family_table", "best_model", "probe_summary", "PROBE_COLUMNS",
-           "FAMILY_COLUMNS", "BEST_BY"]
+__all__ = ["write_probe", "run_probe", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
+           "logreg_description", "best_model", "probe_summary", "PROBE_COLUMNS", "FAMILY_COLUMNS", "BEST_BY",
+           "GROUPS_FILE", "GROUPS_TABLE"]
 
 #: the columns :func:`probe_table` prints
 PROBE_COLUMNS = ("name", "latent", "precision", "recall", "f1", "support", "train_best_latent", "train_best_f1",
-                 "logreg_test_accuracy")
+                 "logreg_test_accuracy", "latent_test_accuracy")
+#: the recall of every latent within every group value (one row per model × latent × column × value)
+GROUPS_FILE = "probe_groups.csv"
+#: its title in ``analysis.json``'s tables (the report shows it as a matrix for the best model)
+GROUPS_TABLE = "group recall"
 #: the columns of the printed family table (:func:`family_table`), besides ``family_<group>``
 FAMILY_COLUMNS = ("name", "latent", "recall", "family", "family_size", "family_precision", "family_recall",
                   "family_f1")
@@ -39,10 +49,29 @@ def best_model(df: pd.DataFrame) -> pd.Series:
     return df.loc[df["f1"].idxmax()]
 
 
+def logreg_description(C: Any, standardize: Any) -> str:
+    """What ``logreg_test_accuracy`` measures, with its regularisation, e.g. ``L2 logistic
+    regression on all latents, C = 1, raw latents``."""
+    return (f"L2 logistic regression on all latents, C = {float(C):g}, "
+            f"{'standardised' if standardize else 'raw'} latents")
+
+
+def logreg_note(df: pd.DataFrame) -> str:
+    """The line printed under :func:`probe_table`: what its two accuracy columns are."""
+    a = df.attrs
+    fit = logreg_description(a.get("C", 1.0), a.get("standardize", False))
+    return (f"logreg_test_accuracy: test accuracy of the {fit} (the fit that chose `latent`); "
+            "latent_test_accuracy: the probe latent alone (fires => positive). The regression is regularised: "
+            "not an upper bound on one latent's accuracy.")
+
+
 def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
     """The ``summary`` of a probe's ``analysis.json``: the best model (:func:`best_model`)
     with its latent and test scores, the paper's model (``paper_*``, ``None`` when the
-    models do not include it), the mean precision and recall, and the best model's
+    models do not include it), the mean precision and recall, the best model's
+    all-latent regression and probe-latent test accuracies (``best_logreg_test_accuracy``,
+    ``best_latent_test_accuracy``) with the regression's ``logreg_C``,
+    ``logreg_standardize`` and ``logreg`` (in words) when known, and the best model's
     feature family (``family``: its latents, ``family_union_*``) when measured."""
     b = best_model(df)
     paper = df[df["name"] == PAPER_MODEL]
@@ -57,6 +86,12 @@ def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
                "paper_latent": None if p_row is None else int(p_row["latent"]),
                "mean_precision": float(df["precision"].mean()), "mean_recall": float(df["recall"].mean()),
                "n_models": len(df)}
+    for col in ("logreg_test_accuracy", "latent_test_accuracy"):
+        if col in df.columns:
+            summary[f"best_{col}"] = float(b[col])
+    if "C" in df.attrs:
+        summary.update({"logreg": logreg_description(df.attrs["C"], df.attrs.get("standardize", False)),
+                        "logreg_C": float(df.attrs["C"]), "logreg_standardize": bool(df.attrs.get("standardize"))})
     if "family_recall" in df.columns:
         summary.update({"family": str(b["family"]), "family_size": int(b["family_size"]),
                         "family_union_precision": float(b["family_precision"]),
@@ -67,25 +102,31 @@ def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
 
 def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3) -> list[Path]:
     """``probe.csv``, ``probe_family.csv`` (one row per model × family member),
-    ``probe.json`` (params, models, family), ``analysis.json``, and heatmaps over K ×
-    latent size of the probe latent's precision, recall, F1, the logistic-regression
-    ceiling and the family's union precision and recall."""
+    ``probe_groups.csv`` (one row per model × latent × column × value), ``probe.json``
+    (params, models, family), ``analysis.json``, and heatmaps over K × latent size of the
+    probe latent's precision, recall, F1, the all-latent logistic regression's test
+    accuracy (its ``C`` and scaling in the title) and the family's union precision and
+    recall."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     a = df.attrs
-    params = {key: v for key, v in a.items() if key not in ("family", "family_columns")}
+    params = {key: v for key, v in a.items()
+              if key not in ("family", "family_columns", "group_recall", "group_recall_columns")}
     family = family_frame(df)
     what = f"{a.get('label')}={a.get('positive')}"
-    files = [out / "probe.csv", out / "probe_family.csv"]
+    files = [out / "probe.csv", out / "probe_family.csv", out / GROUPS_FILE]
     df.to_csv(files[0], index=False)
     family.to_csv(files[1], index=False)
+    group_recall_frame(df).to_csv(files[2], index=False)
     records = df.to_dict(orient="records")
     files.append(write_json(out / "probe.json", {"params": params, "models": records,
                                                  "family": family.to_dict(orient="records")}))
     heatmaps = [("precision", f"{what}: top latent precision (test)", "viridis"),
                 ("recall", f"{what}: top latent recall (test)", "viridis"),
                 ("f1", f"{what}: top latent F1 (test)", "viridis"),
-                ("logreg_test_accuracy", f"{what}: all-latent logistic regression accuracy (ceiling)", "cividis")]
+                # short enough for a one-model figure; logreg_description says it in full
+                ("logreg_test_accuracy", f"{what}: all-latent logreg test accuracy (C = {float(a.get('C', 1.0)):g}, "
+                 f"{'standardised' if a.get('standardize') else 'raw latents'})", "cividis")]
     if "family_recall" in df.columns:
         heatmaps += [("family_recall", f"{what}: feature family recall (union, test)", "viridis"),
                      ("family_precision", f"{what}: feature family precision (union, test)", "viridis")]
@@ -104,7 +145,8 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
                                 f"{r.precision:.3f}, recall {r.recall:.3f}{covers}"})
     summary = probe_summary(df)
     files.append(write_analysis(out, "probe", params, summary, files, features,
-                                tables={"probe": "probe.csv", "feature family": "probe_family.csv"}))
+                                tables={"probe": "probe.csv", "feature family": "probe_family.csv",
+                                        GROUPS_TABLE: GROUPS_FILE}))
     return files
 
 
@@ -131,3 +173,49 @@ def family_table(df: pd.DataFrame) -> str:
     the family (its latents, union precision / recall / F1, members' dominant sub-groups)."""
     groups = list(df.attrs.get("groups") or [])
     return format_table(df, [*FAMILY_COLUMNS, *(f"family_{g}" for g in groups)])
+
+
+def group_matrix(groups: pd.DataFrame, model: str, *, max_latents: int = 5,
+                 max_values: int = 12) -> tuple[pd.DataFrame, str]:
+    """One model's rows of a group-recall table (``probe_groups.csv``) as a matrix.
+
+    One row per latent (the probe latent, then the family members: at most
+    ``max_latents``) with ``latent``, ``role`` (``probe``, ``family member N``, from 1),
+    one column per group value, ``COLUMN=VALUE (n=N_POS)``, holding the latent's recall
+    within it (at most ``max_values``: those with the most positive test rows, in the
+    table's order), and ``neg_fire_rate``. Returns ``(matrix, note)``; ``note`` says what
+    was left out ("" when nothing was).
+    """
+    rows = groups[groups["name"].astype(str) == str(model)]
+    latents = list(dict.fromkeys(int(j) for j in rows["latent"]))
+    values = rows.drop_duplicates(["column", "value"])[["column", "value", "n_pos"]].reset_index(drop=True)
+    kept = values.assign(order=range(len(values))).sort_values(["n_pos", "order"], ascending=[False, True],
+                                                               kind="stable").head(max_values).sort_values("order")
+    heads = {(str(r.column), str(r.value)): f"{r.column}={r.value} (n={int(r.n_pos)})" for r in kept.itertuples()}
+    out = []
+    for j in latents[:max_latents]:
+        mine = rows[rows["latent"] == j]
+        first = mine.iloc[0]
+        member = "" if pd.isna(first["member"]) else f"family member {int(first['member']) + 1}"
+        role = ", ".join(x for x in ("probe" if str(first["role"]) == "probe" else "", member) if x)
+        cells = {heads[(str(r.column), str(r.value))]: float(r.recall) for r in mine.itertuples()
+                 if (str(r.column), str(r.value)) in heads}
+        out.append({"latent": j, "role": role, **cells, "neg_fire_rate": float(first["neg_fire_rate"])})
+    matrix = pd.DataFrame(out, columns=["latent", "role", *heads.values(), "neg_fire_rate"])
+    cut = [f"{n} of {total} {what}" for n, total, what in ((min(len(latents), max_latents), len(latents), "latents"),
+                                                           (len(kept), len(values), "values"))
+           if n < total]
+    note = ""
+    if cut:
+        note = (" and ".join(cut) + " shown" + (" (the values with the most positive test rows)"
+                                                  if len(kept) < len(values) else "") + f"; all in {GROUPS_FILE}")
+    return matrix, note
+
+
+def group_table(df: pd.DataFrame) -> str:
+    """The printed recall-within-group-values matrix of the best model (:func:`group_matrix`)."""
+    b = best_model(df)
+    matrix, note = group_matrix(group_recall_frame(df), b["name"])
+    head = (f"recall within each group value, {b['name']} (best model): share of that value's positive test rows "
+            "where the latent fires; neg_fire_rate: on the negative test rows" + (f" ({note})" if note else ""))
+    return head + ":\n" + format_table(matrix)

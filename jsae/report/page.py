@@ -20,6 +20,11 @@ A listed figure or table that is not found is named on the page, never dropped s
 
 **Models.** ``models`` (names) restricts every per-model table (its rows whose ``name``
 is not one of them are left out), the headline and the top-activating segments.
+
+**Group recall.** A probe's ``probe_groups.csv`` (one row per model × latent × column ×
+value) is shown as a small matrix for its best model among those shown: latents × group
+values, cells = recall within the value (:func:`jsae.outputs.probe.group_matrix`; the title
+says what was cut).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import pandas as pd
 from ..analyses.labelled import as_store
 from ..errors import JsaeError
 from ..outputs.folders import analysis_workdir, listed_file, read_analyses
+from ..outputs.probe import GROUPS_FILE, best_model, group_matrix
 from .headline import headline
 from .segments import feature_section
 from .tables import drop_defaults, only_models, table
@@ -69,6 +75,25 @@ def model_names(info: dict[str, Any]) -> dict[tuple[int, int], str]:
     return out
 
 
+def _group_recall(folder: Path, a: dict[str, Any], title: str, path: Path,
+                  models: set[str] | None) -> tuple[str, dict[str, Any]] | None:
+    """A probe's group-recall table as a latents × values matrix of its best model among
+    ``models`` (by ``probe.csv``, else the summary's ``best_model``); None without one."""
+    groups = pd.read_csv(path, dtype={"column": str, "value": str})
+    name = (a.get("summary") or {}).get("best_model")
+    probe_csv = listed_file(folder, (a.get("tables") or {}).get("probe", "probe.csv"))
+    if probe_csv is not None:
+        df = only_models(pd.read_csv(probe_csv), models)
+        if {"name", "f1"} <= set(df.columns) and len(df):
+            name = best_model(df)["name"]
+    if name is None or (models is not None and str(name) not in models):
+        return None
+    matrix, note = group_matrix(groups, str(name))
+    head = (f"{title}, {name} (best model; cells: share of the value's positive test rows where the latent fires"
+            + (f"; {note}" if note else "") + ")")
+    return head, table(matrix)
+
+
 def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None) -> dict[str, Any]:
     """One analysis for the template: its parameters, summary, tables, figures and the notes
     about listed files that were not found (segments are added by :func:`page_context`)."""
@@ -83,6 +108,11 @@ def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None) ->
         path = listed_file(folder, name)
         if path is None:
             absent.append(str(name))
+            continue
+        if entry["kind"] == "probe" and path.name == GROUPS_FILE:
+            shown = _group_recall(folder, a, str(title), path, models)
+            if shown is not None:
+                entry["tables"].append(shown)
             continue
         entry["tables"].append((str(title), table(drop_defaults(only_models(pd.read_csv(path), models)))))
     for f in a.get("files") or []:
