@@ -37,7 +37,7 @@ from ..errors import JsaeError
 from ..jsonio import atomic_write_text
 from ..plots import plot_sweep
 from ..runs.check import RunDirError, check_run_dir
-from ..runs.checkpoint import CheckpointError, open_manager, restore_newest_good, set_aside
+from ..runs.checkpoint import open_manager, restore_newest_good, set_aside
 from ..runs.layout import CONFIG_FILE, METRICS_FILE
 from ..runs.lock import lock_holder, locked_error, run_lock
 from ..runs.modelfiles import model_files_step
