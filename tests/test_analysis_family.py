@@ -32,7 +32,7 @@ from jsae.core.spec import ModelSpec
 from jsae.models import ModelBatch
 from jsae.core.normalize import Normalizer
 from jsae.analyses.probing import family_frame, family_scores, feature_family, probe
-from jsae.outputs.probe import write_probe
+from jsae.outputs.probe import best_by, write_probe
 from jsae.core.sae import SAEParams
 from jsae.analyses.splitting import feature_split
 from jsae.store import write_store
@@ -231,7 +231,7 @@ def test_probe_outputs_carry_the_family(batch, data, tmp_path):
                               "group recall": "probe_groups.csv"}
     assert {"family_recall.png", "family_precision.png", "probe_family.csv"} <= set(info["files"])
     s = info["summary"]
-    assert s["best_by"] == "test F1 of the probe latent" and s["paper_model"] is None
+    assert s["best_by"] == best_by(df) and s["precision_floor"] == 0.9 and s["paper_model"] is None
     best = df.set_index("name").loc[s["best_model"]]
     assert s["family_size"] == best.family_size and s["family_union_recall"] == pytest.approx(best.family_recall)
     # the other speaker's latent is listed for the report's top-activating segments

@@ -15,6 +15,8 @@ import pytest
 
 from test_analysis_browser import Chromium, chromium_binary
 
+from jsae.outputs.probe import BEST_BY
+
 
 
 def jsae_in(cwd: Path, *argv) -> None:
@@ -145,8 +147,9 @@ def test_headline_names_the_best_model_and_what_it_was_chosen_by(relative_run):
     section = headline(text)
     summary = json.loads((run / "analysis" / "probe-lang-es" / "analysis.json").read_text())["summary"]
     best = rows_of(section)[0]
-    assert best[:4] == ["best model", "highest test F1 of the probe latent", summary["best_model"],
-                        str(summary["best_latent"])]
+    setting = ("best single latent (test precision ≥ 0.90)" if summary["best_reaches_floor"]
+               else "most precise single latent (none reaches precision 0.90)")
+    assert best[:4] == [setting, summary["best_by"], summary["best_model"], str(summary["best_latent"])]
     assert "no K = 20, L = 200 model" in section    # this run's grid is k ∈ {3, 4}, L ≤ 64
     assert text.index('id="headline"') < text.index('id="training"')
 
@@ -178,12 +181,12 @@ def test_headline_shows_the_paper_setting_and_the_family_union_from_the_summary(
                           "family_union_recall": 0.95, "family_size": 3, "family": "1 4 6"}, CSV)
     jsae_in(tmp_path, "report", "run")
     rows = rows_of(headline((bare_run / "analysis" / "report.html").read_text(encoding="utf-8")))
-    assert [r[:4] for r in rows] == [
-        ["best model", "highest train F1 of the probe latent", "k3_L8", "1"],
-        ["paper setting (K = 20, L = 200)", "fixed (the paper&#39;s)", "k20_L200", ""],
-        ["feature family union (3 latents)", "union of the family&#39;s latents (best model)", "k3_L8", "1 4 6"]]
-    assert rows[1][-3:] == ["0.900", "0.600", "0.720"]             # F1 from precision and recall
-    assert rows[2][-3:] == ["0.800", "0.950", "0.869"]
+    assert [r[:4] for r in rows] == [              # the best single latent: from probe.csv, under the floor
+        ["best single latent (test precision ≥ 0.90)", BEST_BY, "k20_L200", "17"],
+        ["feature family union (3 latents)", "the best model&#39;s family", "k3_L8", "1 4 6"],
+        ["paper setting (K = 20, L = 200)", "fixed (the paper&#39;s)", "k20_L200", ""]]
+    assert rows[2][-3:] == ["0.900", "0.600", "0.720"]             # F1 from precision and recall
+    assert rows[1][-3:] == ["0.800", "0.950", "0.869"]
 
 
 def test_headline_computes_the_paper_setting_from_probe_csv_when_the_summary_lacks_it(bare_run, tmp_path):
@@ -192,5 +195,7 @@ def test_headline_computes_the_paper_setting_from_probe_csv_when_the_summary_lac
     section = headline((bare_run / "analysis" / "report.html").read_text(encoding="utf-8"))
     rows = rows_of(section)
     assert len(rows) == 2 and "family" not in section
+    assert rows[0] == ["best single latent (test precision ≥ 0.90)", BEST_BY, "k20_L200", "17", "0.910", "0.620",
+                       "0.737"]
     assert rows[1] == ["paper setting (K = 20, L = 200)", "fixed (the paper&#39;s)", "k20_L200", "17", "0.910",
                        "0.620", "0.737"]

@@ -26,8 +26,8 @@ from ..plots import plot_heatmap
 from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
 
 __all__ = ["write_probe", "run_probe", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
-           "logreg_description", "best_model", "probe_summary", "PROBE_COLUMNS", "FAMILY_COLUMNS", "BEST_BY",
-           "GROUPS_FILE", "GROUPS_TABLE"]
+           "logreg_description", "best_model", "best_family", "best_by", "reaches_floor", "probe_summary",
+           "PROBE_COLUMNS", "FAMILY_COLUMNS", "BEST_BY", "FAMILY_BY", "PRECISION_FLOOR", "GROUPS_FILE", "GROUPS_TABLE"]
 
 #: the columns :func:`probe_table` prints
 PROBE_COLUMNS = ("name", "latent", "precision", "recall", "f1", "support", "train_best_latent", "train_best_f1",
@@ -39,14 +39,81 @@ GROUPS_TABLE = "group recall"
 #: the columns of the printed family table (:func:`family_table`), besides ``family_<group>``
 FAMILY_COLUMNS = ("name", "latent", "recall", "family", "family_size", "family_precision", "family_recall",
                   "family_f1")
-#: what :func:`best_model` chooses by
-BEST_BY = "test F1 of the probe latent"
+#: the test precision a probe latent must reach to be named the best single latent of a
+#: probe (:func:`best_model`): a latent that fires on many negatives is not a detector of
+#: the feature, however high its F1. Below it on every model, the most precise latent is
+#: named instead, and said to be below it.
+PRECISION_FLOOR = 0.9
 
 
-def best_model(df: pd.DataFrame) -> pd.Series:
-    """The row of a probe table (one row per model) whose probe latent has the highest
-    test F1 (the first of equals)."""
-    return df.loc[df["f1"].idxmax()]
+def _best_by_words(floor: float) -> str:
+    """What :func:`best_model` chooses by, with the precision floor ``floor``, in words."""
+    return (f"highest test recall of the probe latents with test precision ≥ {floor:.2f} "
+            "(ties: higher F1, then the smaller model)")
+
+
+#: what :func:`best_model` chooses by (when some probe latent reaches :data:`PRECISION_FLOOR`)
+BEST_BY = _best_by_words(PRECISION_FLOOR)
+#: what :func:`best_family` chooses by
+FAMILY_BY = ("highest test F1 of the feature family's union "
+             "(ties: higher union precision, then the smaller model)")
+
+
+def _smaller_first(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``df`` sorted by ``keys`` (descending), then the smaller model (latent size, K)
+    first, then the table's order."""
+    df = df.assign(_order=range(len(df)))
+    size = [c for c in ("latent_size", "k") if c in df.columns]
+    return df.sort_values([*keys, *size, "_order"], ascending=[False] * len(keys) + [True] * (len(size) + 1),
+                          kind="stable").drop(columns="_order")
+
+
+def reaches_floor(precision: Any, floor: float = PRECISION_FLOOR) -> bool:
+    """Whether a test precision reaches the precision floor (within rounding error)."""
+    try:
+        return float(precision) >= floor - 1e-9
+    except (TypeError, ValueError):
+        return False
+
+
+def best_by(df: pd.DataFrame, floor: float = PRECISION_FLOOR) -> str:
+    """What :func:`best_model` chose the row of ``df`` by, in words."""
+    if df["precision"].map(lambda v: reaches_floor(v, floor)).any():
+        return _best_by_words(floor)
+    return f"highest test precision of the probe latent (none reaches precision {floor:.2f})"
+
+
+def best_model(df: pd.DataFrame, floor: float = PRECISION_FLOOR) -> pd.Series:
+    """The row of a probe table (one row per model) whose probe latent is the best single
+    latent: among the probe latents with test precision ≥ ``floor``, the highest test
+    recall (ties: higher F1, then the smaller model). When none reaches ``floor``, the
+    most precise probe latent (ties: higher recall, F1, then the smaller model); check
+    with :func:`reaches_floor`, :func:`best_by` says it in words."""
+    precise = df[df["precision"].map(lambda v: reaches_floor(v, floor))]
+    if len(precise):
+        return _smaller_first(precise, ["recall", "f1"]).iloc[0]
+    return _smaller_first(df, ["precision", "recall", "f1"]).iloc[0]
+
+
+def best_family(df: pd.DataFrame) -> pd.Series | None:
+    """The row of a probe table whose feature family has the highest union test F1 (ties:
+    higher union precision, then the smaller model); None without measured families."""
+    if not {"family_precision", "family_recall"} <= set(df.columns):
+        return None
+    p, r = df["family_precision"].astype(float), df["family_recall"].astype(float)
+    f1 = df["family_f1"].astype(float) if "family_f1" in df.columns else pd.Series(float("nan"), index=df.index)
+    f1 = f1.fillna((2 * p * r / (p + r)).where(p + r > 0, 0.0))
+    rows = df.assign(family_f1=f1)[f1.notna()]
+    return None if rows.empty else _smaller_first(rows, ["family_f1", "family_precision"]).iloc[0]
+
+
+def _family_latents(value: Any) -> str:
+    """The ``family`` cell of a probe table as text: latents separated by spaces."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def logreg_description(C: Any, standardize: Any) -> str:
@@ -65,18 +132,23 @@ def logreg_note(df: pd.DataFrame) -> str:
             "not an upper bound on one latent's accuracy.")
 
 
-def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
-    """The ``summary`` of a probe's ``analysis.json``: the best model (:func:`best_model`)
-    with its latent and test scores, the paper's model (``paper_*``, ``None`` when the
-    models do not include it), the mean precision and recall, the best model's
-    all-latent regression and probe-latent test accuracies (``best_logreg_test_accuracy``,
-    ``best_latent_test_accuracy``) with the regression's ``logreg_C``,
-    ``logreg_standardize`` and ``logreg`` (in words) when known, and the best model's
-    feature family (``family``: its latents, ``family_union_*``) when measured."""
-    b = best_model(df)
+def probe_summary(df: pd.DataFrame, floor: float = PRECISION_FLOOR) -> dict[str, Any]:
+    """The ``summary`` of a probe's ``analysis.json``: the best single latent
+    (:func:`best_model`: ``best_*``, ``best_by`` in words, ``precision_floor`` and
+    ``best_reaches_floor``), the best feature family (:func:`best_family`:
+    ``best_family_model``, ``best_family`` (its latents), ``best_family_size``,
+    ``best_family_precision`` / ``_recall`` / ``_f1``, ``best_family_by``) when measured,
+    the paper's model (``paper_*``, ``None`` when the models do not include it), the mean
+    precision and recall, the best model's all-latent regression and probe-latent test
+    accuracies (``best_logreg_test_accuracy``, ``best_latent_test_accuracy``) with the
+    regression's ``logreg_C``, ``logreg_standardize`` and ``logreg`` (in words) when known,
+    and the best model's own feature family (``family``: its latents, ``family_union_*``)
+    when measured."""
+    b = best_model(df, floor)
     paper = df[df["name"] == PAPER_MODEL]
     p_row = paper.iloc[0] if len(paper) else None
-    summary = {"best_by": BEST_BY,
+    summary = {"best_by": best_by(df, floor), "precision_floor": float(floor),
+               "best_reaches_floor": reaches_floor(b["precision"], floor),
                "best_model": b["name"], "best_latent": int(b["latent"]), "best_precision": float(b["precision"]),
                "best_recall": float(b["recall"]), "best_f1": float(b["f1"]),
                "paper_model": None if p_row is None else PAPER_MODEL,
@@ -93,10 +165,18 @@ def probe_summary(df: pd.DataFrame) -> dict[str, Any]:
         summary.update({"logreg": logreg_description(df.attrs["C"], df.attrs.get("standardize", False)),
                         "logreg_C": float(df.attrs["C"]), "logreg_standardize": bool(df.attrs.get("standardize"))})
     if "family_recall" in df.columns:
-        summary.update({"family": str(b["family"]), "family_size": int(b["family_size"]),
+        summary.update({"family": _family_latents(b["family"]), "family_size": int(b["family_size"]),
                         "family_union_precision": float(b["family_precision"]),
                         "family_union_recall": float(b["family_recall"]),
                         "mean_family_recall": float(df["family_recall"].mean())})
+        fam = best_family(df)
+        if fam is not None:
+            summary.update({"best_family_by": FAMILY_BY, "best_family_model": fam["name"],
+                            "best_family": _family_latents(fam.get("family")),
+                            "best_family_size": None if pd.isna(fam.get("family_size")) else int(fam["family_size"]),
+                            "best_family_precision": float(fam["family_precision"]),
+                            "best_family_recall": float(fam["family_recall"]),
+                            "best_family_f1": float(fam["family_f1"])})
     return summary
 
 

@@ -1,10 +1,24 @@
-"""The headline of the report: for every probe, the best model and the paper's setting.
+"""The headline of the report: for every probe, its best single latent, its best feature
+family and the paper's setting, each with its model and what it was chosen by.
 
-For every probe analysis of the run: its best model and what it was chosen by
-(``best_by``), the paper's setting (K = 20, L = 200; the summary's ``paper_*`` or the row
-of ``probe.csv``) and the feature family's union (``family_union_*``) when measured.
-When the report is restricted to some models, all of it is taken again from the rows of
-``probe.csv`` for those models (:func:`jsae.outputs.probe.probe_summary`).
+For every probe analysis of the run (:func:`headline`; one probe table:
+:func:`probe_headline`):
+
+* **the best single latent under a precision floor** (:data:`PRECISION_FLOOR`): among the
+  models' probe latents with test precision ≥ the floor, the highest test recall (ties:
+  higher F1, then the smaller model; :func:`jsae.outputs.probe.best_model`). When no probe
+  latent reaches the floor the headline says so, and names the most precise one with its
+  precision; a latent below the floor is never called the best.
+* **the best feature family by union F1** (the ``family_*`` columns of ``probe.csv``;
+  :func:`jsae.outputs.probe.best_family`), when the probe measured families.
+* **the paper's setting** (K = 20, L = 200; the summary's ``paper_*`` or the row of
+  ``probe.csv``), when the run has it.
+
+Both choices are made from ``probe.csv`` by the functions that write the probe's
+``analysis.json`` summary (:func:`jsae.outputs.probe.probe_summary`), so the page and the
+files agree; when the report is restricted to some models they are made again over those
+models' rows. Without a readable ``probe.csv`` the summary's own record is shown (an older
+probe's ``best_*``, chosen by its ``best_by``, is said to be so).
 """
 from __future__ import annotations
 
@@ -14,24 +28,41 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..outputs.folders import listed_file
-from ..outputs.probe import probe_summary
+from ..outputs.probe import FAMILY_BY, PRECISION_FLOOR, best_by, best_family, best_model, reaches_floor
 from .tables import finite_number, table
 
-__all__ = ["headline", "PAPER_SETTING"]
+__all__ = ["headline", "probe_headline", "PAPER_SETTING", "PRECISION_FLOOR"]
 
-#: the paper's setting (K, L), shown next to the best model of every probe
+#: the paper's setting (K, L), shown next to the best latent and family of every probe
 PAPER_SETTING = (20, 200)
 _BEST_BY = {"f1": "test F1 of the probe latent", "precision": "test precision of the probe latent",
             "recall": "test recall of the probe latent", "train_f1": "train F1 of the probe latent",
             "train_best_f1": "train F1 of the best single latent"}
+_COLUMNS = ["setting", "chosen by", "model", "latent", "precision", "recall", "f1"]
+_NEEDED = {"name", "latent", "precision", "recall", "f1"}
 
 
 def _f1(precision: Any, recall: Any, f1: Any = None) -> Any:
     """``f1``, else the harmonic mean of ``precision`` and ``recall`` when both are numbers."""
-    if f1 is not None:
+    if f1 is not None and finite_number(f1, None) is not None:
         return f1
     p, r = finite_number(precision, None), finite_number(recall, None)
     return None if p is None or r is None else (0.0 if p + r == 0 else 2 * p * r / (p + r))
+
+
+def _num(value: Any, floor: float | None = None) -> str:
+    """A score in a headline sentence: 2 decimals (3 where 2 would round a value below
+    ``floor`` up to it), ``?`` when unknown."""
+    v = finite_number(value, None)
+    if v is None:
+        return "?"
+    return f"{v:.3f}" if floor is not None and v < floor <= round(v, 2) else f"{v:.2f}"
+
+
+def _int(value: Any) -> Any:
+    """An integral number as an int (``3.0`` → ``3``), anything else as it is."""
+    v = finite_number(value, None)
+    return int(v) if v is not None and v.is_integer() else value
 
 
 def _probe_rows(folder: Path, a: dict[str, Any]) -> pd.DataFrame | None:
@@ -40,19 +71,18 @@ def _probe_rows(folder: Path, a: dict[str, Any]) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={"family": str})
     except (OSError, ValueError, pd.errors.ParserError):
         return None
 
 
-def _paper_row(folder: Path, a: dict[str, Any]) -> dict[str, Any] | None:
-    """The probe's K = 20, L = 200 model: ``paper_*`` of its summary, else its row of ``probe.csv``."""
-    s = a.get("summary") or {}
+def _paper_row(df: pd.DataFrame | None, s: dict[str, Any]) -> dict[str, Any] | None:
+    """The probe's K = 20, L = 200 model: ``paper_*`` of its summary ``s``, else its row of
+    ``probe.csv`` (``df``)."""
     if s.get("paper_model") is not None or s.get("paper_precision") is not None:
         return {"model": s.get("paper_model"), "latent": s.get("paper_latent"), "precision": s.get("paper_precision"),
                 "recall": s.get("paper_recall"), "f1": _f1(s.get("paper_precision"), s.get("paper_recall"),
                                                            s.get("paper_f1"))}
-    df = _probe_rows(folder, a)
     if df is None:
         return None
     try:
@@ -64,68 +94,159 @@ def _paper_row(folder: Path, a: dict[str, Any]) -> dict[str, Any] | None:
     if rows.empty:
         return None
     r = rows.iloc[0]
-    return {"model": r.get("name"), "latent": r.get("latent"), "precision": r.get("precision"),
+    return {"model": r.get("name"), "latent": _int(r.get("latent")), "precision": r.get("precision"),
             "recall": r.get("recall"), "f1": r.get("f1")}
 
 
-def _of_models(folder: Path, a: dict[str, Any], models: set[str]) -> dict[str, Any] | None:
-    """``a`` with the summary of the probe over ``models`` only (from ``probe.csv``), or None
-    when it has none of them (or, without a readable ``probe.csv``, its best model is not one)."""
-    df = _probe_rows(folder, a)
-    if df is None or not {"name", "f1", "latent", "precision", "recall"} <= set(df.columns):
-        return a if (a.get("summary") or {}).get("best_model") in models else None
-    df = df[df["name"].astype(str).isin(models)].reset_index(drop=True)
-    if df.empty:
-        return None
-    if "family" in df.columns:
-        df["family"] = df["family"].fillna("").astype(str)
-    return {**a, "summary": probe_summary(df)}
+def _from_table(df: pd.DataFrame, floor: float) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """The best single latent, the best family (None when not measured) and notes, chosen
+    from the rows of a probe table."""
+    b = best_model(df, floor)
+    single = {"model": b["name"], "latent": _int(b["latent"]), "precision": b["precision"], "recall": b["recall"],
+              "f1": _f1(b["precision"], b["recall"], b.get("f1")), "reaches": reaches_floor(b["precision"], floor),
+              "by": best_by(df, floor)}
+    notes = []
+    top = df.loc[pd.to_numeric(df["f1"], errors="coerce").idxmax()] if df["f1"].notna().any() else None
+    if (top is not None and not reaches_floor(top["precision"], floor)
+            and (top["name"], _int(top["latent"])) != (single["model"], single["latent"])):
+        notes.append(f"not named: the highest test F1, {top['name']} latent {_int(top['latent'])} "
+                     f"(F1 {_num(top['f1'])}), has test precision {_num(top['precision'], floor)}, "
+                     f"below {floor:.2f}.")
+    fam = best_family(df)
+    family = None
+    if fam is not None:
+        family = {"model": fam["name"], "latents": "" if pd.isna(fam.get("family", None)) else str(fam["family"]),
+                  "size": _int(fam.get("family_size")), "precision": fam["family_precision"],
+                  "recall": fam["family_recall"], "f1": fam["family_f1"], "by": FAMILY_BY}
+    return single, family, notes
+
+
+def _from_summary(s: dict[str, Any], floor: float) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """The best single latent and family as the probe's summary records them (no readable
+    ``probe.csv``). An older summary (no ``precision_floor``) chose by its ``best_by``."""
+    single = {"model": s.get("best_model"), "latent": s.get("best_latent"), "precision": s.get("best_precision"),
+              "recall": s.get("best_recall"), "f1": _f1(s.get("best_precision"), s.get("best_recall"), s.get("best_f1")),
+              "reaches": None, "by": s.get("best_by") or "f1"}
+    if s.get("precision_floor") is not None:
+        floor = float(s["precision_floor"])
+        single["reaches"] = bool(s.get("best_reaches_floor", reaches_floor(single["precision"], floor)))
+    else:
+        single["by"] = _BEST_BY.get(str(single["by"]), str(single["by"]))
+    family = None
+    if s.get("best_family_model") is not None:
+        family = {"model": s["best_family_model"], "latents": s.get("best_family"), "size": s.get("best_family_size"),
+                  "precision": s.get("best_family_precision"), "recall": s.get("best_family_recall"),
+                  "f1": _f1(s.get("best_family_precision"), s.get("best_family_recall"), s.get("best_family_f1")),
+                  "by": s.get("best_family_by") or FAMILY_BY}
+    elif s.get("family_union_precision") is not None or s.get("family_union_recall") is not None:
+        members = s.get("family", s.get("family_latents"))
+        family = {"model": s.get("family_model", s.get("best_model")),
+                  "latents": " ".join(map(str, members)) if isinstance(members, list) else members,
+                  "size": s.get("family_size"), "precision": s.get("family_union_precision"),
+                  "recall": s.get("family_union_recall"),
+                  "f1": _f1(s.get("family_union_precision"), s.get("family_union_recall"), s.get("family_union_f1")),
+                  "by": None}  # the best model's family, not chosen by its own score
+    return single, family, []
+
+
+def _of(size: Any) -> str:
+    """``N latents`` (``1 latent``), or ``its latents`` when the size is unknown."""
+    return f"{size} latent{'s' * (size != 1)}" if isinstance(size, int) else "its latents"
+
+
+def probe_headline(df: pd.DataFrame | None, summary: dict[str, Any] | None = None, *,
+                   floor: float = PRECISION_FLOOR, paper_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The headline of one probe: ``lines`` (sentences), ``table`` (a DataFrame: setting,
+    chosen by, model, latent, precision, recall, f1) and ``notes``.
+
+    ``df``: the probe table (``probe.csv``, one row per model; None when unreadable: then
+    ``summary``, the probe's ``analysis.json`` summary, is shown as recorded);
+    ``paper_summary``: where to look for ``paper_*`` before the table's K = 20, L = 200 row
+    (default ``summary``)."""
+    s = summary or {}
+    if df is not None and _NEEDED <= set(df.columns) and len(df):
+        single, family, notes = _from_table(df, floor)
+        if family is None:  # a table without the family columns: the summary's record, if any
+            family = _from_summary(s, floor)[1]
+    else:
+        single, family, notes = _from_summary(s, floor)
+    m, j, p, r = single["model"], single["latent"], single["precision"], single["recall"]
+    scores = f"precision {_num(p, floor)}, recall {_num(r)}"
+    if single["reaches"] is True:
+        setting, by = f"best single latent (test precision ≥ {floor:.2f})", single["by"]
+        lines = [f"best single latent with test precision ≥ {floor:.2f}: {m} latent {j} — {scores}"]
+    elif single["reaches"] is False:
+        setting, by = f"most precise single latent (none reaches precision {floor:.2f})", single["by"]
+        lines = [f"no single latent reaches precision {floor:.2f}; the most precise is {m} latent {j} — {scores}"]
+    else:  # an older summary, chosen without the floor
+        below = not reaches_floor(p, floor)
+        setting, by = "best model (older probe)", f"highest {single['by']}"
+        lines = [f"best model by the highest {single['by']} (recorded by an older probe, without the precision "
+                 f"floor): {m} latent {j} — {scores}" + (f"; below precision {floor:.2f}" if below else "")]
+        notes = [*notes, "run `jsae probe` again to choose the best single latent under the precision floor "
+                         f"({floor:.2f}) and the best family by union F1."]
+    rows = [{"setting": setting, "chosen by": by, "model": m, "latent": j, "precision": p, "recall": r,
+             "f1": single["f1"]}]
+    if family is not None:
+        of = _of(family["size"])
+        fs = f"precision {_num(family['precision'])}, recall {_num(family['recall'])}, F1 {_num(family['f1'])}"
+        if family["by"] is not None:
+            lines.append(f"best feature family (union of {of}, by test F1): {family['model']} — {fs}")
+            rows.append({"setting": f"best feature family (union of {of})", "chosen by": family["by"],
+                         "model": family["model"], "latent": family["latents"], "precision": family["precision"],
+                         "recall": family["recall"], "f1": family["f1"]})
+        else:
+            lines.append(f"feature family of {family['model']} (union of {of}; the best model's, not chosen by "
+                         f"its union F1): {fs}")
+            rows.append({"setting": f"feature family union ({of})", "chosen by": "the best model's family",
+                         "model": family["model"], "latent": family["latents"], "precision": family["precision"],
+                         "recall": family["recall"], "f1": family["f1"]})
+    paper = _paper_row(df, s if paper_summary is None else paper_summary)
+    k, L = PAPER_SETTING
+    if paper is not None:
+        lines.append(f"paper setting (K = {k}, L = {L}): {paper['model']} latent {_int(paper['latent'])} — "
+                     f"precision {_num(paper['precision'], floor)}, recall {_num(paper['recall'])}")
+        rows.append({"setting": f"paper setting (K = {k}, L = {L})", "chosen by": "fixed (the paper's)", **paper,
+                     "latent": _int(paper["latent"])})
+    return {"lines": lines, "table": pd.DataFrame(rows, columns=_COLUMNS, dtype=object), "notes": notes,
+            "paper": paper}
 
 
 def headline(analyses: Sequence[tuple[Path, dict[str, Any]]],
              models: set[str] | None = None) -> list[dict[str, Any]]:
-    """For every probe: its best model and what it was chosen by, the paper setting
-    (K = 20, L = 200) when the run has it, and the feature family's union when the probe
-    measured one. ``models``: only these models (``None``: every model)."""
+    """For every probe: its best single latent under :data:`PRECISION_FLOOR` and its best
+    feature family by union F1, each with its model and what it was chosen by, and the
+    paper setting (K = 20, L = 200) when the run has it (:func:`probe_headline`).
+    ``models``: only these models (``None``: every model)."""
     out = []
     for folder, a in analyses:
-        s = a.get("summary") if isinstance(a.get("summary"), dict) else {}
-        if a.get("analysis") != "probe" or s.get("best_model") is None:
+        if a.get("analysis") != "probe":
             continue
-        if models is not None:
-            a = _of_models(folder, a, models)
-            if a is None:
+        s = a.get("summary") if isinstance(a.get("summary"), dict) else {}
+        df = _probe_rows(folder, a)
+        if df is None or not _NEEDED <= set(df.columns):
+            df = None
+            if s.get("best_model") is None or (models is not None and s.get("best_model") not in models):
                 continue
-            s = a["summary"]
-        p = a.get("params") if isinstance(a.get("params"), dict) else {}
-        by = s.get("best_by") or "f1"
-        by = _BEST_BY.get(str(by), str(by))
-        rows = [{"setting": "best model", "chosen by": f"highest {by}", "model": s.get("best_model"),
-                 "latent": s.get("best_latent"), "precision": s.get("best_precision"),
-                 "recall": s.get("best_recall"), "f1": s.get("best_f1")}]
-        notes = []
-        paper = _paper_row(folder, a)
+        if df is not None and models is not None:
+            df = df[df["name"].astype(str).isin(models)].reset_index(drop=True)
+            s = {}  # everything chosen again among these models' rows
+        if df is not None and df.empty:
+            continue
+        h = probe_headline(df, s)
+        notes = list(h["notes"])
         k, L = PAPER_SETTING
-        if paper is not None and (models is None or paper["model"] in models):
-            rows.append({"setting": f"paper setting (K = {k}, L = {L})", "chosen by": "fixed (the paper's)", **paper})
-        elif models is None:
-            notes.append(f"the run has no K = {k}, L = {L} model (the paper's setting) to compare with.")
-        else:
-            notes.append(f"the K = {k}, L = {L} model (the paper's setting) is not among the models shown.")
-        if s.get("family_union_precision") is not None or s.get("family_union_recall") is not None:
-            size = s.get("family_size")
-            members = s.get("family", s.get("family_latents"))
-            rows.append({"setting": "feature family union" + (f" ({size} latent{'s' * (size != 1)})"
-                                                              if isinstance(size, int) else ""),
-                         "chosen by": "union of the family's latents (best model)",
-                         "model": s.get("family_model", s.get("best_model")),
-                         "latent": " ".join(map(str, members)) if isinstance(members, list) else members,
-                         "precision": s.get("family_union_precision"), "recall": s.get("family_union_recall"),
-                         "f1": _f1(s.get("family_union_precision"), s.get("family_union_recall"),
-                                   s.get("family_union_f1"))})
-        df = pd.DataFrame(rows, columns=["setting", "chosen by", "model", "latent", "precision", "recall", "f1"],
-                          dtype=object)
-        df = df.loc[:, df.notna().any()]
+        if h["paper"] is not None and models is not None and h["paper"]["model"] not in models:
+            h["table"] = h["table"][h["table"]["setting"] != f"paper setting (K = {k}, L = {L})"]
+            h["lines"] = [x for x in h["lines"] if not x.startswith("paper setting")]
+            h["paper"] = None
+        if h["paper"] is None:
+            notes.append(f"the run has no K = {k}, L = {L} model (the paper's setting) to compare with."
+                         if models is None else
+                         f"the K = {k}, L = {L} model (the paper's setting) is not among the models shown.")
+        t = h["table"]
+        t = t.loc[:, t.notna().any()]
+        p = a.get("params") if isinstance(a.get("params"), dict) else {}
         what = f"{p.get('label', '?')} = {p.get('positive', '?')}"
-        out.append({"what": f"{what} ({folder.name})", "table": table(df), "notes": notes})
+        out.append({"what": f"{what} ({folder.name})", "lines": h["lines"], "table": table(t), "notes": notes})
     return out
