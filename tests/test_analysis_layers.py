@@ -60,7 +60,7 @@ def test_the_steering_defaults_are_those_of_steer_options():
     from jsae.outputs.steer import run_steer, steer_folder_name
 
     defaults = {f.name: f.default for f in dataclasses.fields(SteerOptions)}
-    assert defaults == {"latent": "auto", "alpha": (1.0,), "alpha_units": "raw", "mode": "flip",
+    assert defaults == {"latent": "auto", "alpha": (1.0,), "alpha_units": "mean_active", "mode": "flip",
                         "flip_threshold": False, "a_max": 50.0, "n_grid": 1024, "tol": 1e-6,
                         "train_split": "train", "test_split": "test"}
     for fn in (steer, run_steer, steer_folder_name, flip_thresholds):

@@ -137,15 +137,17 @@ def test_steer_outputs_with_different_parameters_coexist(run, labelled_store):
     common = dict(k=3, latent_size=8)
     _, a1 = run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0], **common)
     _, a2 = run_steer(run, labelled_store, "lang", "es", "en", alpha=[2.0], **common)
-    _, ma = run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0], alpha_units="mean_active", **common)
+    _, ra = run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0], alpha_units="raw", **common)
     _, l0 = run_steer(run, labelled_store, "lang", "es", "en", alpha=[1.0], latent=0, **common)
     _, ft = run_steer(run, labelled_store, "lang", "es", "en", k=3, alpha=[1.0], flip_threshold=True, a_max=5.0)
-    folders = [a1, a2, ma, l0, ft]
-    assert ft.name == "steer-lang-es-vs-en-k3-flip-a1-raw-thr5"
+    folders = [a1, a2, ra, l0, ft]
+    assert ft.name == "steer-lang-es-vs-en-k3-flip-a1-mean_active-thr5"
     assert len({f.name for f in folders}) == 5 and all(f.parent == run / "analysis" for f in folders)
-    assert a1.name == "steer-lang-es-vs-en-k3-L8-flip-a1-raw"
+    assert a1.name == "steer-lang-es-vs-en-k3-L8-flip-a1-mean_active"
+    assert ra.name == "steer-lang-es-vs-en-k3-L8-flip-a1-raw"
     assert (_params(a1)["alpha"], _params(a2)["alpha"]) == ([1.0], [2.0])
-    assert _params(ma)["alpha_units"] == "mean_active" and _params(l0)["latent"] == 0
+    assert _params(a1)["alpha_units"] == "mean_active" and _params(ra)["alpha_units"] == "raw"
+    assert _params(l0)["latent"] == 0
     assert pd.read_csv(a1 / "steer_summary.csv").alpha.tolist() == [1.0]  # not overwritten by the others
     assert {"steer_flip_threshold.csv", "flip_threshold_positive.png", "flip_threshold_negative.png"} <= set(
         json.loads((ft / "analysis.json").read_text())["files"])
@@ -172,6 +174,7 @@ def test_explicit_out_of_other_parameters_is_refused_without_overwrite(run, labe
     assert "--overwrite" in capsys.readouterr().err and (out / "steer_summary.csv").read_bytes() == before
     assert main([*args, "--overwrite"]) == 0
     printed = capsys.readouterr().out
-    assert "alpha in raw" in printed and "1 latent unit = ‖d_φ⊙s‖ = " in printed
+    assert "alpha in mean_active" in printed and "1 latent unit = ‖d_φ⊙s‖ = " in printed
+    assert "move_fraction" in printed
     assert _params(out)["alpha"] == [3.0]
     assert not (out / "alpha_k3_L8.png").exists()  # the old output's file the new one does not write is gone

@@ -19,20 +19,30 @@ direction, ``s``: the normalisation scale), a raw-space norm of ``‖d_φ ⊙ s�
 the default ``center_scale`` normalisation that is ``s`` ≈ RMS norm of the centred
 rows / √M, so one latent unit is small next to an embedding.
 
-* ``raw`` (default): ``alpha`` is the raw-space norm of the change the steered value
-  makes, in the space of the embeddings you gave: the latent is set to
-  ``∓alpha / ‖d_φ ⊙ s‖`` latent units, which moves an embedding whose latent was 0
-  by exactly ``alpha``. The paper does not say it normalised, so this is its
-  likeliest reading of ``a = 1``.
-* ``mean_active``: multiples of the latent's mean activation on the train rows where
-  it fires.
+* ``mean_active`` (default): multiples of the latent's mean activation on the train
+  rows where it fires, so ``a = 1`` sets the latent to the value it typically takes when
+  the feature is on — the natural "turn the feature on / off" of Eqs. 1–2, whatever the
+  scale of the embeddings. (A latent that never fires on the train split has no mean
+  activation: its rows are NaN, with a warning; use another unit.)
+* ``raw``: ``alpha`` is the raw-space norm of the change the steered value makes, in
+  the space of the embeddings you gave: the latent is set to ``∓alpha / ‖d_φ ⊙ s‖``
+  latent units, which moves an embedding whose latent was 0 by exactly ``alpha``. The
+  paper sets ``a_φ = 1`` without a unit and does not say it normalised, so this is its
+  likeliest reading of ``a = 1`` (the paper's setting: ``alpha_units="raw"``). On
+  unit-norm embeddings that is a move of about the embedding's own norm: every class
+  flips, by brute force (see ``move_fraction``).
 * ``normalized``: latent units, i.e. the norm of the change in the normalised space
-  the SAE works in (``‖d_φ‖ = 1``). ``absolute`` is accepted as an alias (its name
-  before the units were made explicit).
+  the SAE works in (``‖d_φ‖ = 1``): the literal ``v_φ = ∓1`` of this toolkit's SAE.
+  ``absolute`` is accepted as an alias (its name before the units were made explicit).
 
 Every summary row carries ``alpha`` (as given), ``alpha_units``, ``a`` (the value
-used, in latent units), ``a_raw_norm`` (``|a| · ‖d_φ ⊙ s‖``) and
-``raw_per_latent_unit`` (``‖d_φ ⊙ s‖``).
+used, in latent units), ``a_raw_norm`` (``|a| · ‖d_φ ⊙ s‖``),
+``raw_per_latent_unit`` (``‖d_φ ⊙ s‖``) and ``mean_active``, so a value converts
+between the units: ``a_normalized = a``, ``a_raw = a · ‖d_φ ⊙ s‖``,
+``a_mean_active = a / mean_active``. How far steering moved the embeddings:
+``move_fraction``, the mean over the steered rows of ``‖ε̃ − ε‖ / ‖x‖`` (``x`` the
+input embedding), beside ``recon_change`` (``‖ε̃ − ε‖ / ‖ε‖``) and ``recon_cosine``
+(``cos(ε, ε̃)``).
 
 **Flip threshold** (``flip_threshold=True``): per model and class, the smallest
 ``a ∈ [0, a_max]`` (in ``alpha_units``) at which the class mean δ_s is on the other
@@ -47,7 +57,11 @@ the point before, and bisection narrows that bracket to ``tol · a_max``; the re
 value is the bracket's upper end (a value that does flip). The mean is not assumed
 monotonic in ``a``: this is the first crossing the grid sees (a flip and flip-back
 within one grid step, ``a_max / (n_grid − 1)``, would be missed). ``a = 0`` is zero
-ablation, so a threshold of 0 means ablation alone already flips the mean.
+ablation, so a threshold of 0 means ablation alone already flips the mean. Each
+threshold is given in every unit: ``threshold_normalized`` (latent units, also
+``threshold_latent``), ``threshold_raw`` (``· ‖d_φ ⊙ s‖``, also
+``threshold_raw_norm``) and ``threshold_mean_active`` (``/ mean_active``);
+``threshold`` is the one in ``alpha_units``.
 
 Decoding is linear, so ``ε̃ = ε + (ṽ_φ − v_φ) · (d_φ ⊙ s)`` in the raw space:
 steering is vectorised over latents, values and rows without re-encoding
@@ -60,6 +74,7 @@ from it.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
@@ -95,8 +110,10 @@ class SteerOptions:
     """The steered latent: ``"auto"`` (the probe latent), an index, or ``{model name: index}``."""
     alpha: float | Sequence[float] = (1.0,)
     """The steering value(s) ``a_φ`` (paper: 1), in ``alpha_units``; several values sweep it."""
-    alpha_units: str = "raw"
-    """The unit of ``alpha``: ``raw``, ``mean_active`` or ``normalized`` (alias ``absolute``)."""
+    alpha_units: str = "mean_active"
+    """The unit of ``alpha``: ``mean_active`` (a = 1: the latent's mean activation where it fires), ``raw``
+    (the raw-space norm of the change; the paper's likeliest unit) or ``normalized`` (latent units; alias
+    ``absolute``)."""
     mode: str = "flip"
     """``flip`` (Eqs. 1–2: ``−a`` for positive rows, ``+a`` for negative ones) or ``ablate`` (``0``)."""
     flip_threshold: bool = False
@@ -178,14 +195,19 @@ class SteerResult:
         neg_after`` (mean δ_s per class), ``pos_flipped`` (share of positive rows with
         δ_s ≥ 0 before and < 0 after among those ≥ 0 before), ``neg_flipped``,
         ``pos_sign_flipped`` / ``neg_sign_flipped`` (the class mean changed sign),
-        ``recon_cosine`` (mean cos(ε, ε̃)), ``recon_change`` (mean ‖ε̃ − ε‖ / ‖ε‖).
+        ``recon_cosine`` (mean cos(ε, ε̃)), ``recon_change`` (mean ‖ε̃ − ε‖ / ‖ε‖),
+        ``move_fraction`` (mean ‖ε̃ − ε‖ / ‖x‖, ``x`` the input embedding: the move as a
+        fraction of the embedding norm).
       delta_before: ``{name: [B]}`` δ_s(ε). delta_after: ``{name: [A, B]}`` δ_s(ε̃).
       y: ``[B]`` bool of the test rows. params: the analysis parameters.
       flip: with ``flip_threshold=True``, one row per (model, class): ``name, k,
         latent_size, latent, side`` (``positive``/``negative``), ``class``,
         ``mean_before``, ``flipped`` (False: none up to ``a_max``), ``threshold``
-        (in ``alpha_units``; NaN when not flipped), ``threshold_latent``,
-        ``threshold_raw_norm``, ``alpha_units``, ``a_max``, ``resolution`` (the
+        (in ``alpha_units``; NaN when not flipped), ``threshold_raw``,
+        ``threshold_mean_active``, ``threshold_normalized`` (the same threshold in
+        every unit), ``threshold_latent`` (= ``threshold_normalized``),
+        ``threshold_raw_norm`` (= ``threshold_raw``), ``mean_active``,
+        ``raw_per_latent_unit``, ``alpha_units``, ``a_max``, ``resolution`` (the
         bracket's width, in ``alpha_units``); otherwise None.
     """
 
@@ -198,7 +220,8 @@ class SteerResult:
 
     def table(self, name: str | None = None, alpha: float | None = None) -> pd.DataFrame:
         """The paper's Tables III–IV: mean δ_s before/after steering per class, with the
-        steering value (``alpha`` in ``alpha_units``, ``a`` in latent units, ``a_raw_norm``)."""
+        steering value (``alpha`` in ``alpha_units``, ``a`` in latent units, ``a_raw_norm``) and the
+        move as a fraction of the embedding norm (``move_fraction``)."""
         s = self.summary
         name = name or s["name"].iloc[0]
         row = s[(s["name"] == name) & ((s["alpha"] == alpha) if alpha is not None else True)].iloc[0]
@@ -209,7 +232,8 @@ class SteerResult:
                              "before_steering": [row.pos_before, row.neg_before],
                              "after_steering": [row.pos_after, row.neg_after],
                              "alpha": [row.alpha] * 2, "alpha_units": [row.alpha_units] * 2,
-                             "a": [row.a] * 2, "a_raw_norm": [row.a_raw_norm] * 2})
+                             "a": [row.a] * 2, "a_raw_norm": [row.a_raw_norm] * 2,
+                             "move_fraction": [row.move_fraction] * 2})
 
 
 def _target(mode: str, a: np.ndarray, y: np.ndarray, v_phi: np.ndarray) -> np.ndarray:
@@ -268,8 +292,8 @@ def _first_flip(flipped_at, a_max: float, n_grid: int, tol: float) -> tuple[floa
 
 
 def _flip_rows(spec, phi: int, line_pos: _Line, line_neg: _Line, before: tuple[float, float], per_alpha: float,
-               raw_unit: float, units: str, classes: tuple[str, str], a_max: float, n_grid: int,
-               tol: float) -> list[dict[str, Any]]:
+               raw_unit: float, mean_active: float, units: str, classes: tuple[str, str], a_max: float,
+               n_grid: int, tol: float) -> list[dict[str, Any]]:
     """The flip-threshold rows of one model (positive class, then negative)."""
     rows = []
     for side, line, sign, cls, mb in (("positive", line_pos, -1.0, classes[0], before[0]),
@@ -281,10 +305,17 @@ def _flip_rows(spec, phi: int, line_pos: _Line, line_neg: _Line, before: tuple[f
                 m = line.mean_delta(sign * per_alpha * np.asarray(a, np.float64))
                 return m < 0 if sign < 0 else m > 0
             thr, res = _first_flip(flipped_at, a_max, n_grid, tol)
+        latent_thr = thr * per_alpha  # latent units = normalized
+        every = {"raw": latent_thr * raw_unit, "normalized": latent_thr,
+                 "mean_active": latent_thr / mean_active if np.isfinite(mean_active) and mean_active > 0
+                 else float("nan")}
+        every[units] = thr  # the unit searched in: exactly the threshold found
         rows.append({**spec.to_dict(), "latent": phi, "side": side, "class": cls, "mean_before": mb,
-                     "flipped": bool(np.isfinite(thr)), "threshold": thr, "threshold_latent": thr * per_alpha,
-                     "threshold_raw_norm": thr * per_alpha * raw_unit, "alpha_units": units, "a_max": a_max,
-                     "resolution": res})
+                     "flipped": bool(np.isfinite(thr)), "threshold": thr,
+                     **{f"threshold_{u}": every[u] for u in ALPHA_UNITS},
+                     "threshold_latent": every["normalized"], "threshold_raw_norm": every["raw"],
+                     "mean_active": mean_active, "raw_per_latent_unit": raw_unit, "alpha_units": units,
+                     "a_max": a_max, "resolution": res})
     return rows
 
 
@@ -304,8 +335,9 @@ def steer(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
     regression on the train split, as :func:`jsae.analyses.probing.probe`), an index (for every
     selected model), or ``{model name: index}``. ``alpha``: one value or several (a
     sweep over ``a_φ``; ignored by ``mode="ablate"``, reported as 0), in
-    ``alpha_units``: ``raw`` (default: raw-embedding norm of the change),
-    ``mean_active`` or ``normalized`` (``absolute``: its alias); see the module
+    ``alpha_units``: ``mean_active`` (default: multiples of the latent's mean
+    activation where it fires), ``raw`` (raw-embedding norm of the change; the paper's
+    likeliest unit) or ``normalized`` (``absolute``: its alias); see the module
     docstring. ``flip_threshold``: also find, per model and class, the smallest
     ``a ≤ a_max`` (in ``alpha_units``) that flips the class mean δ_s (``n_grid`` grid
     points, then bisection to ``tol · a_max``): :attr:`SteerResult.flip`.
@@ -353,6 +385,10 @@ def steer(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
         act_tr = v_tr[:, phi]
         fired = act_tr > 0
         mean_active = float(act_tr[fired].mean()) if fired.any() else float("nan")
+        if units == "mean_active" and mode == "flip" and not fired.any():
+            warnings.warn(f"steer {spec.name}: latent {phi} never fires on the {train_split} split, so it has no "
+                          "mean activation and alpha_units='mean_active' gives NaN; use alpha_units='raw' or "
+                          "'normalized'.", stacklevel=2)
         draw = model.raw_decoder()[phi]  # [M]: raw-space effect of one unit of v_φ
         raw_unit = float(np.linalg.norm(draw.astype(np.float64)))  # ‖d_φ ⊙ s‖
         per_alpha = {"raw": 1.0 / max(raw_unit, 1e-30), "mean_active": mean_active, "normalized": 1.0}[units]
@@ -363,7 +399,9 @@ def steer(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
         d1 = relative_similarity(eps_t, c_pos, c_neg)  # [A, B]
         norm0 = np.linalg.norm(eps, axis=-1)  # [B]
         cosr = np.sum(eps_t * eps, -1) / np.maximum(np.linalg.norm(eps_t, axis=-1) * norm0, 1e-30)
-        change = np.linalg.norm(eps_t - eps, axis=-1) / np.maximum(norm0, 1e-30)
+        moved = np.linalg.norm(eps_t - eps, axis=-1)  # [A, B]
+        change = moved / np.maximum(norm0, 1e-30)
+        move = moved / np.maximum(np.linalg.norm(np.asarray(test.x, np.float64), axis=-1), 1e-30)  # ‖ε̃ − ε‖ / ‖x‖
         before[spec.name] = d0
         after[spec.name] = d1
         for ai, al in enumerate(alphas):
@@ -381,11 +419,12 @@ def steer(models: ModelBatch, store: EmbeddingStore | str, label: str, positive:
                 "pos_sign_flipped": bool(np.sign(pb.mean()) != np.sign(pa.mean())),
                 "neg_sign_flipped": bool(np.sign(nb.mean()) != np.sign(na.mean())),
                 "recon_cosine": float(cosr[ai].mean()), "recon_change": float(change[ai].mean()),
+                "move_fraction": float(move[ai].mean()),
             })
         if flip_threshold:
             flips += _flip_rows(spec, phi, _Line(eps[y], v_phi[y], draw, c_pos, c_neg),
                                 _Line(eps[~y], v_phi[~y], draw, c_pos, c_neg),
-                                (float(d0[y].mean()), float(d0[~y].mean())), per_alpha, raw_unit, units,
+                                (float(d0[y].mean()), float(d0[~y].mean())), per_alpha, raw_unit, mean_active, units,
                                 (str(positive), str(neg_name)), float(a_max), int(n_grid), float(tol))
     params = {"label": label, "positive": str(positive), "negative": negative, "k": k, "latent_size": latent_size,
               "latent": latent if not isinstance(latent, Mapping) else dict(latent), "alpha": alphas.tolist(),

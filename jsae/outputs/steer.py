@@ -6,7 +6,10 @@
 alpha plot per model (several alphas), K × L heatmaps of the mean δ_s after steering
 (several models) and, with a flip threshold, ``steer_flip_threshold.csv`` and its K × L
 heatmaps. Every table is captioned with the unit of alpha and its conversion
-(:func:`units_caption`: ``1 latent unit = ‖d_φ ⊙ s‖ raw``).
+(:func:`units_caption`: ``1 latent unit = ‖d_φ ⊙ s‖ raw``) and gives ``move_fraction``
+(mean ‖ε̃ − ε‖ / ‖x‖: how far steering moved the embeddings, as a fraction of their
+norm); the flip-threshold table gives the threshold in every unit
+(``threshold_raw``, ``threshold_mean_active``, ``threshold_normalized``).
 
 **Output folders.** :func:`run_steer` names its folder by every parameter that
 changes the output (:func:`steer_folder_name`) and stores them in
@@ -56,9 +59,11 @@ def units_caption(res: SteerResult) -> str:
     """One line: what ``alpha`` is measured in and how it converts (for every printed table)."""
     units = res.params.get("alpha_units", SteerOptions.alpha_units)
     if res.params.get("mode") == "ablate":
-        return f"ablation: the latent set to 0 (a = 0); {_conversion(res.summary)}"
+        return (f"ablation: the latent set to 0 (a = 0); {_conversion(res.summary)}; move_fraction = mean "
+                "‖ε̃ − ε‖ / ‖x‖ (the move as a fraction of the embedding norm)")
     return (f"alpha in {units}: {UNIT_TEXT[units]}; a = the value used, in latent units (= normalised-space "
-            f"norm); a_raw_norm = |a| · ‖d_φ⊙s‖; {_conversion(res.summary)}")
+            f"norm); a_raw_norm = |a| · ‖d_φ⊙s‖; {_conversion(res.summary)}; move_fraction = mean ‖ε̃ − ε‖ / ‖x‖ "
+            "(the move as a fraction of the embedding norm)")
 
 
 def _plot_hist(res: SteerResult, name: str, path: Path, alpha_index: int = 0) -> Path:
@@ -120,8 +125,10 @@ def _flip_files(res: SteerResult, out: Path) -> tuple[list[Path], dict[str, str]
             recs, "threshold", out / f"flip_threshold_{side}.png", fmt=".3g", cmap="viridis_r",
             title=f"smallest a ({units}) flipping the mean δ_s of {cls} rows (latent set to {push}); "
                   f"blank: none up to a_max = {p['a_max']:g}"))
-    title = (f"flip threshold: smallest a in [0, {p['a_max']:g}] ({units}) that flips the class mean δ_s "
-             f"(threshold_raw_norm: raw-embedding norm; NaN, flipped = False: none up to a_max)")
+    title = (f"flip threshold: smallest a in [0, {p['a_max']:g}] ({units}) that flips the class mean δ_s, "
+             "in every unit (threshold_raw: raw-embedding norm = threshold_normalized · ‖d_φ⊙s‖; "
+             "threshold_mean_active = threshold_normalized / mean_active; threshold_normalized: latent units; "
+             f"threshold: in {units}; NaN, flipped = False: none up to a_max)")
     return files, {title: path.name}
 
 
@@ -170,7 +177,8 @@ def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 
                         f"{r.pos_after:.3f} ({p['positive']}), {r.neg_before:.3f} → {r.neg_after:.3f}"}
                 for r in s.drop_duplicates("name").head(3).itertuples()]
     summary = {"model": r0["name"], "latent": int(r0.latent), "alpha": float(r0.alpha), "alpha_units": r0.alpha_units,
-               "a": float(r0.a), "a_raw_norm": float(r0.a_raw_norm), "units": caption, "table": table}
+               "a": float(r0.a), "a_raw_norm": float(r0.a_raw_norm), "move_fraction": float(r0.move_fraction),
+               "units": caption, "table": table}
     if res.flip is not None:
         f0 = res.flip[res.flip["name"] == r0["name"]]
         summary.update({f"flip_threshold_{row.side}": row.threshold for row in f0.itertuples()})
@@ -203,7 +211,7 @@ def steer_folder_name(label: str, positive: str, negative: str | None = None, *,
                       train_split: str = SteerOptions.train_split, test_split: str = SteerOptions.test_split,
                       **_: Any) -> str:
     """The default folder name of a steering run, from every parameter that changes its
-    output, e.g. ``steer-lang-es-vs-en-k20-L200-flip-a1-raw-thr50``: label, positive,
+    output, e.g. ``steer-lang-es-vs-en-k20-L200-flip-a1-mean_active-thr50``: label, positive,
     ``vs-NEGATIVE``, ``kK``, ``LL``, ``latentI`` (or ``latents-HASH`` of a mapping), the
     mode, the alphas (``a1``, ``a0.5_1_2``; more than four: ``a0.5..8n10-HASH``) and
     their units (flip mode), ``thrA_MAX`` (flip threshold; ``-HASH`` of a non-default
@@ -322,7 +330,7 @@ def steer_table_text(res: SteerResult) -> str:
     """The short printed table of a steering run, under a line giving the unit of alpha and its conversion."""
     return units_caption(res) + "\n" + format_table(
         res.summary, ["name", "latent", "alpha", "a", "a_raw_norm", "pos_before", "pos_after", "neg_before",
-                      "neg_after", "recon_cosine"])
+                      "neg_after", "recon_cosine", "move_fraction"])
 
 
 def flip_table_text(res: SteerResult) -> str:
@@ -330,7 +338,8 @@ def flip_table_text(res: SteerResult) -> str:
     if res.flip is None:
         return ""
     p = res.params
-    head = (f"flip threshold: smallest a in [0, {p['a_max']:g}] {p['alpha_units']} that flips the class mean δ_s "
-            f"(nan: none up to a_max; threshold_raw_norm in raw-embedding norm; {_conversion(res.summary)})")
-    return head + "\n" + format_table(res.flip, ["name", "latent", "class", "mean_before", "flipped", "threshold",
-                                                 "threshold_raw_norm"], floatfmt="{:.4g}")
+    head = (f"flip threshold: smallest a in [0, {p['a_max']:g}] {p['alpha_units']} that flips the class mean δ_s, "
+            "in every unit (threshold_raw: raw-embedding norm; threshold_mean_active: × the latent's mean "
+            f"activation; threshold_normalized: latent units; nan: none up to a_max; {_conversion(res.summary)})")
+    return head + "\n" + format_table(res.flip, ["name", "latent", "class", "mean_before", "flipped", "threshold_raw",
+                                                 "threshold_mean_active", "threshold_normalized"], floatfmt="{:.4g}")
