@@ -3,25 +3,28 @@ steer, universality, consistency) and :mod:`jsae.report`.
 
     jsae probe RUN --data STORE --label COL --positive VALUE [--negative VALUE] [SELECTION]
                [--train-split train] [--test-split test] [--group COL ...] [--C 1] [--standardize]
-               [--family-min-precision 0.9] [--family-max 5] [--family-min-gain 0.02] [--out DIR]
+               [--family-min-precision 0.9] [--family-max 5] [--family-min-gain 0.02] [--out DIR] [--overwrite]
     jsae split RUN --data STORE --label COL --positive VALUE --group COL [--negative VALUE] [SELECTION]
                [--train-split train] [--test-split test|all] [--min-coverage 0.2] [--min-within 0.8]
-               [--min-cosine C] [--out DIR]
+               [--min-cosine C] [--out DIR] [--overwrite]
     jsae steer RUN --data STORE --label COL --positive VALUE [--negative VALUE] [SELECTION]
                [--latent auto|INDEX] [--alpha A [A ...]] [--alpha-units raw|mean_active|normalized]
                [--mode flip|ablate] [--flip-threshold [--a-max 50]] [--train-split train]
                [--test-split test] [--out DIR] [--overwrite]
     jsae universality RUN_A RUN_B [SELECTION] [--data STORE [--data-b STORE_B]]
                [--method auto|decoder|activation] [--threshold 0.9] [--max-rows 20000] [--out DIR]
+               [--overwrite]
     jsae consistency [RUN] --data STORE --label COL --positive VALUE [--negative VALUE]
                [--speaker speaker] [--group COL] [--test-split all] [--min-rows 2] [--folds 5] [--C 1]
-               [--seed 0] [--out DIR]
+               [--seed 0] [--out DIR] [--overwrite]
     jsae report RUN [SELECTION] [--data STORE] [--top 5] [--audio-root DIR] [--out FILE]
 
     SELECTION: [--model NAME ...] [--k K [K ...]] [--latent-size L [L ...]]   (default: every model)
 
 Results (JSON, CSV, PNG) go to ``RUN/analysis/<name>/`` unless ``--out`` says otherwise
-(consistency without a RUN: ``runs/consistency/<name>/``); a short table is printed.
+(consistency without a RUN: ``runs/consistency/<name>/``); a short table is printed. The
+default ``<name>`` holds the options that change the output (only the non-default ones), and
+a folder holding an output of other parameters is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from jsae.outputs.probe import family_table, group_table, logreg_note, probe_table, run_probe
 
     df, out = run_probe(cli.load_models(args.run, args), args.data, args.label, args.positive,
-                        negative=args.negative, out=args.out, train_split=args.train_split,
+                        negative=args.negative, out=args.out, overwrite=args.overwrite, train_split=args.train_split,
                         test_split=args.test_split, C=args.C, standardize=args.standardize,
                         family_min_precision=args.family_min_precision, family_max=args.family_max,
                         family_min_gain=args.family_min_gain, groups=tuple(args.group or ()))
@@ -71,6 +74,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     k = _one_k(batch)
     sizes = sorted({s.latent_size for s in batch.specs if s.k == k})
     res, out = run_split(batch, args.data, args.label, args.positive, args.group, k, out=args.out,
+                         overwrite=args.overwrite,
                          negative=args.negative, latent_sizes=sizes, root_latent_size=sizes[0],
                          train_split=args.train_split, test_split=args.test_split,
                          min_coverage=args.min_coverage, min_within=args.min_within, min_cosine=args.min_cosine)
@@ -107,7 +111,7 @@ def _cmd_universality(args: argparse.Namespace) -> int:
     from jsae.outputs.universality import run_universality, universality_table
 
     res, out = run_universality(cli.load_models(args.run_a, args), cli.load_models(args.run_b, args), out=args.out,
-                                store=args.data, store_b=args.data_b, method=args.method,
+                                overwrite=args.overwrite, store=args.data, store_b=args.data_b, method=args.method,
                                 threshold=args.threshold, max_rows=args.max_rows)
     p = res.params
     print(f"universality ({p['method']}): score {p['score']:.3f} (control {p['control_score']:.3f}), "
@@ -123,7 +127,8 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     run_dir = cli.load_run(args.run).run_dir if args.run is not None else None  # a RUN must be a run
     res, out = run_consistency(args.data, args.label, args.positive, negative=args.negative, speaker=args.speaker,
                                group=args.group, test_split=args.test_split, min_rows=args.min_rows,
-                               n_splits=args.folds, C=args.C, seed=args.seed, out=args.out, run_dir=run_dir)
+                               n_splits=args.folds, C=args.C, seed=args.seed, out=args.out, run_dir=run_dir,
+                               overwrite=args.overwrite)
     print(consistency_text(res))
     print(f"results: {out}")
     return 0
@@ -169,7 +174,8 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--family-max", type=int, default=5, help="at most this many latents in a family")
     g.add_argument("--family-min-gain", type=float, default=0.02,
                    help="stop adding latents when the next adds less train recall than this")
-    cli.add_out(p, _out_help("probe-LABEL-POSITIVE"))
+    cli.add_out(p, _out_help("probe-LABEL-POSITIVE[-vs-NEGATIVE][-other options]"))
+    cli.add_overwrite(p, "replace an output folder that holds a probe of other parameters")
 
 
 def _add_split(sub: argparse._SubParsersAction) -> None:
@@ -189,7 +195,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                    help="at least this share of a child's rows are the root's")
     g.add_argument("--min-cosine", type=float, metavar="C",
                    help="also require this decoder cosine with the root (without it the cosine is only reported)")
-    cli.add_out(p, _out_help("split-LABEL-POSITIVE-GROUP-kK"))
+    cli.add_out(p, _out_help("split-LABEL-POSITIVE-GROUP-kK[-other options]"))
+    cli.add_overwrite(p, "replace an output folder that holds a split of other parameters")
 
 
 def _add_steer(sub: argparse._SubParsersAction) -> None:
@@ -240,7 +247,8 @@ def _add_universality(sub: argparse._SubParsersAction) -> None:
                         "their embedding space and no --data-b is given, else activation")
     g.add_argument("--threshold", type=float, default=0.9, help="a feature counts as matched at this score")
     g.add_argument("--max-rows", type=int, default=20000, metavar="N", help="rows used for activation matching")
-    cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>)")
+    cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>[-other options])")
+    cli.add_overwrite(p, "replace an output folder that holds a comparison of other parameters")
 
 
 def _add_consistency(sub: argparse._SubParsersAction) -> None:
@@ -262,6 +270,7 @@ def _add_consistency(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     g.add_argument("--seed", type=int, default=0, help="seed of the within-speaker label shuffle (chance)")
     cli.add_out(p, "output folder (default: RUN/analysis/consistency-…, without a RUN runs/consistency/…)")
+    cli.add_overwrite(p, "replace an output folder that holds a consistency output of other parameters")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -109,7 +109,7 @@ def test_the_template_renders_the_page_of_a_run(probed_run):
     assert f"<style>\n{css}</style>" in page
     assert "<script" not in page and "{{" not in page and "{%" not in page
     assert 'id="headline"' in page and "Top-activating segments" in page
-    assert len(_names(page, "training")) == 8 and len(set(_names(page, "a-probe-lang-es"))) == 8
+    assert len(_names(page, "training")) == 8 and len(set(_names(page, "a-probe-lang-es-vs-en"))) == 8
     # written atomically: no temporary file is left next to the page
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -121,7 +121,7 @@ def test_a_report_of_some_models_shows_only_those(probed_run, tmp_path):
     chosen = {"k3_L8", "k4_L16"}
     page = build_report(probed_run, out=tmp_path / "some.html", models=sorted(chosen)).read_text()
     assert set(_names(page, "training")) == chosen
-    assert set(_names(page, "a-probe-lang-es")) == chosen
+    assert set(_names(page, "a-probe-lang-es-vs-en")) == chosen
     headline = page.split('id="headline"', 1)[1].split("<nav>", 1)[0]
     shown = set(re.findall(r"k\d+_L\d+", headline))
     assert shown and shown <= chosen

@@ -30,7 +30,9 @@ def demo(tmp_path_factory):
 def test_every_stage_writes_its_results(demo):
     root, report = demo
     analysis = root / "run" / "analysis"
-    for name in ("probe-lang-es", "probe-kind-music", "steer-lang-es-vs-en-k20-L200-flip-a1-normalized",
+    # probe folders name their non-default options (the demo's negative class and family groups)
+    for name in ("probe-lang-es-vs-en-groups=speaker+gender", "probe-kind-music-vs-voice-groups=track",
+                 "steer-lang-es-vs-en-k20-L200-flip-a1-normalized",
                  "steer-kind-music-vs-voice-k20-L200-flip-a1-normalized", "steer-lang-es-vs-en-flip-a1-mean_active-thr50",
                  "steer-kind-music-vs-voice-flip-a1-mean_active-thr50",
                  "consistency-lang-es-speaker-gender"):
@@ -42,7 +44,7 @@ def test_every_stage_writes_its_results(demo):
 
 def test_probe_covers_every_model_and_separates_music_from_voice(demo):
     root, _ = demo
-    probe = pd.read_csv(root / "run" / "analysis" / "probe-kind-music" / "probe.csv")
+    probe = pd.read_csv(root / "run" / "analysis" / "probe-kind-music-vs-voice-groups=track" / "probe.csv")
     assert set(probe["name"]) == {"k4_L32", "k20_L32", "k4_L200", "k20_L200"}
     # real recorded music and synthetic speech are far apart for the encoder: the
     # all-latent logistic regression separates them on the test split

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from ..analyses.consistency import ConsistencyResult, consistency
+from ..analyses.labelled import ALL_SPLITS, as_store
 from ..plots import pyplot, save_figure
-from .folders import check_analysis_out, format_table, slug, write_analysis, write_json
+from .folders import (check_analysis_out, check_same_parameters, finish_output, folder_name, format_table, num,
+                      write_analysis, write_json)
 
-__all__ = ["write_consistency", "run_consistency", "consistency_text"]
+__all__ = ["write_consistency", "run_consistency", "consistency_folder_name", "consistency_text"]
 
 
 def _figure(res: ConsistencyResult, path: Path) -> Path:
@@ -67,24 +69,63 @@ def write_consistency(res: ConsistencyResult, out_dir: str | Path) -> list[Path]
     return files
 
 
+#: the defaults of :func:`~jsae.analyses.consistency.consistency` that leave the folder name as it is
+_CONS_DEFAULTS = {"negative": None, "speaker": "speaker", "group": None, "test_split": ALL_SPLITS, "min_rows": 2,
+                  "n_splits": 5, "C": 1.0, "seed": 0}
+#: the parameters a consistency output depends on (recorded in ``analysis.json``, compared before a rerun)
+CONSISTENCY_IDENTITY = ("label", "positive", *_CONS_DEFAULTS, "store")
+
+
+def consistency_folder_name(label: str, positive: str, **options: Any) -> str:
+    """The default folder of a consistency diagnostic: ``consistency-LABEL-POSITIVE-SPEAKER[-GROUP]``
+    (whatever the negative class), plus the options that differ from
+    :func:`~jsae.analyses.consistency.consistency`'s defaults (``test=…``, ``min3``,
+    ``folds10``, ``C0.1``, ``seed1``)."""
+    o = {**_CONS_DEFAULTS, **{k: v for k, v in options.items() if k in _CONS_DEFAULTS}}
+    # the negative class is not named (today's names, e.g. ``consistency-lang-es-speaker-gender``
+    # of ``--negative en``): it is recorded, and another one is refused unless overwritten
+    parts: list[Any] = ["consistency", label, positive, o["speaker"], o["group"]]
+    if o["test_split"] != ALL_SPLITS:
+        parts.append(f"test={o['test_split']}")
+    if int(o["min_rows"]) != _CONS_DEFAULTS["min_rows"]:
+        parts.append(f"min{int(o['min_rows'])}")
+    if int(o["n_splits"]) != _CONS_DEFAULTS["n_splits"]:
+        parts.append(f"folds{int(o['n_splits'])}")
+    if float(o["C"]) != _CONS_DEFAULTS["C"]:
+        parts.append(f"C{num(o['C'])}")
+    if int(o["seed"]) != _CONS_DEFAULTS["seed"]:
+        parts.append(f"seed{int(o['seed'])}")
+    return folder_name(*parts, fixed=5)
+
+
 def run_consistency(store: str | Path, label: str, positive: str, *, out: str | Path | None = None,
-                    run_dir: str | Path | None = None, **kwargs: Any) -> tuple[ConsistencyResult, Path]:
+                    run_dir: str | Path | None = None, overwrite: bool = False,
+                    **kwargs: Any) -> tuple[ConsistencyResult, Path]:
     """:func:`~jsae.analyses.consistency.consistency` (``kwargs``: its keywords ``negative``,
     ``speaker``, ``group``, ``test_split``, ``min_rows``, ``n_splits``, ``C``, ``seed``) and
     :func:`write_consistency`. Output folder: ``out``, else
-    ``RUN_DIR/analysis/consistency-<label>-<positive>-<speaker>[-<group>]`` (shown by
-    ``jsae report``), else ``runs/consistency/<same name>``. An ``out`` must be new, empty or
-    an earlier consistency output (:func:`jsae.outputs.folders.check_analysis_out`),
-    checked before the work."""
+    ``RUN_DIR/analysis/<consistency_folder_name(...)>`` (``consistency-<label>-<positive>-<speaker>[-<group>]``
+    with the default options; shown by ``jsae report``), else ``runs/consistency/<same name>``.
+    An ``out`` must be new, empty or an earlier consistency output
+    (:func:`jsae.outputs.folders.check_analysis_out`), checked before the work. A folder
+    holding a consistency output of other parameters is refused before any work unless
+    ``overwrite=True``; overwritten, the stale files of the old output are removed."""
     if out is not None:
         check_analysis_out(out, "consistency")
-    res = consistency(store, label, positive, **kwargs)
-    name = slug("consistency", label, positive, res.params["group"], res.params["by"])
+    store = as_store(store)  # opened once, for the check and for the measurement
+    name = consistency_folder_name(label, positive, **kwargs)
     folder = Path(out) if out is not None else (Path(run_dir) / "analysis" / name if run_dir is not None
                                                 else Path("runs") / "consistency" / name)
+    o = {**_CONS_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _CONS_DEFAULTS}}
+    identity = {**o, "label": label, "positive": str(positive), "min_rows": int(o["min_rows"]),
+                "n_splits": int(o["n_splits"]), "C": float(o["C"]), "seed": int(o["seed"]),
+                "store": str(store.path)}
+    stale = check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite)
+    res = consistency(store, label, positive, **kwargs)
     if out is not None:
         check_analysis_out(out, "consistency")  # again: the folder may have changed meanwhile
     write_consistency(res, folder)
+    finish_output(folder, identity, stale)
     return res, folder
 
 

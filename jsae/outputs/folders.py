@@ -14,25 +14,36 @@ Those files have fixed names (``probe.csv``, ``steer.json``, …), so ``--out DI
 refused (:func:`check_analysis_out`, through :func:`jsae.safety.check_writable_folder`)
 unless ``DIR`` is new, empty, or an earlier output of the same analysis: an
 ``analysis.json`` of that kind next to nothing but files that analysis writes.
+
+**One rule for every analysis.** Default folder names are made of the parameters that
+change the output (:func:`folder_name`), and ``analysis.json`` records those parameters
+(its ``identity``, with the store, the run and the models analysed). Before any work,
+:func:`check_same_parameters` refuses a folder (default or ``--out``) holding an output of
+the same analysis made with other parameters (:class:`OutputExistsError`) unless
+``overwrite=True`` (``--overwrite``); overwritten, the old output's stale files are removed
+(:func:`finish_output`). The same parameters again are a plain rerun.
 """
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
+from ..errors import JsaeError
 from ..jsonio import atomic_write_text, to_jsonable  # noqa: F401 - re-exported (public names of this module)
 from ..models import ModelBatch
 
 __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
            "is_analysis_output", "slug", "to_jsonable", "write_json",
            "atomic_write_text", "atomic_write_json", "write_analysis", "listed_file", "analysis_workdir",
-           "read_analyses", "format_table"]
+           "read_analyses", "format_table", "OutputExistsError", "check_same_parameters", "record_identity",
+           "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
@@ -272,3 +283,129 @@ def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_row
     if len(df) > max_rows:
         text += f"\n... ({len(df) - max_rows} more rows)"
     return text
+
+
+# ----------------------------------------------------------------------------- protected output folders
+
+
+class OutputExistsError(JsaeError, FileExistsError):
+    """The output folder holds an output of the same analysis made with other parameters
+    (pass ``overwrite=True`` / ``--overwrite``, or choose another ``--out``)."""
+
+
+#: the key of ``analysis.json`` that records the parameters an output depends on
+IDENTITY_KEY = "identity"
+#: beyond this length a default folder name keeps its first parts and a short hash of the rest
+MAX_NAME = 100
+
+
+def short_hash(obj: Any) -> str:
+    """Eight hex digits of the SHA-1 of ``obj`` as sorted JSON."""
+    return hashlib.sha1(json.dumps(to_jsonable(obj), sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def num(x: Any) -> str:
+    """A number compactly (``1``, ``0.001``, ``1e-05``)."""
+    return f"{float(x):g}"
+
+
+def folder_name(*parts: Any, fixed: int = 0) -> str:
+    """:func:`slug` of ``parts``; a name over :data:`MAX_NAME` characters keeps its first
+    ``fixed`` parts (at least the analysis) and a short hash of all of them."""
+    name = slug(*parts)
+    if len(name) <= MAX_NAME:
+        return name
+    head = slug(*parts[:max(fixed, 1)])[:MAX_NAME - 9]
+    return f"{head}-{short_hash([str(p) for p in parts])}"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(to_jsonable(obj), default=str))
+
+
+def _same_value(key: str, old: Any, new: Any) -> bool:
+    if key in PATH_KEYS and old is not None and new is not None:
+        try:
+            return Path(old).resolve() == Path(new).resolve()
+        except (OSError, RuntimeError, TypeError):
+            return str(old) == str(new)
+    return old == new
+
+
+#: identity keys holding paths (compared by their resolved path)
+PATH_KEYS = frozenset({"store", "store_b", "run_dir", "run_a", "run_b"})
+
+
+def check_same_parameters(folder: str | Path | None, kind: str, params: dict[str, Any],
+                          identity_keys: Sequence[str] | None = None, overwrite: bool = False, *,
+                          error: type[OutputExistsError] = OutputExistsError,
+                          normalize: Callable[[str, Any], Any] | None = None, strict: bool = False) -> list[str]:
+    """Refuse a ``folder`` that holds an ``analysis.json`` of the ``kind`` analysis made with
+    other parameters than ``params`` (those of ``identity_keys``, default all of them: the
+    parameters that change the output), unless ``overwrite``.
+
+    The recorded parameters are its ``identity`` (:data:`IDENTITY_KEY`, written by
+    :func:`record_identity`), else its ``params`` (older outputs: only the keys it holds are
+    compared, unless ``strict``: then a key it lacks reads as None). ``normalize(key, old_value)``
+    maps older spellings of a value to today's.
+    Raises ``error`` (:class:`OutputExistsError`, a one-line JsaeError naming at most four
+    differing parameters, old vs new, and the fix); returns the files the old output lists
+    when it is to be replaced (to remove the stale ones: :func:`remove_stale`), else ``[]``.
+    A folder that is no output of ``kind`` is left to :func:`check_analysis_out`.
+    """
+    if folder is None:
+        return []
+    marker = Path(folder) / ANALYSIS_FILE
+    if marker.is_symlink() or not marker.is_file():
+        return []
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or info.get("analysis") != kind:
+        return []
+    keys = list(identity_keys) if identity_keys is not None else list(params)
+    recorded = info.get(IDENTITY_KEY)
+    legacy = not isinstance(recorded, dict)
+    if legacy:
+        recorded = info.get("params") if isinstance(info.get("params"), dict) else {}
+        if not strict:
+            keys = [k for k in keys if k in recorded]  # older outputs: what they recorded
+    new = _jsonable({k: params.get(k) for k in keys})
+    old = {k: normalize(k, recorded.get(k)) if normalize else recorded.get(k) for k in keys}
+    diff = [k for k in keys if not _same_value(k, old[k], new[k])]
+    if diff and not overwrite:
+        shown = "; ".join(f"{k}: {old[k]!r} there, {new[k]!r} now" for k in diff[:4])
+        raise error(f"{folder} holds a `jsae {kind}` output of other parameters ({shown}"
+                    f"{'; …' if len(diff) > 4 else ''}); choose another --out, or pass --overwrite "
+                    "(overwrite=True) to replace it.")
+    return [f for f in info.get("files") or [] if isinstance(f, str)] if diff else []
+
+
+def record_identity(folder: str | Path, identity: dict[str, Any]) -> Path:
+    """Add ``identity`` (the parameters the output depends on) to ``folder``'s ``analysis.json``."""
+    marker = Path(folder) / ANALYSIS_FILE
+    info = json.loads(marker.read_text(encoding="utf-8"))
+    info[IDENTITY_KEY] = identity
+    return write_json(marker, info)
+
+
+def remove_stale(folder: str | Path, stale: Iterable[str], written: Iterable[str | Path]) -> list[str]:
+    """Remove the files ``stale`` (names an overwritten output listed) that the new output did
+    not write again (``written``): plain files directly inside ``folder`` only."""
+    keep = {Path(f).name for f in written} | {ANALYSIS_FILE}
+    removed = []
+    for f in stale:
+        path = Path(folder) / f
+        if "/" not in f and "\\" not in f and f not in keep and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(f)
+    return removed
+
+
+def finish_output(folder: str | Path, identity: dict[str, Any], stale: Iterable[str]) -> None:
+    """After an analysis wrote ``folder``: record ``identity`` and remove the stale files of
+    the output it replaced (those ``analysis.json`` no longer lists)."""
+    record_identity(folder, _jsonable(identity))
+    info = json.loads((Path(folder) / ANALYSIS_FILE).read_text(encoding="utf-8"))
+    remove_stale(folder, stale, [f for f in info.get("files") or [] if isinstance(f, str)])

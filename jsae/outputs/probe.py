@@ -15,17 +15,20 @@ for one model (printed, and shown in the report for the best model).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..analyses.labelled import as_store
 from ..analyses.probing import PAPER_MODEL, family_frame, group_recall_frame, probe
 from ..models import ModelBatch
 from ..plots import plot_heatmap
-from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
+                      finish_output, folder_name, format_table, num, short_hash, write_analysis, write_json)
 
-__all__ = ["write_probe", "run_probe", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
+__all__ = ["write_probe", "run_probe", "probe_folder_name", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
            "logreg_description", "best_model", "best_family", "best_by", "reaches_floor", "probe_summary",
            "PROBE_COLUMNS", "FAMILY_COLUMNS", "BEST_BY", "FAMILY_BY", "PRECISION_FLOOR", "GROUPS_FILE", "GROUPS_TABLE"]
 
@@ -230,16 +233,81 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
     return files
 
 
+#: the defaults of :func:`~jsae.analyses.probing.probe` that leave the folder name as it is
+_PROBE_DEFAULTS = {"train_split": "train", "test_split": "test", "C": 1.0, "standardize": False, "max_iter": 2000,
+                   "family_min_precision": 0.9, "family_max": 5, "family_min_gain": 0.02, "groups": ()}
+#: the parameters a probe output depends on (recorded in ``analysis.json``, compared before a rerun)
+PROBE_IDENTITY = ("label", "positive", "negative", *_PROBE_DEFAULTS, "train", "test", "models", "run_dir", "store")
+
+
+def probe_folder_name(label: str, positive: str, negative: str | None = None, **options: Any) -> str:
+    """The default folder of a probe: ``probe-LABEL-POSITIVE`` with the defaults, plus
+    ``vs-NEGATIVE`` and the options that differ from :func:`~jsae.analyses.probing.probe`'s
+    defaults (``C0.001``, ``std``, ``iter500``, ``famp0.8``, ``famn3``, ``famg0.05``,
+    ``train=…``, ``test=…``, ``groups=speaker+gender``; a short hash past ~100 characters)."""
+    o = {**_PROBE_DEFAULTS, **{k: v for k, v in options.items() if k in _PROBE_DEFAULTS}}
+    parts: list[Any] = ["probe", label, positive, f"vs-{negative}" if negative is not None else None]
+    if float(o["C"]) != _PROBE_DEFAULTS["C"]:
+        parts.append(f"C{num(o['C'])}")
+    if bool(o["standardize"]):
+        parts.append("std")
+    if int(o["max_iter"]) != _PROBE_DEFAULTS["max_iter"]:
+        parts.append(f"iter{int(o['max_iter'])}")
+    if float(o["family_min_precision"]) != _PROBE_DEFAULTS["family_min_precision"]:
+        parts.append(f"famp{num(o['family_min_precision'])}")
+    if int(o["family_max"]) != _PROBE_DEFAULTS["family_max"]:
+        parts.append(f"famn{int(o['family_max'])}")
+    if float(o["family_min_gain"]) != _PROBE_DEFAULTS["family_min_gain"]:
+        parts.append(f"famg{num(o['family_min_gain'])}")
+    if o["train_split"] != _PROBE_DEFAULTS["train_split"]:
+        parts.append(f"train={o['train_split']}")
+    if o["test_split"] != _PROBE_DEFAULTS["test_split"]:
+        parts.append(f"test={o['test_split']}")
+    if o["groups"]:
+        parts.append("groups=" + "+".join(map(str, o["groups"])))
+    if options.get("train") is not None or options.get("test") is not None:
+        parts.append("rows")
+    return folder_name(*parts, fixed=3)
+
+
+def _rows_identity(rows: Any) -> Any:
+    """Given train/test rows (Python API): their count and a short hash of their store rows, else None."""
+    if rows is None:
+        return None
+    idx = getattr(rows, "rows", None)
+    if idx is None:
+        return f"rows-{short_hash(repr(rows))}"
+    idx = [int(i) for i in idx]
+    return f"{len(idx)} rows-{short_hash([idx, getattr(rows, 'positive', None), getattr(rows, 'negative', None)])}"
+
+
 def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, *, negative: str | None = None,
-              out: str | Path | None = None, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
+              out: str | Path | None = None, overwrite: bool = False, **kwargs: Any) -> tuple[pd.DataFrame, Path]:
     """Load a sweep (or take a ModelBatch), probe it, write the outputs (default
-    ``RUN_DIR/analysis/probe-LABEL-POSITIVE``)."""
+    ``RUN_DIR/analysis/<probe_folder_name(...)>``, e.g. ``probe-LABEL-POSITIVE`` with the
+    default options). A folder holding a probe of other parameters (an explicit ``out``, or
+    another store, run or models) is refused before any work unless ``overwrite=True``;
+    overwritten, the stale files of the old probe are removed."""
     if out is not None:
         check_analysis_out(out, "probe")  # before the work: --out must be new, empty or an earlier probe
     models, run_dir = batch_and_dir(run_dir)
+    store = as_store(store)  # opened once, for the check and for probe
+    name = probe_folder_name(label, positive, negative, **kwargs)
+    folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / ANALYSIS_DIR / name)
+    options = {**_PROBE_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _PROBE_DEFAULTS}}
+    identity = {**options, "label": label, "positive": str(positive), "negative": negative,
+                "C": float(options["C"]), "standardize": bool(options["standardize"]),
+                "max_iter": int(options["max_iter"]), "family_min_precision": float(options["family_min_precision"]),
+                "family_max": int(options["family_max"]), "family_min_gain": float(options["family_min_gain"]),
+                "groups": list(options["groups"] or ()), "train": _rows_identity(kwargs.get("train")),
+                "test": _rows_identity(kwargs.get("test")), "models": list(models.names),
+                "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
+                "store": str(store.path)}
+    stale = check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite)
     df = probe(models, store, label, positive, negative=negative, **kwargs)
-    out_dir = analysis_dir(run_dir, slug("probe", label, positive), out, kind="probe")
+    out_dir = analysis_dir(run_dir, name, out, kind="probe")
     write_probe(df, out_dir)
+    finish_output(out_dir, identity, stale)
     return df, out_dir
 
 

@@ -10,18 +10,21 @@ the short table the ``jsae split`` command prints.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..analyses.labelled import ALL_SPLITS, as_store
 from ..analyses.splitting import NONE, SplitResult, feature_split
 from ..models import ModelBatch
 from ..plots import pyplot, save_figure
-from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
+                      finish_output, folder_name, format_table, num, write_analysis, write_json)
 
-__all__ = ["plot_split_flow", "write_split", "run_split", "split_table"]
+__all__ = ["plot_split_flow", "write_split", "run_split", "split_folder_name", "split_table"]
 
 
 def _smooth(y0: float, y1: float, n: int = 30) -> np.ndarray:
@@ -136,18 +139,79 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
     return files
 
 
+#: the defaults of :func:`~jsae.analyses.splitting.feature_split` that leave the folder name as it is
+_SPLIT_DEFAULTS = {"latent_sizes": None, "negative": None, "train_split": "train", "test_split": "test",
+                   "root_latent_size": None, "min_coverage": 0.2, "min_within": 0.8, "min_cosine": None, "C": 1.0}
+#: the parameters a split output depends on (recorded in ``analysis.json``, compared before a rerun)
+SPLIT_IDENTITY = ("label", "positive", "group", "k", *_SPLIT_DEFAULTS, "models", "run_dir", "store")
+
+
+def _opt(x: Any) -> str:
+    return "none" if x is None else num(x)
+
+
+def split_folder_name(label: str, positive: str, group: str, k: int, *, sizes: Sequence[int] = (),
+                      **options: Any) -> str:
+    """The default folder of a split: ``split-LABEL-POSITIVE-GROUP-kK`` with the defaults,
+    plus ``vs-NEGATIVE`` and the options that differ from
+    :func:`~jsae.analyses.splitting.feature_split`'s defaults: ``L=100_200`` (latent sizes
+    other than all of ``sizes``, the k's models), ``root100`` (a root other than the
+    smallest), ``cov0.3``, ``within0.5``, ``cos0.2``, ``C0.1``, ``train=…``, ``test=…``."""
+    o = {**_SPLIT_DEFAULTS, **{k_: v for k_, v in options.items() if k_ in _SPLIT_DEFAULTS}}
+    parts: list[Any] = ["split", label, positive, group, f"k{k}",
+                        f"vs-{o['negative']}" if o["negative"] is not None else None]
+    ls = sorted(int(x) for x in o["latent_sizes"]) if o["latent_sizes"] is not None else sorted(map(int, sizes))
+    if o["latent_sizes"] is not None and ls != sorted(map(int, sizes)):
+        parts.append("L=" + "_".join(map(str, ls)))
+    if o["root_latent_size"] is not None and (not ls or int(o["root_latent_size"]) != ls[0]):
+        parts.append(f"root{int(o['root_latent_size'])}")
+    if float(o["min_coverage"]) != _SPLIT_DEFAULTS["min_coverage"]:
+        parts.append(f"cov{num(o['min_coverage'])}")
+    if o["min_within"] != _SPLIT_DEFAULTS["min_within"]:
+        parts.append(f"within{_opt(o['min_within'])}")
+    if o["min_cosine"] is not None:
+        parts.append(f"cos{num(o['min_cosine'])}")
+    if float(o["C"]) != _SPLIT_DEFAULTS["C"]:
+        parts.append(f"C{num(o['C'])}")
+    if o["train_split"] != _SPLIT_DEFAULTS["train_split"]:
+        parts.append(f"train={o['train_split']}")
+    test = ALL_SPLITS if o["test_split"] is None else o["test_split"]
+    if test != _SPLIT_DEFAULTS["test_split"]:
+        parts.append(f"test={test}")
+    return folder_name(*parts, fixed=5)
+
+
 def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str, group: str, k: int, *,
-              out: str | Path | None = None, **kwargs: Any) -> tuple[SplitResult, Path]:
+              out: str | Path | None = None, overwrite: bool = False, **kwargs: Any) -> tuple[SplitResult, Path]:
     """Load a sweep (or take a ModelBatch), run :func:`~jsae.analyses.splitting.feature_split`
     (its keywords: ``latent_sizes``, ``negative``, ``train_split``, ``test_split`` — the
     evaluation rows, ``None`` or ``"all"`` for every row —, ``root_latent_size``, the child
-    thresholds, ``C``), write the outputs."""
+    thresholds, ``C``), write the outputs (default ``RUN_DIR/analysis/<split_folder_name(...)>``,
+    e.g. ``split-LABEL-POSITIVE-GROUP-kK`` with the default options). A folder holding a split
+    of other parameters is refused before any work unless ``overwrite=True``; overwritten,
+    the stale files of the old split are removed."""
     if out is not None:
         check_analysis_out(out, "split")  # before the work: --out must be new, empty or an earlier split
     models, run_dir = batch_and_dir(run_dir)
+    store = as_store(store)  # opened once, for the check and for the split
+    sizes = sorted({s.latent_size for s in models.specs if s.k == k})
+    name = split_folder_name(label, positive, group, k, sizes=sizes, **kwargs)
+    folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / ANALYSIS_DIR / name)
+    o = {**_SPLIT_DEFAULTS, **{k_: v for k_, v in kwargs.items() if k_ in _SPLIT_DEFAULTS}}
+    flt = (lambda x: None if x is None else float(x))
+    identity = {**o, "label": label, "positive": str(positive), "group": group, "k": int(k),
+                "latent_sizes": None if o["latent_sizes"] is None else sorted(int(x) for x in o["latent_sizes"]),
+                "root_latent_size": None if o["root_latent_size"] is None else int(o["root_latent_size"]),
+                "test_split": ALL_SPLITS if o["test_split"] is None else o["test_split"],
+                "min_coverage": flt(o["min_coverage"]), "min_within": flt(o["min_within"]),
+                "min_cosine": flt(o["min_cosine"]), "C": flt(o["C"]), "models": list(models.names),
+                "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
+                "store": str(store.path)}
+    stale = check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite)
     result = feature_split(models, store, label, positive, group, k, **kwargs)
-    out_dir = analysis_dir(run_dir, slug("split", label, positive, group, f"k{k}"), out, kind="split")
+    out_dir = analysis_dir(run_dir, name, out, kind="split")
     write_split(result, out_dir)
+    finish_output(out_dir, identity, stale)
     return result, out_dir
 
 

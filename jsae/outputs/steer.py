@@ -19,8 +19,6 @@ changes the output (:func:`steer_folder_name`) and stores them in
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,19 +27,18 @@ import pandas as pd
 
 from ..analyses.labelled import as_store
 from ..analyses.steering import UNIT_ALIASES, UNIT_TEXT, SteerOptions, SteerResult, canonical_units, steer
-from ..errors import JsaeError
-from ..jsonio import to_jsonable
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
-from .folders import (ANALYSIS_FILE, analysis_dir, batch_and_dir, check_analysis_out, format_table, slug,
-                      write_analysis, write_json)
+from .folders import (OutputExistsError, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
+                      format_table, num, remove_stale, short_hash, slug, write_analysis, write_json)
 
 __all__ = ["write_steer", "run_steer", "steer_folder_name", "SteerOutputExistsError", "steer_table_text",
            "flip_table_text", "units_caption"]
 
 
-class SteerOutputExistsError(JsaeError, FileExistsError):
-    """The output folder holds a steering output of other parameters (pass ``overwrite=True`` / ``--overwrite``)."""
+class SteerOutputExistsError(OutputExistsError):
+    """The output folder holds a steering output of other parameters (pass ``overwrite=True`` / ``--overwrite``);
+    the :class:`~jsae.outputs.folders.OutputExistsError` of steering."""
 
 
 def _conversion(s: pd.DataFrame) -> str:
@@ -194,12 +191,8 @@ _IDENTITY = ("label", "positive", "negative", "k", "latent_size", "latent", "alp
              "train_split", "test_split", "models", "run_dir", "store", "flip_threshold", "a_max", "n_grid", "tol")
 
 
-def _num(x: float) -> str:
-    return f"{float(x):g}"
-
-
-def _short_hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(to_jsonable(obj), sort_keys=True).encode()).hexdigest()[:8]
+_num = num
+_short_hash = short_hash
 
 
 def steer_folder_name(label: str, positive: str, negative: str | None = None, *, k: Any = None,
@@ -241,37 +234,17 @@ def steer_folder_name(label: str, positive: str, negative: str | None = None, *,
     return slug(*parts)
 
 
-def _same(key: str, old: Any, new: Any) -> bool:
-    if key in ("store", "run_dir") and old is not None and new is not None:
-        try:
-            return Path(old).resolve() == Path(new).resolve()
-        except (OSError, RuntimeError):
-            return str(old) == str(new)
-    return old == new
+def _old_units(key: str, value: Any) -> Any:
+    """Older spellings of ``alpha_units`` (aliases) read as today's."""
+    return UNIT_ALIASES.get(value, value) if key == "alpha_units" else value
 
 
 def _check_params(folder: Path, params: dict[str, Any], overwrite: bool) -> list[str]:
     """Refuse (:class:`SteerOutputExistsError`) a folder holding a steering output of other
-    parameters unless ``overwrite``; returns the files it lists (to drop stale ones)."""
-    marker = folder / ANALYSIS_FILE
-    if not marker.is_file():
-        return []
-    try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        info = {}
-    if not isinstance(info, dict) or info.get("analysis") != "steer":
-        return []  # check_analysis_out decides about folders that are not steering outputs
-    old = info.get("params") if isinstance(info.get("params"), dict) else {}
-    new = json.loads(json.dumps(to_jsonable({k: params.get(k) for k in _IDENTITY})))
-    old_sub = {k: UNIT_ALIASES.get(old.get(k), old.get(k)) if k == "alpha_units" else old.get(k) for k in _IDENTITY}
-    diff = [k for k in _IDENTITY if not _same(k, old_sub[k], new[k])]
-    if diff and not overwrite:
-        shown = "; ".join(f"{k}: {old_sub[k]!r} there, {new[k]!r} now" for k in diff[:4])
-        raise SteerOutputExistsError(
-            f"{folder} holds a `jsae steer` output of other parameters ({shown}{'; …' if len(diff) > 4 else ''}); "
-            "choose another --out, or pass --overwrite (overwrite=True) to replace it.")
-    return [f for f in info.get("files") or [] if isinstance(f, str)] if diff else []
+    parameters unless ``overwrite``; returns the files it lists (to drop stale ones).
+    :func:`jsae.outputs.folders.check_same_parameters` with the steering parameters."""
+    return check_same_parameters(folder, "steer", params, _IDENTITY, overwrite, error=SteerOutputExistsError,
+                                 normalize=_old_units, strict=True)
 
 
 def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str,
@@ -318,11 +291,7 @@ def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     res = steer(models, store, label, positive, negative, **options, **kwargs)
     out_dir = analysis_dir(run_dir, name, out, kind="steer")
     files = write_steer(res, out_dir)
-    written = {Path(f).name for f in files}
-    for f in stale:  # overwriting an output of other parameters: drop its files we did not rewrite
-        path = out_dir / f
-        if "/" not in f and f not in written and path.is_file() and not path.is_symlink():
-            path.unlink()
+    remove_stale(out_dir, stale, files)  # overwriting an output of other parameters: drop its files we did not rewrite
     return res, out_dir
 
 

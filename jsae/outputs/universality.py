@@ -9,18 +9,21 @@ and writes into ``RUN_A/analysis/universality-<RUN_B>`` (or ``out``);
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..analyses.labelled import as_store
 from ..analyses.universality import UniversalityResult, compare_sweeps
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
-from .folders import analysis_dir, batch_and_dir, check_analysis_out, format_table, slug, write_analysis, write_json
+from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
+                      finish_output, folder_name, format_table, num, write_analysis, write_json)
 
-__all__ = ["write_universality", "run_universality", "universality_table"]
+__all__ = ["write_universality", "run_universality", "universality_folder_name", "universality_table"]
 
 
 def _plot_hist(res: UniversalityResult, path: Path) -> Path:
@@ -62,16 +65,55 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
     return files
 
 
+#: the defaults of :func:`~jsae.analyses.universality.compare_sweeps` that leave the folder name as it is
+_UNIV_DEFAULTS = {"method": "auto", "threshold": 0.9, "max_rows": 20000, "seed": 0}
+#: the parameters a comparison depends on (recorded in ``analysis.json``, compared before a rerun)
+UNIVERSALITY_IDENTITY = ("run_a", "run_b", "models_a", "models_b", "store", "store_b", *_UNIV_DEFAULTS)
+
+
+def universality_folder_name(name_b: str, **options: Any) -> str:
+    """The default folder of a comparison: ``universality-<RUN_B's name>`` with the defaults,
+    plus the options that differ from :func:`~jsae.analyses.universality.compare_sweeps`'s
+    defaults (``decoder``, ``thr0.8``, ``rows5000``, ``seed1``)."""
+    o = {**_UNIV_DEFAULTS, **{k: v for k, v in options.items() if k in _UNIV_DEFAULTS}}
+    parts: list[Any] = ["universality", name_b, None if o["method"] == "auto" else o["method"]]
+    if float(o["threshold"]) != _UNIV_DEFAULTS["threshold"]:
+        parts.append(f"thr{num(o['threshold'])}")
+    if int(o["max_rows"]) != _UNIV_DEFAULTS["max_rows"]:
+        parts.append(f"rows{int(o['max_rows'])}")
+    if int(o["seed"]) != _UNIV_DEFAULTS["seed"]:
+        parts.append(f"seed{int(o['seed'])}")
+    return folder_name(*parts, fixed=2)
+
+
 def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | ModelBatch", *, out: str | Path | None = None,
-                     **kwargs: Any) -> tuple[UniversalityResult, Path]:
-    """Load two sweeps, compare them, write the outputs into A's analysis folder."""
+                     overwrite: bool = False, **kwargs: Any) -> tuple[UniversalityResult, Path]:
+    """Load two sweeps, compare them, write the outputs into A's analysis folder (default
+    ``RUN_A/analysis/<universality_folder_name(...)>``, ``universality-<RUN_B's name>`` with
+    the default options). A folder holding a comparison of other parameters (other runs,
+    models, stores, method, threshold, …) is refused before any work unless
+    ``overwrite=True``; overwritten, the stale files of the old comparison are removed."""
     if out is not None:
         check_analysis_out(out, "universality")  # before the work: new, empty or an earlier comparison
     (sweep_a, run_a), (sweep_b, run_b) = batch_and_dir(run_a), batch_and_dir(run_b)
-    res = compare_sweeps(sweep_a, sweep_b, **kwargs)
+    for key in ("store", "store_b"):  # opened once, for the check and for the comparison
+        if kwargs.get(key) is not None:
+            kwargs[key] = as_store(kwargs[key])
     name_b = Path(run_b).resolve().name if run_b is not None else "b"
-    out_dir = analysis_dir(run_a, slug("universality", name_b), out, kind="universality")
+    name = universality_folder_name(name_b, **kwargs)
+    folder = Path(out) if out is not None else (None if run_a is None else Path(run_a) / ANALYSIS_DIR / name)
+    o = {**_UNIV_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _UNIV_DEFAULTS}}
+    identity = {"method": o["method"], "threshold": float(o["threshold"]), "max_rows": int(o["max_rows"]),
+                "seed": int(o["seed"]),
+                "run_a": None if sweep_a.run_dir is None else os.path.abspath(sweep_a.run_dir),
+                "run_b": None if sweep_b.run_dir is None else os.path.abspath(sweep_b.run_dir),
+                "models_a": list(sweep_a.names), "models_b": list(sweep_b.names),
+                **{k: None if kwargs.get(k) is None else str(kwargs[k].path) for k in ("store", "store_b")}}
+    stale = check_same_parameters(folder, "universality", identity, UNIVERSALITY_IDENTITY, overwrite)
+    res = compare_sweeps(sweep_a, sweep_b, **kwargs)
+    out_dir = analysis_dir(run_a, name, out, kind="universality")
     write_universality(res, out_dir)
+    finish_output(out_dir, identity, stale)
     return res, out_dir
 
 
