@@ -163,16 +163,20 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     cli.add_run(p)
     cli.add_labelled(p)
     cli.add_selection(p)
+    from jsae.analyses.probing import probe
+    from jsae.outputs.folders import signature_defaults
+
+    d = signature_defaults(probe, ("C", "family_min_precision", "family_max", "family_min_gain"))
     g = p.add_argument_group("probe")
     g.add_argument("--group", action="append", metavar="COL",
                    help="a metadata column whose sub-groups each family member covers, e.g. speaker; "
                         "repeat for several")
-    g.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    g.add_argument("--C", type=float, default=d["C"], help="inverse L2 strength of the logistic regression")
     g.add_argument("--standardize", action="store_true", help="fit the regression on unit-variance latents")
-    g.add_argument("--family-min-precision", type=float, default=0.9,
+    g.add_argument("--family-min-precision", type=float, default=d["family_min_precision"],
                    help="train precision every feature-family latent needs")
-    g.add_argument("--family-max", type=int, default=5, help="at most this many latents in a family")
-    g.add_argument("--family-min-gain", type=float, default=0.02,
+    g.add_argument("--family-max", type=int, default=d["family_max"], help="at most this many latents in a family")
+    g.add_argument("--family-min-gain", type=float, default=d["family_min_gain"],
                    help="stop adding latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("probe-LABEL-POSITIVE[-vs-NEGATIVE][-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a probe of other parameters")
@@ -187,11 +191,15 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     cli.add_run(p)
     cli.add_labelled(p, all_rows=True)
     cli.add_selection(p)
+    from jsae.analyses.splitting import feature_split
+    from jsae.outputs.folders import signature_defaults
+
+    d = signature_defaults(feature_split, ("min_coverage", "min_within"))
     g = p.add_argument_group("split")
     g.add_argument("--group", required=True, metavar="COL", help="sub-group column of the positives, e.g. gender")
-    g.add_argument("--min-coverage", type=float, default=0.2,
+    g.add_argument("--min-coverage", type=float, default=d["min_coverage"],
                    help="a child takes at least this share of the root's rows")
-    g.add_argument("--min-within", type=float, default=0.8,
+    g.add_argument("--min-within", type=float, default=d["min_within"],
                    help="at least this share of a child's rows are the root's")
     g.add_argument("--min-cosine", type=float, metavar="C",
                    help="also require this decoder cosine with the root (without it the cosine is only reported)")
@@ -230,7 +238,10 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_universality(sub: argparse._SubParsersAction) -> None:
-    from jsae.analyses.universality import METHODS
+    from jsae.analyses.universality import METHODS, compare_sweeps
+    from jsae.outputs.folders import signature_defaults
+
+    d = signature_defaults(compare_sweeps, ("method", "threshold", "max_rows"))
 
     p = cli.add_command(sub, "universality", _cmd_universality,
                         "match the features of two sweeps (seeds or encoders)")
@@ -241,12 +252,12 @@ def _add_universality(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", metavar="STORE", help="rows for activation matching and dead latents")
     g.add_argument("--data-b", metavar="STORE_B",
                    help="RUN_B's embeddings of the same segments (same ids); default: --data")
-    g.add_argument("--method", choices=METHODS, default="auto",
+    g.add_argument("--method", choices=METHODS, default=d["method"],
                    help="decoder: cosine of the decoder directions (one embedding space); activation: "
                         "correlation of the activations over shared rows; auto: decoder when both runs share "
                         "their embedding space and no --data-b is given, else activation")
-    g.add_argument("--threshold", type=float, default=0.9, help="a feature counts as matched at this score")
-    g.add_argument("--max-rows", type=int, default=20000, metavar="N", help="rows used for activation matching")
+    g.add_argument("--threshold", type=float, default=d["threshold"], help="a feature counts as matched at this score")
+    g.add_argument("--max-rows", type=int, default=d["max_rows"], metavar="N", help="rows used for activation matching")
     cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>[-other options])")
     cli.add_overwrite(p, "replace an output folder that holds a comparison of other parameters")
 
@@ -260,15 +271,19 @@ def _add_consistency(sub: argparse._SubParsersAction) -> None:
     cli.add_run(p, help="run directory of `jsae sweep` whose analysis folder receives the outputs "
                         "(default: none; the outputs go to runs/consistency/)", optional=True)
     cli.add_labelled(p, train_split=None, test_split="all", all_rows=True)
+    from jsae.analyses.consistency import consistency
+    from jsae.outputs.folders import signature_defaults
+
+    d = signature_defaults(consistency, ("speaker", "min_rows", "n_splits", "C", "seed"))
     g = p.add_argument_group("consistency")
-    g.add_argument("--speaker", default="speaker", metavar="COL",
+    g.add_argument("--speaker", default=d["speaker"], metavar="COL",
                    help="column whose groups (speakers) must each hold rows of both classes")
     g.add_argument("--group", metavar="COL", help="also measure within each sub-group of this column, e.g. gender")
-    g.add_argument("--min-rows", type=int, default=2, metavar="N",
+    g.add_argument("--min-rows", type=int, default=d["min_rows"], metavar="N",
                    help="rows of each class a speaker needs (at least 1 is used); refused when under 2 qualify")
-    g.add_argument("--folds", type=int, default=5, help="folds of held-out speakers for the linear bound")
-    g.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
-    g.add_argument("--seed", type=int, default=0, help="seed of the within-speaker label shuffle (chance)")
+    g.add_argument("--folds", type=int, default=d["n_splits"], help="folds of held-out speakers for the linear bound")
+    g.add_argument("--C", type=float, default=d["C"], help="inverse L2 strength of the logistic regression")
+    g.add_argument("--seed", type=int, default=d["seed"], help="seed of the within-speaker label shuffle (chance)")
     cli.add_out(p, "output folder (default: RUN/analysis/consistency-…, without a RUN runs/consistency/…)")
     cli.add_overwrite(p, "replace an output folder that holds a consistency output of other parameters")
 

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from ..analyses.consistency import ConsistencyResult, consistency
-from ..analyses.labelled import ALL_SPLITS, as_store
+from ..analyses.labelled import as_store
 from ..plots import pyplot, save_figure
-from .folders import (check_analysis_out, check_same_parameters, finish_output, folder_name, format_table, num,
+from .folders import (check_analysis_out, check_same_parameters, finish_output, folder_name, format_table,
                       write_analysis, write_json)
+from .folders import option_parts, signature_defaults
 
 __all__ = ["write_consistency", "run_consistency", "consistency_folder_name", "consistency_text"]
 
@@ -70,8 +71,8 @@ def write_consistency(res: ConsistencyResult, out_dir: str | Path) -> list[Path]
 
 
 #: the defaults of :func:`~jsae.analyses.consistency.consistency` that leave the folder name as it is
-_CONS_DEFAULTS = {"negative": None, "speaker": "speaker", "group": None, "test_split": ALL_SPLITS, "min_rows": 2,
-                  "n_splits": 5, "C": 1.0, "seed": 0}
+_CONS_DEFAULTS = signature_defaults(consistency, ("negative", "speaker", "group", "test_split", "min_rows", "n_splits",
+                                                 "C", "seed"))
 #: the parameters a consistency output depends on (recorded in ``analysis.json``, compared before a rerun)
 CONSISTENCY_IDENTITY = ("label", "positive", *_CONS_DEFAULTS, "store")
 
@@ -85,16 +86,8 @@ def consistency_folder_name(label: str, positive: str, **options: Any) -> str:
     # the negative class is not named (today's names, e.g. ``consistency-lang-es-speaker-gender``
     # of ``--negative en``): it is recorded, and another one is refused unless overwritten
     parts: list[Any] = ["consistency", label, positive, o["speaker"], o["group"]]
-    if o["test_split"] != ALL_SPLITS:
-        parts.append(f"test={o['test_split']}")
-    if int(o["min_rows"]) != _CONS_DEFAULTS["min_rows"]:
-        parts.append(f"min{int(o['min_rows'])}")
-    if int(o["n_splits"]) != _CONS_DEFAULTS["n_splits"]:
-        parts.append(f"folds{int(o['n_splits'])}")
-    if float(o["C"]) != _CONS_DEFAULTS["C"]:
-        parts.append(f"C{num(o['C'])}")
-    if int(o["seed"]) != _CONS_DEFAULTS["seed"]:
-        parts.append(f"seed{int(o['seed'])}")
+    parts += option_parts(o, _CONS_DEFAULTS, {"test_split": "test=", "min_rows": "min", "n_splits": "folds", "C": "C",
+                                              "seed": "seed"})
     return folder_name(*parts, fixed=5)
 
 

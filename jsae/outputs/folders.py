@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from ..models import ModelBatch
 __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
            "is_analysis_output", "slug", "to_jsonable", "write_json",
            "atomic_write_text", "atomic_write_json", "write_analysis", "listed_file", "analysis_workdir",
-           "read_analyses", "format_table", "OutputExistsError", "check_same_parameters", "record_identity",
+           "read_analyses", "format_table", "signature_defaults", "option_parts", "OutputExistsError", "check_same_parameters", "record_identity",
            "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY"]
 
 ANALYSIS_DIR = "analysis"
@@ -307,6 +308,31 @@ def short_hash(obj: Any) -> str:
 def num(x: Any) -> str:
     """A number compactly (``1``, ``0.001``, ``1e-05``)."""
     return f"{float(x):g}"
+
+
+def signature_defaults(fn: Callable[..., Any], names: Iterable[str]) -> dict[str, Any]:
+    """The defaults of ``fn``'s parameters ``names``: an analysis's options are defined once, in
+    its own signature, and folder names and identities read them from there."""
+    params = inspect.signature(fn).parameters
+    return {n: params[n].default for n in names}
+
+
+def option_parts(options: dict[str, Any], defaults: dict[str, Any], tags: dict[str, str]) -> list[str]:
+    """One folder-name part per option of ``tags`` (in its order) whose value differs from its
+    default: ``tags[name]`` prefixes it; a flag adds the bare prefix, a number the number
+    (:func:`num`; the integer for an int option), anything else its text (``train=dev``)."""
+    parts = []
+    for name, tag in tags.items():
+        value, default = options[name], defaults[name]
+        if isinstance(default, bool):
+            if bool(value) != default:
+                parts.append(tag)
+        elif isinstance(default, (int, float)):
+            if float(value) != float(default):
+                parts.append(f"{tag}{int(value) if isinstance(default, int) else num(value)}")
+        elif value != default:
+            parts.append(f"{tag}{value}")
+    return parts
 
 
 def folder_name(*parts: Any, fixed: int = 0) -> str:

@@ -26,7 +26,8 @@ from ..analyses.probing import PAPER_MODEL, family_frame, group_recall_frame, pr
 from ..models import ModelBatch
 from ..plots import plot_heatmap
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, num, short_hash, write_analysis, write_json)
+                      finish_output, folder_name, format_table, short_hash, write_analysis, write_json)
+from .folders import option_parts, signature_defaults
 
 __all__ = ["write_probe", "run_probe", "probe_folder_name", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
            "logreg_description", "best_model", "best_family", "best_by", "reaches_floor", "probe_summary",
@@ -234,8 +235,8 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
 
 
 #: the defaults of :func:`~jsae.analyses.probing.probe` that leave the folder name as it is
-_PROBE_DEFAULTS = {"train_split": "train", "test_split": "test", "C": 1.0, "standardize": False, "max_iter": 2000,
-                   "family_min_precision": 0.9, "family_max": 5, "family_min_gain": 0.02, "groups": ()}
+_PROBE_DEFAULTS = signature_defaults(probe, ("train_split", "test_split", "C", "standardize", "max_iter",
+                                             "family_min_precision", "family_max", "family_min_gain", "groups"))
 #: the parameters a probe output depends on (recorded in ``analysis.json``, compared before a rerun)
 PROBE_IDENTITY = ("label", "positive", "negative", *_PROBE_DEFAULTS, "train", "test", "models", "run_dir", "store")
 
@@ -247,22 +248,10 @@ def probe_folder_name(label: str, positive: str, negative: str | None = None, **
     ``train=…``, ``test=…``, ``groups=speaker+gender``; a short hash past ~100 characters)."""
     o = {**_PROBE_DEFAULTS, **{k: v for k, v in options.items() if k in _PROBE_DEFAULTS}}
     parts: list[Any] = ["probe", label, positive, f"vs-{negative}" if negative is not None else None]
-    if float(o["C"]) != _PROBE_DEFAULTS["C"]:
-        parts.append(f"C{num(o['C'])}")
-    if bool(o["standardize"]):
-        parts.append("std")
-    if int(o["max_iter"]) != _PROBE_DEFAULTS["max_iter"]:
-        parts.append(f"iter{int(o['max_iter'])}")
-    if float(o["family_min_precision"]) != _PROBE_DEFAULTS["family_min_precision"]:
-        parts.append(f"famp{num(o['family_min_precision'])}")
-    if int(o["family_max"]) != _PROBE_DEFAULTS["family_max"]:
-        parts.append(f"famn{int(o['family_max'])}")
-    if float(o["family_min_gain"]) != _PROBE_DEFAULTS["family_min_gain"]:
-        parts.append(f"famg{num(o['family_min_gain'])}")
-    if o["train_split"] != _PROBE_DEFAULTS["train_split"]:
-        parts.append(f"train={o['train_split']}")
-    if o["test_split"] != _PROBE_DEFAULTS["test_split"]:
-        parts.append(f"test={o['test_split']}")
+    parts += option_parts(o, _PROBE_DEFAULTS, {"C": "C", "standardize": "std", "max_iter": "iter",
+                                               "family_min_precision": "famp", "family_max": "famn",
+                                               "family_min_gain": "famg", "train_split": "train=",
+                                               "test_split": "test="})
     if o["groups"]:
         parts.append("groups=" + "+".join(map(str, o["groups"])))
     if options.get("train") is not None or options.get("test") is not None:

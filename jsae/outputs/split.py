@@ -23,6 +23,7 @@ from ..models import ModelBatch
 from ..plots import pyplot, save_figure
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
                       finish_output, folder_name, format_table, num, write_analysis, write_json)
+from .folders import option_parts, signature_defaults
 
 __all__ = ["plot_split_flow", "write_split", "run_split", "split_folder_name", "split_table"]
 
@@ -140,8 +141,8 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
 
 
 #: the defaults of :func:`~jsae.analyses.splitting.feature_split` that leave the folder name as it is
-_SPLIT_DEFAULTS = {"latent_sizes": None, "negative": None, "train_split": "train", "test_split": "test",
-                   "root_latent_size": None, "min_coverage": 0.2, "min_within": 0.8, "min_cosine": None, "C": 1.0}
+_SPLIT_DEFAULTS = signature_defaults(feature_split, ("latent_sizes", "negative", "train_split", "test_split",
+                                                    "root_latent_size", "min_coverage", "min_within", "min_cosine", "C"))
 #: the parameters a split output depends on (recorded in ``analysis.json``, compared before a rerun)
 SPLIT_IDENTITY = ("label", "positive", "group", "k", *_SPLIT_DEFAULTS, "models", "run_dir", "store")
 
@@ -165,16 +166,12 @@ def split_folder_name(label: str, positive: str, group: str, k: int, *, sizes: S
         parts.append("L=" + "_".join(map(str, ls)))
     if o["root_latent_size"] is not None and (not ls or int(o["root_latent_size"]) != ls[0]):
         parts.append(f"root{int(o['root_latent_size'])}")
-    if float(o["min_coverage"]) != _SPLIT_DEFAULTS["min_coverage"]:
-        parts.append(f"cov{num(o['min_coverage'])}")
+    parts += option_parts(o, _SPLIT_DEFAULTS, {"min_coverage": "cov"})
     if o["min_within"] != _SPLIT_DEFAULTS["min_within"]:
         parts.append(f"within{_opt(o['min_within'])}")
     if o["min_cosine"] is not None:
         parts.append(f"cos{num(o['min_cosine'])}")
-    if float(o["C"]) != _SPLIT_DEFAULTS["C"]:
-        parts.append(f"C{num(o['C'])}")
-    if o["train_split"] != _SPLIT_DEFAULTS["train_split"]:
-        parts.append(f"train={o['train_split']}")
+    parts += option_parts(o, _SPLIT_DEFAULTS, {"C": "C", "train_split": "train="})
     test = ALL_SPLITS if o["test_split"] is None else o["test_split"]
     if test != _SPLIT_DEFAULTS["test_split"]:
         parts.append(f"test={test}")

@@ -21,7 +21,8 @@ from ..analyses.universality import UniversalityResult, compare_sweeps
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, num, write_analysis, write_json)
+                      finish_output, folder_name, format_table, write_analysis, write_json)
+from .folders import option_parts, signature_defaults
 
 __all__ = ["write_universality", "run_universality", "universality_folder_name", "universality_table"]
 
@@ -66,7 +67,7 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
 
 
 #: the defaults of :func:`~jsae.analyses.universality.compare_sweeps` that leave the folder name as it is
-_UNIV_DEFAULTS = {"method": "auto", "threshold": 0.9, "max_rows": 20000, "seed": 0}
+_UNIV_DEFAULTS = signature_defaults(compare_sweeps, ("method", "threshold", "max_rows", "seed"))
 #: the parameters a comparison depends on (recorded in ``analysis.json``, compared before a rerun)
 UNIVERSALITY_IDENTITY = ("run_a", "run_b", "models_a", "models_b", "store", "store_b", *_UNIV_DEFAULTS)
 
@@ -76,13 +77,8 @@ def universality_folder_name(name_b: str, **options: Any) -> str:
     plus the options that differ from :func:`~jsae.analyses.universality.compare_sweeps`'s
     defaults (``decoder``, ``thr0.8``, ``rows5000``, ``seed1``)."""
     o = {**_UNIV_DEFAULTS, **{k: v for k, v in options.items() if k in _UNIV_DEFAULTS}}
-    parts: list[Any] = ["universality", name_b, None if o["method"] == "auto" else o["method"]]
-    if float(o["threshold"]) != _UNIV_DEFAULTS["threshold"]:
-        parts.append(f"thr{num(o['threshold'])}")
-    if int(o["max_rows"]) != _UNIV_DEFAULTS["max_rows"]:
-        parts.append(f"rows{int(o['max_rows'])}")
-    if int(o["seed"]) != _UNIV_DEFAULTS["seed"]:
-        parts.append(f"seed{int(o['seed'])}")
+    parts: list[Any] = ["universality", name_b, *option_parts(o, _UNIV_DEFAULTS, {"method": "", "threshold": "thr",
+                                                                                   "max_rows": "rows", "seed": "seed"})]
     return folder_name(*parts, fixed=2)
 
 
