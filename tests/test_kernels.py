@@ -189,7 +189,8 @@ def test_without_the_library_the_xla_fallback_gives_the_same_results_and_warns_o
     assert sum("kernels unavailable" in str(m.message) for m in w) == 1, [str(m.message) for m in w]
     np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(jax.lax.top_k(x, 5)[1]))
     monkeypatch.delenv("JSAE_KERNELS")
-    assert kernels.available() == (kernels.load_error() is None)
+    if os.environ.get("JSAE_EXPECT_KERNELS", "1") != "0":  # the switch is undone at the next call
+        assert kernels.available(), kernels.load_error()
 
 
 def test_selections_are_differentiable_like_lax_top_k():

@@ -43,7 +43,7 @@ from ..runs.lock import lock_holder, locked_error, run_lock
 from ..runs.modelfiles import model_files_step
 from .data import TrainingData, batch_indices, data_fingerprint, prepare_data
 from .evaluate import evaluate
-from .failures import cleanup_failed_start, disk_full_error, is_disk_full, remove_partial_saves, writing
+from .failures import DiskFullError, cleanup_failed_start, disk_full_error, is_disk_full, remove_partial_saves, writing
 from .grid import GridState, GridTrainer, make_groups, make_mesh
 from .hooks import CallResult, Hook, RunRecorder, record_history, show_progress, stop_if_diverged
 from .resume import check_resumable, check_same_data, restored_normalizer
@@ -150,13 +150,13 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
         try:
             return _train_locked(cfg, run_dir, data, stop_after)
         except BaseException as err:
-            if isinstance(err, Exception) and (isinstance(err, JsaeError) and is_disk_full(err.__cause__)
-                                               or not isinstance(err, JsaeError) and is_disk_full(err)):
+            unmarked = isinstance(err, Exception) and not isinstance(err, JsaeError) and is_disk_full(err)
+            if isinstance(err, DiskFullError) or unmarked:
                 remove_partial_saves(run_dir, tries=10)
                 cleanup_failed_start(run_dir, created)
-                if isinstance(err, JsaeError):
-                    raise
-                raise disk_full_error(run_dir, "training", err) from err
+                if unmarked:  # outside every `writing` block
+                    raise disk_full_error(run_dir, "training", err) from err
+                raise
             cleanup_failed_start(run_dir, created)
             raise
 
