@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import textwrap
+import warnings
 from typing import Any, Callable, Sequence
 
 from .errors import EXIT_ERROR, JsaeError, one_line, print_error
@@ -103,9 +104,23 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     except SystemExit as stop:  # --help / --version (0), or a usage error already printed (2)
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else EXIT_ERROR)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(command_parser.prog, warnings.showwarning)
+            return int(args.func(args) or 0)
     except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
         return print_error(err, command_parser.prog)
+
+
+def _one_line_warning(prog: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """``warnings.showwarning`` for a command: a ``UserWarning`` (what jsae warns about the
+    data, the models or the results) is one line ``PROG: warning: …`` on stderr, without
+    the source line; other categories (libraries' deprecations) keep Python's format."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and not issubclass(category, (DeprecationWarning, FutureWarning)):
+            print(f"{prog}: warning: {one_line(str(message))}", file=file or sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
 
 
 def _stdout_to_devnull() -> None:

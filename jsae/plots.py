@@ -24,11 +24,14 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Lay out, write and close a matplotlib figure; returns the path."""
+def save_figure(fig, path: str | Path, dpi: int = 120, *, tight: bool = True) -> Path:
+    """Lay out, write and close a matplotlib figure; returns the path. ``tight=False`` keeps
+    the figure's own layout (its axes keep their size) and only crops the saved canvas to
+    what is drawn."""
     path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi, bbox_inches=None if tight else "tight")
     pyplot().close(fig)
     return path
 

@@ -6,6 +6,7 @@ steer, universality, consistency) and :mod:`jsae.report`.
                [--family-min-precision 0.9] [--family-max 5] [--family-min-gain 0.02] [--out DIR] [--overwrite]
     jsae split RUN --data STORE --label COL --positive VALUE --group COL [--negative VALUE] [SELECTION]
                [--train-split train] [--test-split test|all] [--min-coverage 0.2] [--min-within 0.8]
+               [--max-overlap 0.5|none] [--family-min-precision 0.9] [--family-max 5] [--family-min-gain 0.02]
                [--min-cosine C] [--out DIR] [--overwrite]
     jsae steer RUN --data STORE --label COL --positive VALUE [--negative VALUE] [SELECTION]
                [--latent auto|INDEX] [--alpha A [A ...]] [--alpha-units raw|mean_active|normalized]
@@ -56,6 +57,19 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overlap(text: str) -> float | None:
+    """``--max-overlap``: a share in (0, 1], or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or none, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or none, got {text!r}")
+    return value
+
+
 def _one_k(batch) -> int:
     """The k of a selection that must hold one (the split follows one k across latent sizes)."""
     from jsae.errors import BadValueError
@@ -77,12 +91,14 @@ def _cmd_split(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite,
                          negative=args.negative, latent_sizes=sizes, root_latent_size=sizes[0],
                          train_split=args.train_split, test_split=args.test_split,
-                         min_coverage=args.min_coverage, min_within=args.min_within, min_cosine=args.min_cosine)
+                         min_coverage=args.min_coverage, min_within=args.min_within, min_cosine=args.min_cosine,
+                         max_overlap=args.max_overlap, family_min_precision=args.family_min_precision,
+                         family_max=args.family_max, family_min_gain=args.family_min_gain)
     p = res.params
-    print(f"split of {p['label']}={p['positive']} by {p['group']}, k={p['k']}: root latent {p['root_latent']} "
-          f"at L={p['root_latent_size']} ({p['n_root_samples']} positive rows)")
-    for note in p.get("warnings") or []:
-        print(f"warning: {note}")
+    roots = p["root_latents"]
+    print(f"split of {p['label']}={p['positive']} by {p['group']}, k={p['k']}: root latent"
+          f"{'s' if len(roots) > 1 else ''} {' '.join(map(str, roots))} at L={p['root_latent_size']} "
+          f"({p['n_root_samples']} positive rows)")
     print(split_table(res))
     print(f"results: {out}")
     return 0
@@ -194,7 +210,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     from jsae.analyses.splitting import feature_split
     from jsae.outputs.folders import signature_defaults
 
-    d = signature_defaults(feature_split, ("min_coverage", "min_within"))
+    d = signature_defaults(feature_split, ("min_coverage", "min_within", "max_overlap", "family_min_precision",
+                                           "family_max", "family_min_gain"))
     g = p.add_argument_group("split")
     g.add_argument("--group", required=True, metavar="COL", help="sub-group column of the positives, e.g. gender")
     g.add_argument("--min-coverage", type=float, default=d["min_coverage"],
@@ -203,6 +220,15 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                    help="at least this share of a child's rows are the root's")
     g.add_argument("--min-cosine", type=float, metavar="C",
                    help="also require this decoder cosine with the root (without it the cosine is only reported)")
+    g.add_argument("--max-overlap", type=_overlap, default=d["max_overlap"], metavar="F|none",
+                   help="children of one root whose rows overlap this much (overlap coefficient) are one branch, "
+                        "not a split; `none`: every child is its own branch")
+    g.add_argument("--family-min-precision", type=float, default=d["family_min_precision"],
+                   help="train precision every root latent needs (the roots are the feature's family at the "
+                        "smallest latent size)")
+    g.add_argument("--family-max", type=int, default=d["family_max"], help="at most this many root latents")
+    g.add_argument("--family-min-gain", type=float, default=d["family_min_gain"],
+                   help="stop adding root latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("split-LABEL-POSITIVE-GROUP-kK[-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a split of other parameters")
 

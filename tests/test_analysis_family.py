@@ -12,7 +12,10 @@
 * split children are found by the rows they take: a child with ≥ 60 % of the parent's
   rows and decoder cosine < 0.5 is found (the old cosine rule misses it), a latent firing on
   negatives too is kept out by ``min_within``, the root is not its own child, and a
-  grouping column with one value on the root's rows warns;
+  grouping column with one value on the root's rows warns, advising only columns that vary;
+* a feature held by one latent per speaker is followed through both: the roots are its
+  family, each child is assigned to the speaker's root it covers, children taking the same
+  rows are one branch (no split), and a split of one root is still found;
 * on the shared trained sweep, ``jsae probe`` writes the family and ``jsae report`` shows it,
   with the group-recall matrix of the best model (``tests/test_probe_groups.py`` plants it).
 """
@@ -34,7 +37,7 @@ from jsae.core.normalize import Normalizer
 from jsae.analyses.probing import family_frame, family_scores, feature_family, probe
 from jsae.outputs.probe import best_by, write_probe
 from jsae.core.sae import SAEParams
-from jsae.analyses.splitting import feature_split
+from jsae.analyses.splitting import NONE, feature_split
 from jsae.store import write_store
 
 # ----------------------------------------------------------------------------- feature_family: unit tests
@@ -280,12 +283,99 @@ def test_split_filters_are_optional(batch, data):
 
 
 def test_split_warns_when_the_group_column_has_one_value_on_the_root_rows(batch, data):
-    with pytest.warns(UserWarning, match="every one of the root's .* rows has corpus='one'"):
+    with pytest.warns(UserWarning, match="every one of the roots' .* rows has corpus='one'"):
         res = feature_split(batch, data[0], "lang", "es", "corpus", k=4)
     assert res.params["warnings"] and res.params["root_groups"] == ["one"]
+    # the advice names the columns that vary on the roots' rows, fewest values first
+    assert res.params["warnings"][0].endswith("group by a column that varies on them (gender, speaker)")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         feature_split(batch, data[0], "lang", "es", "gender", k=4)  # two values: no warning
+
+
+@pytest.fixture(scope="module")
+def per_speaker(data):
+    """k=4 models of the issue's case: at L=4 the Spanish feature is held by two latents, one
+    per speaker (0: spkA, 1: spkB); at L=8 three near-copies of spkA's latent (0, 1, 2, firing
+    on the same rows) and one latent of spkB (3); at L=16 spkA's rows split by the sign of a
+    background direction (0: A with bg0 > 0, 1: A with bg0 < 0) and spkB keeps one latent (2)."""
+    _, _, u, background = data
+    rng = np.random.default_rng(6)
+    bg0 = background[0]
+    root = sae([u["A"], u["B"]], [u["A"], u["B"]], [-1.5, -1.5], background, rng, 4)
+    copies = [u["A"], u["A"] + 0.15 * background[1], u["A"] + 0.15 * background[2], u["B"]]
+    dup = sae(copies, copies, [-1.5, -1.6, -1.7, -1.5], background, rng, 8)
+    halves = sae([u["A"] + 3 * bg0, u["A"] - 3 * bg0, u["B"]], [u["A"] + 0.3 * bg0, u["A"] - 0.3 * bg0, u["B"]],
+                 [-3.0, -3.0, -1.5], background, rng, 16)
+    norm = Normalizer("none", np.zeros(M), np.ones(M))
+    return ModelBatch([ModelSpec(4, TopK(4)), ModelSpec(8, TopK(4)), ModelSpec(16, TopK(4))],
+                      [root, dup, halves], norm)
+
+
+@pytest.fixture(scope="module")
+def followed(per_speaker, data):
+    return feature_split(per_speaker, data[0], "lang", "es", "speaker", k=4)
+
+
+def test_every_member_of_the_feature_family_is_a_root_and_is_followed(followed, data):
+    p = followed.params
+    assert p["root_latents"] == [0, 1]  # spkA's latent (more rows) first, then spkB's
+    table = data[1]
+    test_es = table[(table.split == "test") & (table.lang == "es")]
+    assert p["root_samples"] == {"0": int((test_es.speaker == "spkA").sum()), "1": int((test_es.speaker == "spkB").sum())}
+    assert p["root_group_coverage"] == {"spkA": 1.0, "spkB": 1.0}
+    roots = followed.nodes[followed.nodes.latent_size == 4]
+    assert roots.role.tolist().count("root") == 2 and set(roots[roots.role == "root"].latent) == {0, 1}
+    lv = followed.levels.set_index("latent_size")
+    assert lv.loc[8, "unfollowed"] == "" and lv.loc[16, "unfollowed"] == ""
+    # every child is assigned to the root (speaker) whose rows it covers
+    kids = followed.children(8).set_index("latent")
+    assert kids.parent.to_dict() == {0: 0, 1: 0, 2: 0, 3: 1}
+    assert (kids.coverage >= 0.95).all() and set(kids.loc[[0, 1, 2], "dominant_group"]) == {"spkA"}
+    assert kids.loc[3, "dominant_group"] == "spkB" and kids.loc[3, "purity"] == 1.0
+
+
+def test_children_that_take_the_same_rows_are_one_branch_not_a_split(followed):
+    lv = followed.levels.set_index("latent_size")
+    kids = followed.children(8).set_index("latent")
+    assert kids.branch.to_dict() == {0: 0, 1: 0, 2: 0, 3: 3}
+    assert kids.loc[0, "overlaps"] == "1 2" and kids.loc[3, "overlaps"] == ""
+    assert lv.loc[8, "n_children"] == 4 and lv.loc[8, "n_branches"] == 2
+    assert not lv.loc[8, "split"] and lv.loc[8, "split_roots"] == ""
+    # the flow figure's nodes are the branches: the copies' rows all flow to node "0"
+    col = followed.assignment[followed.params["latent_sizes"].index(8)]
+    assert set(col) <= {"0", "3", NONE} and "1" not in set(col) and "2" not in set(col)
+
+
+def test_a_real_split_of_one_root_is_found_and_named(followed, data):
+    lv = followed.levels.set_index("latent_size")
+    assert lv.loc[16, "split"] and lv.loc[16, "split_roots"] == "0"
+    kids = followed.children(16).set_index("latent")
+    assert kids.loc[[0, 1], "parent"].tolist() == [0, 0] and kids.loc[2, "parent"] == 1
+    assert kids.loc[0, "branch"] == 0 and kids.loc[1, "branch"] == 1  # two halves: two branches
+    assert 0.3 <= kids.loc[0, "coverage"] <= 0.7 and 0.3 <= kids.loc[1, "coverage"] <= 0.7
+    assert lv.loc[16, "n_branches"] == 3
+
+
+def test_overlap_merging_can_be_switched_off(per_speaker, data):
+    res = feature_split(per_speaker, data[0], "lang", "es", "speaker", k=4, max_overlap=None)
+    lv = res.levels.set_index("latent_size")
+    assert lv.loc[8, "split"] and lv.loc[8, "split_roots"] == "0" and lv.loc[8, "n_branches"] == 4
+
+
+def test_a_root_left_with_one_sub_group_warns_without_advising_the_column_in_use(per_speaker, data):
+    """One root (family_max=1) holds spkA only: the sub-group warning must not advise grouping
+    by ``speaker`` (the column in use), and spkB is reported as not followed."""
+    with pytest.warns(UserWarning) as caught:
+        res = feature_split(per_speaker, data[0], "lang", "es", "speaker", k=4, family_max=1)
+    notes = res.params["warnings"]
+    assert res.params["root_latents"] == [0] and len(notes) == 2 and len(caught) == 2
+    one, thin = notes
+    assert one.startswith("every one of the roots' ") and "has speaker='spkA'" in one
+    advice = one.split("apart; ", 1)[1]
+    assert "speaker" not in advice and advice.startswith("no other metadata column varies on them")
+    assert "0% of speaker='spkB'" in thin and "not followed" in thin
+    assert res.params["root_group_coverage"]["spkB"] == 0.0
 
 
 # ----------------------------------------------------------------------------- the trained sweep, CLI and report

@@ -186,3 +186,28 @@ def test_jsae_help_into_head_prints_no_traceback():
     cmd = " ".join(_jsae()) + " --help | head -1"
     proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.stdout.startswith("usage: jsae") and not proc.stderr, proc.stderr
+
+
+def test_a_warning_is_one_line_naming_the_command(capsys):
+    """A UserWarning raised while a command runs (what jsae warns about data and results) is
+    one line ``jsae <command>: warning: …`` on stderr, without Python's source line; a
+    library's DeprecationWarning keeps Python's own format."""
+    import warnings
+
+    from jsae import console
+
+    def warn(args):
+        warnings.warn("split of lang=es (k=4): the root fires on 3% of speaker='b'", UserWarning, stacklevel=2)
+        warnings.warn("old API", DeprecationWarning, stacklevel=2)
+        print("done")
+        return 0
+
+    parser = console.ArgumentParser(prog="jsae")
+    sub = parser.add_subparsers()
+    p = sub.add_parser("split", prog="jsae split")
+    p.set_defaults(func=warn, command_parser=p)
+    with pytest.warns(DeprecationWarning, match="old API"):  # passed on to Python's (here pytest's) handler
+        assert console.run(parser, ["split"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "done\n"
+    assert err.splitlines() == ["jsae split: warning: split of lang=es (k=4): the root fires on 3% of speaker='b'"]
