@@ -362,4 +362,6 @@ def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, p
               "root_group_coverage": group_cover, "categories": cat_values, "groups": sub_values,
               "root_groups": root_groups, "warnings": notes}
     flows = pd.DataFrame(flow_rows, columns=["from_size", "from_node", "to_size", "to_node", "category", "count"])
-    return SplitResult(pd.DataFrame(level_rows), pd.DataFrame(node_rows), flows, assignment, cats, params)
+    nodes = pd.DataFrame(node_rows)
+    nodes[["parent", "branch"]] = nodes[["parent", "branch"]].astype("Int64")  # empty for a probe latent
+    return SplitResult(pd.DataFrame(level_rows), nodes, flows, assignment, cats, params)
