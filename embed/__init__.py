@@ -7,10 +7,12 @@ The export step of jsae (``jsae embed``). Modules, one concern each:
 - :mod:`embed.encoders`  speaker encoders (TitaNet via NeMo, resemblyzer) and their registry
 - :mod:`embed.plan`      inputs (manifest / folder) → one planned row per segment
 - :mod:`embed.export`    resumable, shardable embedding of the plan into the store
-- :mod:`embed.cli`       the command line
+- :mod:`embed.describe`  per-segment acoustic descriptors (openSMILE eGeMAPS, silero-vad)
+- :mod:`embed.cli`       the command lines (``jsae embed``, ``jsae describe``)
 
-Importing this package imports neither torch nor NeMo.
+Importing this package imports neither torch, NeMo, opensmile nor silero-vad.
 """
+from embed.describe import describe_store, describe_waves
 from embed.encoders import ENCODERS, Encoder, EncoderLoadError, get_encoder, register
 from embed.export import ExportConfig, ExportError, export_status, finalize, run_export
 from embed.segment import SegmentConfig
@@ -27,4 +29,6 @@ __all__ = [
     "finalize",
     "run_export",
     "SegmentConfig",
+    "describe_store",
+    "describe_waves",
 ]

@@ -29,6 +29,13 @@ recording and per label value, are printed at the end and kept in ``summary.json
 with a warning for a label value that kept more than 10 percentage points less of its
 audio than its label overall.
 
+Descriptors (``--describe``, the default; ``--no-describe`` skips them): every segment also
+gets the acoustic descriptors of :mod:`embed.describe` as metadata columns (``acoustic.*``:
+the 88 eGeMAPS v02 functionals by openSMILE; ``vad.speech_prob``, ``vad.speech_fraction``
+by silero-vad; ``describe.error``), computed on the segment's own audio while it is
+exported. They need the ``describe`` extra. ``jsae describe STORE [--audio-root DIR]
+[--overwrite]`` adds them to an existing store whose audio is still there (``run_describe``).
+
 Under ``torchrun``, ``--num-shards``/``--shard-index`` default to ``WORLD_SIZE``/``RANK``
 and ``--device auto`` picks ``cuda:LOCAL_RANK``.
 
@@ -47,7 +54,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["DESCRIPTION", "add_embed_arguments", "build_parser", "run_embed", "main"]
+__all__ = ["DESCRIPTION", "add_embed_arguments", "build_parser", "run_embed", "main",
+           "DESCRIBE_DESCRIPTION", "add_describe_arguments", "run_describe"]
 
 DESCRIPTION = ("Segment audio into non-silent 4-8 s pieces and store one speaker embedding per piece\n"
                "(zarr3 [N, M] float32 + metadata table; resumable, shardable).")
@@ -85,6 +93,14 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                           "flagged in the metadata column 'short' (a long recording still gives only "
                           "--min-seconds..--max-seconds segments); default 2, or --min-seconds if smaller; "
                           "--min-keep equal to --min-seconds drops such recordings")
+    desc = p.add_argument_group("descriptors").add_mutually_exclusive_group()
+    desc.add_argument("--describe", dest="describe", action="store_true", default=True,
+                      help="add per-segment acoustic descriptors as metadata columns acoustic.* (openSMILE eGeMAPS "
+                           "v02 functionals) and vad.speech_prob / vad.speech_fraction (silero-vad), computed on "
+                           "each segment's audio (the default; needs the describe extra: pip install -e "
+                           "'.[describe]')")
+    desc.add_argument("--no-describe", dest="describe", action="store_false",
+                      help="store no descriptors (they are computed by default); `jsae describe STORE` adds them later")
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=None,
                      help="segments per encoder call (default: 32 on a GPU; on a CPU 1 for titanet, 16 for "
@@ -204,12 +220,52 @@ def run_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=device, num_shards=num_shards, shard_index=shard_index,
         rows_per_shard=args.rows_per_shard, rows_per_chunk=args.rows_per_chunk, overwrite=args.overwrite,
         plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
+        describe=args.describe,
     )
     result = run_export(cfg)
     if result["status"] == "complete":
         _print_summary(result["summary"])
     elif result["status"] == "planned":
         log.info("plan written to %s", args.out)
+    return 0
+
+
+DESCRIBE_DESCRIPTION = (
+    "Add per-segment acoustic descriptors to an existing store: metadata columns acoustic.* (the 88 openSMILE\n"
+    "eGeMAPS v02 functionals), vad.speech_prob and vad.speech_fraction (silero-vad) and describe.error, computed\n"
+    "on each segment's audio (its source spans, at 16 kHz). Audio is read only under the folders the store was\n"
+    "exported from and --audio-root. A row whose audio is missing or unreadable gets NaN and the reason.")
+
+
+def add_describe_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare the options of ``jsae describe`` on ``p``."""
+    p.add_argument("store", type=Path, metavar="STORE", help="embedding store (metadata with source and offset, "
+                                                             "duration or spans: any store made by jsae embed)")
+    p.add_argument("--audio-root", type=Path, metavar="DIR",
+                   help="folder that relative `source` paths are relative to (besides the store's own audio folders)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="compute the descriptor columns again when the store already has them")
+    p.add_argument("--batch-size", type=int, default=16, help="segments per speech-detector call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    return p
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    """``jsae describe``: :func:`embed.describe.describe_store` on parsed arguments; a
+    :class:`~jsae.errors.JsaeError` is the caller's one-line error."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from jsae.errors import BadValueError
+
+    from embed.describe import describe_store
+
+    if args.batch_size < 1:
+        raise BadValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    result = describe_store(args.store, audio_root=args.audio_root, overwrite=args.overwrite,
+                            batch_size=args.batch_size, progress=not args.no_progress and not args.quiet)
+    if not args.quiet:
+        _print_described(result["described"], result["rows"], result["failed"], result["wall_seconds"])
+        print(f"{result['audio_seconds']:.1f} s of audio; columns added to {result['store']}", file=sys.stdout)
     return 0
 
 
@@ -232,7 +288,25 @@ def _print_summary(summary: dict) -> None:
     )
     for s in summary.get("skipped", [])[:20]:
         print(f"  skipped {s['source']}: {s['reason']}", file=sys.stdout)
+    described = summary.get("describe")
+    if described:
+        _print_described(described["described"], described["described"] + len(described["failed"]),
+                         described["failed"], described.get("wall_seconds"))
     _print_accounting(summary.get("segmentation_accounting"))
+
+
+#: failed rows listed at the end of ``jsae embed`` / ``jsae describe`` (all are in summary.json / describe.error)
+SHOW_FAILED = 20
+
+
+def _print_described(described: int, rows: int, failed: list[dict], seconds: float | None) -> None:
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    print(f"descriptors (acoustic.*, vad.*): {described} of {rows} segments described{took}, {len(failed)} failed "
+          "(NaN, reason in the column describe.error)", file=sys.stdout)
+    for f in failed[:SHOW_FAILED]:
+        print(f"  failed {f['id']}: {f['reason']}", file=sys.stdout)
+    if len(failed) > SHOW_FAILED:
+        print(f"  ... {len(failed) - SHOW_FAILED} more", file=sys.stdout)
 
 
 def _print_accounting(acc: dict | None) -> None:

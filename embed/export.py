@@ -17,8 +17,13 @@ One export is three steps, all in the store folder ``STORE/``:
    rewritten whole, so a killed run resumes with no duplicated or missing rows.
    A segment's waveform is the concatenation of its source spans (one span for a
    contiguous segment; several for a joined one, see :mod:`embed.segment`).
+   With ``describe`` (the default) the same waveforms are described too
+   (:mod:`embed.describe`: eGeMAPS functionals, speech probability) and written to
+   ``progress/shard-SSSSS.describe.parquet`` before the marker, so a resumed shard has
+   both or neither; a row whose descriptors fail gets NaN and the reason, the rest go on.
 3. **Finalize** (merge): when every shard has its marker, write ``summary.json``, then
-   ``metadata.parquet`` and ``store.json`` with ``"complete": true`` via
+   ``metadata.parquet`` (with the descriptor columns of every shard, when described) and
+   ``store.json`` with ``"complete": true`` via
    :func:`jsae.store.finalize_store`. The worker that finishes the last shard does this
    automatically (guarded by ``progress/finalize.lock``); ``jsae embed --merge --out
    STORE`` does it by hand and reports which shards are missing. Only then does
@@ -111,6 +116,8 @@ class ExportConfig:
       plan_timeout: seconds a worker other than 0 waits for the plan.
       plan_only: stop after the plan.
       progress: show tqdm progress bars.
+      describe: add the per-segment acoustic descriptors (:mod:`embed.describe`; needs the
+        describe extra). A setting of the store: every worker and a resume must agree.
     """
 
     out: Path
@@ -129,6 +136,7 @@ class ExportConfig:
     plan_timeout: float = 3600.0
     plan_only: bool = False
     progress: bool = True
+    describe: bool = True
 
     def __post_init__(self) -> None:
         if (self.manifest is None) == (self.audio_dir is None):
@@ -169,7 +177,7 @@ class ExportConfig:
             model = str(Path(model).expanduser().resolve())
         return {"inputs": inputs, "encoder": self.encoder, "model": model,
                 "segmentation": self.segment.to_dict(), "rows_per_shard": self.rows_per_shard,
-                "rows_per_chunk": self.chunk_rows}
+                "rows_per_chunk": self.chunk_rows, "describe": bool(self.describe)}
 
 
 # ----------------------------------------------------------------------------- files
@@ -186,6 +194,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _marker(out: Path, shard: int) -> Path:
     return out / PROGRESS_DIR / f"shard-{shard:05d}.done"
+
+
+def _described(out: Path, shard: int) -> Path:
+    """A shard's descriptors (``id`` + :data:`embed.describe.COLUMNS`), written before its marker."""
+    return out / PROGRESS_DIR / f"shard-{shard:05d}.describe.parquet"
 
 
 def _done_shards(out: Path, num_shards: int) -> set[int]:
@@ -212,6 +225,8 @@ def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) 
     if isinstance(seg, dict) and "min_keep" not in seg:
         # planned before short segments existed: the strict rule, min_keep = min_seconds
         planned["segmentation"] = {**seg, "min_keep": seg.get("min_seconds")}
+    for settings in (planned, wanted):
+        settings.setdefault("describe", False)     # planned before descriptors existed: none
     if planned == wanted:
         return
     diffs = []
@@ -222,6 +237,10 @@ def _check_settings(out: Path, planned: dict[str, Any], wanted: dict[str, Any]) 
         if isinstance(a, dict) and isinstance(b, dict):
             diffs.extend(f"{key}.{k}: store has {a.get(k)!r}, this command gives {b.get(k)!r}"
                          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        elif key == "describe":
+            diffs.append(f"describe: store has {a!r}, this command gives {b!r} ("
+                         + ("pass --describe" if a else "pass --no-describe, then add the descriptors to the "
+                            "finished store with `jsae describe STORE`") + ")")
         else:
             diffs.append(f"{key}: store has {a!r}, this command gives {b!r}")
     raise ExportError(
@@ -379,12 +398,49 @@ def _embed_shard(encoder: Encoder, waves: list[np.ndarray], batch_size: int, bar
     return out
 
 
+def _describe_shard(out: Path, shard: int, ids: pd.Series, waves: list[np.ndarray], sample_rate: int) -> int:
+    """Describe a shard's waveforms and write its descriptor file atomically; returns the
+    number of rows whose descriptors (some or all) failed."""
+    from embed.describe import ERROR_COLUMN, describe_waves
+
+    frame = describe_waves(waves, sample_rate)
+    frame.insert(0, "id", ids.astype(str).to_numpy())
+    path = _described(out, shard)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    failed = frame[frame[ERROR_COLUMN] != ""]
+    for rid, reason in zip(failed["id"], failed[ERROR_COLUMN]):
+        log.warning("descriptors of %s failed: %s", rid, reason)
+    return len(failed)
+
+
+def _descriptor_table(out: Path, num_shards: int, ids: pd.Series) -> pd.DataFrame:
+    """Every shard's descriptors in store order (``id`` + :data:`embed.describe.COLUMNS`)."""
+    from embed.describe import COLUMNS
+
+    missing = [s for s in range(num_shards) if not _described(out, s).exists()]
+    if missing:
+        raise ExportError(
+            f"{out}: {len(missing)} shard(s) have no descriptors (e.g. {missing[:10]}; {PROGRESS_DIR}/"
+            "shard-SSSSS.describe.parquet); run the workers again (the same command computes them), then merge."
+        )
+    frame = pd.concat([pd.read_parquet(_described(out, s)) for s in range(num_shards)], ignore_index=True)
+    if list(frame.columns) != ["id", *COLUMNS] or not np.array_equal(frame["id"].to_numpy(dtype=str),
+                                                                       ids.to_numpy(dtype=str)):
+        raise ExportError(f"{out}: the shards' descriptor files do not match the plan (other columns or rows); delete "
+                          f"{PROGRESS_DIR}/*.describe.parquet and the .done markers, and run the workers again.")
+    return frame
+
+
 def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table: pd.DataFrame) -> list[int]:
     from jsae.store import open_array, write_rows
 
     out = cfg.out
     bounds = shard_bounds(info["num_rows"], cfg.rows_per_shard)
     done = _done_shards(out, len(bounds))
+    if cfg.describe:   # a shard counts as done with its descriptors only (else it is computed again)
+        done = {s for s in done if _described(out, s).exists()}
     mine = [s for s in range(len(bounds)) if s % cfg.num_shards == cfg.shard_index]
     todo = [s for s in mine if s not in done]
     if not todo:
@@ -410,11 +466,17 @@ def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table
             emb = _embed_shard(encoder, waves, batch_size, bar)
             write_rows(array, start, emb)
             seconds = float(sum(w.shape[0] for w in waves)) / sr
+            described = {}
+            if cfg.describe:
+                bar.set_postfix_str("describing")
+                t_describe = time.time()
+                failed = _describe_shard(out, s, table["id"].iloc[start:stop], waves, sr)
+                described = {"describe_seconds": time.time() - t_describe, "describe_failed": failed}
             _write_json(_marker(out, s), {
                 "shard": s, "start": start, "stop": stop, "rows": stop - start, "audio_seconds": seconds,
                 "wall_seconds": time.time() - t0, "worker": f"{cfg.shard_index}/{cfg.num_shards}",
                 "host": socket.gethostname(), "device": device, "batch_size": batch_size,
-                "finished_at": time.time(),
+                "finished_at": time.time(), **described,
             })
             audio_done += seconds
             bar.set_postfix_str(f"{audio_done / max(time.time() - t_start, 1e-9):.0f} audio s/s")
@@ -499,6 +561,29 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
     try:
         markers = [_read_json(_marker(out, s)) for s in range(info["num_shards"])]
         embed_wall = float(sum(m["wall_seconds"] for m in markers))
+        metadata = table[[c for c in table.columns if not c.startswith("_")]]
+        describe, store_describe = None, {}
+        if info["settings"].get("describe"):
+            from embed.describe import ERROR_COLUMN, check_available
+
+            descriptors = _descriptor_table(out, info["num_shards"], table["id"])
+            clash = [c for c in descriptors.columns[1:] if c in metadata.columns]
+            if clash:
+                raise ExportError(f"{out}: the manifest has a label named {clash[0]!r}, a descriptor column; rename "
+                                  "that label, or pass --no-describe (with --overwrite).")
+            metadata = pd.concat([metadata.reset_index(drop=True), descriptors.iloc[:, 1:]], axis=1)
+            errors = descriptors[ERROR_COLUMN].to_numpy(dtype=str)
+            failed = [{"id": str(rid), "source": str(src), "reason": str(reason)} for rid, src, reason
+                      in zip(table["id"].to_numpy()[errors != ""], table["source"].to_numpy()[errors != ""],
+                             errors[errors != ""])]
+            try:
+                tools = check_available()
+            except JsaeError:        # merging by hand where the tools are missing: the columns are made
+                tools = {}
+            describe = {"columns": int(descriptors.shape[1] - 1), "described": int((errors == "").sum()),
+                        "failed": failed, "wall_seconds": float(sum(m.get("describe_seconds", 0.0) for m in markers))}
+            store_describe = {"describe": {"producer": "jsae embed", **tools, "rows": int(len(descriptors)),
+                                           "failed": len(failed)}}
         audio = float(info["audio_seconds"])
         now = time.time()
         summary = {
@@ -517,16 +602,16 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
             "x_real_time": audio / embed_wall if embed_wall else None,
             "workers": sorted({m["worker"] for m in markers}),
             "finished_at": now,
+            **({"describe": describe} if describe is not None else {}),
             # last: its per-recording list can be long
             "segmentation_accounting": info.get("segmentation_accounting"),
         }
         _write_json(out / SUMMARY_NAME, summary)
-        metadata = table[[c for c in table.columns if not c.startswith("_")]]
         finalize_store(out, metadata, {
             "producer": "jsae embed", "encoder": info["encoder"], "segmentation": summary["segmentation"],
             "inputs": summary["inputs"], "audio_roots": audio_roots(table["_path"]),
             "rows_per_shard": info["settings"]["rows_per_shard"],
-            "rows_per_chunk": info["settings"]["rows_per_chunk"], "summary": SUMMARY_NAME,
+            "rows_per_chunk": info["settings"]["rows_per_chunk"], "summary": SUMMARY_NAME, **store_describe,
         })
     finally:
         lock.unlink(missing_ok=True)
@@ -560,6 +645,14 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
             log.info("%s is already complete; nothing to do", out)
             summary = _read_json(out / SUMMARY_NAME) if (out / SUMMARY_NAME).exists() else {}
             return {"status": "complete", "summary": summary, "shards": []}
+    if cfg.describe and not cfg.plan_only:
+        from embed.describe import DescribeUnavailableError, check_available
+
+        try:
+            check_available()
+        except DescribeUnavailableError as err:
+            raise ExportError(f"{err}. jsae embed adds per-segment descriptors by default; install them, or pass "
+                              "--no-describe (and add them later with `jsae describe STORE`).") from None
     if encoder is None:
         encoder = get_encoder(cfg.encoder).load(cfg.model, cfg.device)
     elif encoder.name != cfg.encoder:

@@ -111,12 +111,27 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         return print_error(err, command_parser.prog)
 
 
+#: the folder holding jsae's top-level packages, and their names: a warning raised from a file
+#: of these is jsae's own
+_HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_PACKAGES = ("jsae", "sweeps", "embed")
+
+
+def _is_own(filename: str) -> bool:
+    try:
+        rel = os.path.relpath(os.path.abspath(filename), _HOME)
+    except ValueError:  # another drive
+        return False
+    return rel.split(os.sep, 1)[0] in _OWN_PACKAGES
+
+
 def _one_line_warning(prog: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
-    """``warnings.showwarning`` for a command: a ``UserWarning`` (what jsae warns about the
-    data, the models or the results) is one line ``PROG: warning: …`` on stderr, without
-    the source line; other categories (libraries' deprecations) keep Python's format."""
+    """``warnings.showwarning`` for a command: a ``UserWarning`` jsae raises (about the data,
+    the models or the results) is one line ``PROG: warning: …`` on stderr, without the
+    source line; other categories and libraries' warnings keep Python's format."""
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, UserWarning) and not issubclass(category, (DeprecationWarning, FutureWarning)):
+        if (issubclass(category, UserWarning) and not issubclass(category, (DeprecationWarning, FutureWarning))
+                and _is_own(filename)):
             print(f"{prog}: warning: {one_line(str(message))}", file=file or sys.stderr)
         else:
             fallback(message, category, filename, lineno, file, line)

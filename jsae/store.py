@@ -18,7 +18,7 @@ mistaken for a finished one.
 
 Public API: :func:`write_store`, :func:`open_store`, :class:`EmbeddingStore`,
 :func:`validate_embeddings`, :func:`create_array`, :func:`write_rows`,
-:func:`finalize_store`, :func:`read_table`, :func:`load_npy`, :class:`StoreError`,
+:func:`finalize_store`, :func:`add_columns`, :func:`read_table`, :func:`load_npy`, :class:`StoreError`,
 :class:`InvalidEmbeddingsError`. Replacing a store (``overwrite``) goes through
 :func:`jsae.safety.check_deletable`: only a folder holding nothing but a store is deleted.
 """
@@ -53,6 +53,9 @@ __all__ = [
     "open_array",
     "write_rows",
     "finalize_store",
+    "add_columns",
+    "DESCRIPTOR_PREFIXES",
+    "is_descriptor",
     "write_store",
     "open_store",
     "read_table",
@@ -66,6 +69,15 @@ FORMAT_NAME = "jsae-store"
 FORMAT_VERSION = 1
 DEFAULT_ROWS_PER_SHARD = 8192
 DEFAULT_ROWS_PER_CHUNK = 512
+#: the namespaces of the per-segment descriptor columns ``jsae embed`` / ``jsae describe`` add
+#: (``acoustic.*`` openSMILE eGeMAPS, ``vad.*`` silero-vad, ``describe.error``): measurements,
+#: not labels — segment tables leave them out and no analysis takes them for a grouping
+DESCRIPTOR_PREFIXES = ("acoustic.", "vad.", "describe.")
+
+
+def is_descriptor(column: object) -> bool:
+    """Whether a metadata column is a descriptor (:data:`DESCRIPTOR_PREFIXES`)."""
+    return str(column).startswith(DESCRIPTOR_PREFIXES)
 
 
 class StoreError(JsaeError, ValueError):
@@ -260,6 +272,68 @@ def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
     tmp = store_dir / (INFO_NAME + ".tmp")
     tmp.write_text(json.dumps(info, indent=2, default=str))
     os.replace(tmp, store_dir / INFO_NAME)
+    return info
+
+
+def add_columns(store: "str | os.PathLike | EmbeddingStore", frame: pd.DataFrame, *, overwrite: bool = False,
+                attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Add columns to a finished store's metadata table, rows and their order unchanged.
+
+    Args:
+      store: the store folder (or an opened :class:`EmbeddingStore`; its table is read again
+        from disk).
+      frame: one row per store row, in store order, with an ``id`` column equal to the
+        store's ids (the order check) and the columns to add.
+      overwrite: replace columns the table already has (in place); without it they are
+        refused, naming them, and nothing is written.
+      attrs: fields merged into ``store.json`` (how the columns were made).
+    The table is written to a temporary file beside it and renamed over ``metadata.parquet``
+    (atomic: a reader sees the old table or the new one), then ``store.json`` (its
+    ``columns`` and ``attrs``) likewise. A frame with another row count, without ``id`` or
+    with the ids in another order is a :class:`StoreError` naming the first differing row.
+    Returns the new ``store.json`` contents.
+    """
+    store_dir = Path(store.path if isinstance(store, EmbeddingStore) else store)
+    opened = open_store(store_dir)
+    table = opened.metadata
+    n = len(table)
+    if not isinstance(frame, pd.DataFrame):
+        raise StoreError(f"add_columns: expected a table (pandas DataFrame), got {type(frame).__name__}.")
+    if len(frame) != n:
+        raise StoreError(f"{store_dir}: the new columns have {len(frame)} rows but the store has {n}; give exactly "
+                         "one row per store row, in store order.")
+    if "id" not in frame.columns:
+        raise StoreError(f"{store_dir}: the new columns need an 'id' column equal to the store's ids, in store "
+                         "order (it checks that the rows line up).")
+    ids, given = table["id"].astype(str).to_numpy(), frame["id"].astype(str).to_numpy()
+    if not np.array_equal(ids, given):
+        row = int(np.flatnonzero(ids != given)[0])
+        raise StoreError(f"{store_dir}: row {row} of the new columns has id {given[row]!r} but the store has "
+                         f"{ids[row]!r}; the rows must be in store order.")
+    new = [c for c in frame.columns if c != "id"]
+    if not new:
+        raise StoreError(f"{store_dir}: no columns to add (the table has only 'id').")
+    clash = [c for c in new if c in table.columns]
+    if clash and not overwrite:
+        shown = ", ".join(map(str, clash[:5])) + (f", ... ({len(clash)} in all)" if len(clash) > 5 else "")
+        raise StoreError(f"{store_dir} already has the column(s) {shown}; pass overwrite=True (CLI: --overwrite) "
+                         "to replace them.")
+    table = table.copy()
+    values = frame.reset_index(drop=True)
+    for c in new:
+        table[c] = values[c].to_numpy()
+    table = validate_metadata(table, n)
+    tmp = store_dir / f"{META_NAME}.tmp-{os.getpid()}"
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, store_dir / META_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    info = {**_read_info(store_dir), "columns": [str(c) for c in table.columns], **dict(attrs or {})}
+    tmp_info = store_dir / f"{INFO_NAME}.tmp-{os.getpid()}"
+    tmp_info.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp_info, store_dir / INFO_NAME)
     return info
 
 

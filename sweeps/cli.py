@@ -5,6 +5,7 @@
     jsae store synth --out STORE [--rows N --dim M ...] [--overwrite]
     jsae store info STORE
     jsae embed ...           (audio → embedding store; the embed extra: `jsae embed --help`)
+    jsae describe STORE [--audio-root DIR] [--overwrite]   (per-segment acoustic descriptors; the describe extra)
     jsae demo [--full-grid]  (the paper's experiments on the bundled demo corpus)
     jsae export RUN --format saelens|sparsify --out DIR [--model NAME ...] [--k K ...] [--latent-size L ...]
     jsae probe | split | steer | universality | consistency | report ...   (analyses: `jsae probe --help`, …)
@@ -84,9 +85,19 @@ def _cmd_store_synth(args: argparse.Namespace) -> int:
 def _cmd_store_info(args: argparse.Namespace) -> int:
     from jsae.store import open_store
 
+    from jsae.store import is_descriptor
+
     store = open_store(args.store)
     print(json.dumps(store.info, indent=2))
-    print(store.metadata.head(args.head).to_string())
+    meta = store.metadata
+    measured = [c for c in meta.columns if is_descriptor(c)]
+    print(meta.drop(columns=measured).head(args.head).to_string())
+    if measured:  # 91 descriptor columns would bury the labels: name them, summarise two
+        shown = [c for c in ("vad.speech_prob", "acoustic.F0semitoneFrom27.5Hz_sma3nz_amean") if c in meta]
+        print(f"\n{len(measured)} descriptor columns (acoustic.*, vad.*, describe.*; not shown above)"
+              + (":" if shown else ""))
+        if shown:
+            print(meta[shown].describe().loc[["count", "mean", "std", "min", "max"]].to_string())
     return 0
 
 
@@ -151,6 +162,17 @@ def _add_embed_command(sub: argparse._SubParsersAction) -> None:
     add_embed_arguments(cli.add_command(sub, "embed", run_embed, what, description=DESCRIPTION))
 
 
+def _add_describe_command(sub: argparse._SubParsersAction) -> None:
+    what = "add per-segment acoustic descriptors (eGeMAPS, speech probability) to a store's metadata"
+    try:
+        from embed.cli import DESCRIBE_DESCRIPTION, add_describe_arguments, run_describe
+    except ImportError as err:  # only `jsae describe` needs the embed package's dependencies
+        p = cli.add_command(sub, "describe", _embed_missing(err), what)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="the options of `jsae describe` (not installed)")
+        return
+    add_describe_arguments(cli.add_command(sub, "describe", run_describe, what, description=DESCRIBE_DESCRIPTION))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="jsae", description=__doc__)
     parser.add_argument("--version", action="version", version=f"jsae {__version__}",
@@ -159,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_command(sub)
     _add_store_commands(sub)
     _add_embed_command(sub)
+    _add_describe_command(sub)
     add_demo_command(sub)
     add_export_command(sub)
     add_analysis_commands(sub)

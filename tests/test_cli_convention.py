@@ -43,7 +43,7 @@ NAME = {path: " ".join(("jsae", *path)) for path in PARSERS}
 def test_the_commands_are_all_there():
     names = {" ".join(path) for path in COMMANDS}
     assert names == {"sweep", "store import", "store synth", "store info", "embed", "demo", "export", "probe",
-                     "split", "steer", "universality", "consistency", "report"}
+                     "split", "steer", "universality", "consistency", "report", "describe"}
 
 
 @pytest.mark.parametrize("path", sorted(PARSERS), ids=lambda p: " ".join(p) or "jsae")
@@ -81,6 +81,7 @@ def _labelled(tmp: Path) -> list:
 #: per command, a command line whose run directory (``empty``: a fresh empty folder, not a run)
 #: or config, store, audio folder or data folder is bad
 BAD_INPUT = {
+    ("describe",): lambda tmp, empty: ["describe", tmp / "missing"],
     ("sweep",): lambda tmp, empty: ["sweep", tmp / "missing.yaml", "--out", tmp / "run"],
     ("store", "import"): lambda tmp, empty: ["store", "import", tmp / "missing.npy", "--out", tmp / "store"],
     ("store", "synth"): lambda tmp, empty: ["store", "synth", "--out", empty, "--rows", "10", "--dim", "4"],
@@ -189,9 +190,9 @@ def test_jsae_help_into_head_prints_no_traceback():
 
 
 def test_a_warning_is_one_line_naming_the_command(capsys):
-    """A UserWarning raised while a command runs (what jsae warns about data and results) is
-    one line ``jsae <command>: warning: …`` on stderr, without Python's source line; a
-    library's DeprecationWarning keeps Python's own format."""
+    """A UserWarning jsae raises while a command runs (about data and results) is one line
+    ``jsae <command>: warning: …`` on stderr, without Python's source line; a
+    DeprecationWarning, or a library's own UserWarning, keeps Python's format."""
     import warnings
 
     from jsae import console
@@ -199,6 +200,7 @@ def test_a_warning_is_one_line_naming_the_command(capsys):
     def warn(args):
         warnings.warn("split of lang=es (k=4): the root fires on 3% of speaker='b'", UserWarning, stacklevel=2)
         warnings.warn("old API", DeprecationWarning, stacklevel=2)
+        warnings.warn_explicit("torch says", UserWarning, "/usr/lib/python3/site-packages/torch/serialization.py", 1)
         print("done")
         return 0
 
@@ -207,7 +209,8 @@ def test_a_warning_is_one_line_naming_the_command(capsys):
     p = sub.add_parser("split", prog="jsae split")
     p.set_defaults(func=warn, command_parser=p)
     with pytest.warns(DeprecationWarning, match="old API"):  # passed on to Python's (here pytest's) handler
-        assert console.run(parser, ["split"]) == 0
+        with pytest.warns(UserWarning, match="torch says"):
+            assert console.run(parser, ["split"]) == 0
     out, err = capsys.readouterr()
     assert out == "done\n"
     assert err.splitlines() == ["jsae split: warning: split of lang=es (k=4): the root fires on 3% of speaker='b'"]

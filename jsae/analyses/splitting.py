@@ -55,7 +55,7 @@ import pandas as pd
 
 from ..errors import BadValueError, NotFoundError
 from ..models import ModelBatch
-from ..store import EmbeddingStore
+from ..store import EmbeddingStore, is_descriptor
 from .labelled import ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled
 from .probing import feature_family, fit_probe, scores_from_counts, single_latent_counts
 
@@ -148,11 +148,12 @@ def branches(fires: np.ndarray, max_overlap: float | None) -> np.ndarray:
 def suggest_group_columns(table: pd.DataFrame, rows: np.ndarray, exclude: Sequence[str], limit: int = 3) -> list[str]:
     """Metadata columns that could tell the ``rows`` apart: two or more values on them,
     fewer values than rows (not a row id), not in ``exclude`` nor row bookkeeping
-    (``id``, ``source``, ``offset``, …); by the number of values, fewest first."""
+    (``id``, ``source``, ``offset``, …), no measurement (float columns, the descriptor
+    columns of :func:`jsae.store.is_descriptor`); by the number of values, fewest first."""
     sub = table.iloc[np.flatnonzero(rows)]
     found = []
     for col in sub.columns:
-        if col in exclude or col in _NOT_GROUPS:
+        if col in exclude or col in _NOT_GROUPS or is_descriptor(col) or pd.api.types.is_float_dtype(sub[col]):
             continue
         values = sub[col].dropna().astype(str)
         values = values[values.str.strip() != ""]

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import NotFoundError
+from ..store import is_descriptor
 from .audio import AudioCheck, audio_roots
 from .tables import table
 
 __all__ = ["top_activating", "feature_section", "HIDE_COLUMNS"]
 
-#: metadata columns a segment table leaves out (``spans``: played by the audio cell)
+#: metadata columns a segment table leaves out (``spans``: played by the audio cell; the
+#: descriptor columns, :func:`jsae.store.is_descriptor`, are left out too)
 HIDE_COLUMNS = ("split", "spans")
 
 
@@ -72,7 +74,8 @@ def feature_section(sweep, feats: Sequence[dict[str, Any]], store, top: int,
             if not rows.empty:
                 if "source" in rows.columns:
                     rows["audio"] = [check.cell(r) for r in rows.to_dict("records")]
-                cols = [c for c in rows.columns if c not in HIDE_COLUMNS and not str(c).startswith("_")]
+                cols = [c for c in rows.columns
+                        if c not in HIDE_COLUMNS and not str(c).startswith("_") and not is_descriptor(c)]
                 entry["table"] = table(rows[cols])
             out["features"].append(entry)
     out["notes"] += check.notes()
