@@ -192,8 +192,8 @@ def render_data_card(rec: dict) -> str:
     L.append("Synthetic speech (three speech synthesisers) and recorded game music, passed through a "
              "telephone channel, arranged as the three datasets of *Sparse Autoencoder Insights on Voice "
              "Embeddings* (Sec. IV-A): SAE training audio, a language feature set (Table I) and a hold-music "
-             "feature set (Table II). Counts are **segments**: the 4–8 s pieces `jsae embed` cuts with its "
-             "default segmenter, `joined` mode (a recording's non-silent stretches concatenated, silence "
+             "feature set (Table II). Counts are **segments**: the 4–8 s pieces `jsae embed --min-keep 4` cuts "
+             "with its segmenter, `joined` mode (a recording's non-silent stretches concatenated, silence "
              "removed, then cut; a segment may span several utterances), counted by running that segmenter "
              "on the written audio at 16 kHz.\n")
     L.append("## Contents\n")
@@ -286,7 +286,9 @@ def render_data_card(rec: dict) -> str:
              "- Texts are quotations and proverbs, not conversation; sentences may recur across datasets (spoken by "
              "different voices), and within a class only after its shuffled pool is used up.\n"
              "- Expected segment counts assume `jsae embed`'s default segmenter settings (`joined` mode, 4–8 s, "
-             "40 dB, −55 dBFS, 0.3 s gaps) at a 16 kHz encoder; `--segment-mode contiguous` gives other counts "
+             "40 dB, −55 dBFS, 0.3 s gaps) with `--min-keep 4` (a recording under 4 s of speech gives no "
+             "segment; without it, such a recording from 2 s on gives one short segment) at a 16 kHz encoder; "
+             "`--segment-mode contiguous` gives other counts "
              "(each non-silent stretch cut on its own: utterances under 4 s dropped, long turns cut into more, "
              "shorter pieces).\n")
     if rec["shortfalls"]:

@@ -14,8 +14,9 @@ The telephone channel (:func:`telephone`) follows the path a call centre's audio
 All input reaches 8 kHz first (:func:`to_8k`, polyphase resampling) so the band above
 4 kHz never exists. :func:`median_f0` is a small YIN pitch estimate used to check the gender
 labels; :func:`count_segments` counts the segments ``jsae embed`` will cut from a recording
-by running the embed segmenter itself (:func:`embed.segment.segment_recording` with the
-default :class:`~embed.segment.SegmentConfig`: ``joined`` mode, 4–8 s) on the audio as the
+by running the embed segmenter itself (:func:`embed.segment.segment_recording` with
+:data:`CORPUS_SEGMENTS`: ``joined`` mode, 4–8 s, recordings under 4 s of speech dropped —
+``jsae embed --min-keep 4``) on the audio as the
 exporter reads it back — quantised as the WAV is written (:func:`as_written`) and resampled
 to :data:`EMBED_SAMPLE_RATE` with :func:`embed.audio.resample` — so the counts cannot drift
 from the exporter (it needs librosa, as ``jsae embed`` does).
@@ -31,6 +32,7 @@ from scipy import signal
 from embed.segment import SegmentConfig, Segmentation
 
 __all__ = [
+    "CORPUS_SEGMENTS",
     "EMBED_SAMPLE_RATE",
     "SAMPLE_RATE",
     "WAV_ENCODINGS",
@@ -232,21 +234,28 @@ def as_written(x: np.ndarray, encoding: str = "pcm16", sr: int = SAMPLE_RATE) ->
     raise ValueError(f"encoding must be one of {', '.join(WAV_ENCODINGS)}; got {encoding!r}")
 
 
+#: the segmentation corpus format 3 was counted (and data/demo exported) with: jsae embed's
+#: defaults of the time, when a recording under 4 s of speech gave no segment (the strict
+#: rule, ``--min-keep 4``). Counting with today's default (short segments from 2 s) would
+#: plan other recordings, and a rebuild would no longer be the corpus data/demo came from.
+CORPUS_SEGMENTS = SegmentConfig(min_keep=4.0)
+
+
 def segment_audio(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig | None = None,
                   encoding: str = "pcm16") -> Segmentation:
-    """What ``jsae embed`` (default settings) makes of ``x`` once written as a WAV: the same
+    """What ``jsae embed --min-keep 4`` makes of ``x`` once written as a WAV: the same
     quantisation, :func:`embed.audio.resample` to :data:`EMBED_SAMPLE_RATE`, then
-    :func:`embed.segment.segment_recording` (``config``: default :class:`SegmentConfig`)."""
+    :func:`embed.segment.segment_recording` (``config``: default :data:`CORPUS_SEGMENTS`)."""
     from embed.audio import resample
     from embed.segment import segment_recording
 
     y = resample(as_written(x, encoding, sr), sr, EMBED_SAMPLE_RATE)
-    return segment_recording(y, EMBED_SAMPLE_RATE, config if config is not None else SegmentConfig())
+    return segment_recording(y, EMBED_SAMPLE_RATE, config if config is not None else CORPUS_SEGMENTS)
 
 
 def count_segments(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig | None = None,
                    encoding: str = "pcm16") -> int:
-    """How many segments ``jsae embed`` cuts from ``x`` written as a WAV (see :func:`segment_audio`)."""
+    """How many segments ``jsae embed --min-keep 4`` cuts from ``x`` written as a WAV (see :func:`segment_audio`)."""
     if np.asarray(x).size == 0:
         return 0
     return len(segment_audio(x, sr, config, encoding).segments)
