@@ -7,7 +7,7 @@ RUN ?= runs/demo
 # FULL=1: the paper's 84-model grid instead of the reduced demo grid.
 DEMO_FLAGS := $(if $(FULL),--full-grid,)
 
-.PHONY: setup system-deps demo demo-corpus test bench wheel clean
+.PHONY: setup system-deps demo demo-corpus demo-audio test bench wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,6 +42,13 @@ demo-corpus: system-deps setup
 
 test: system-deps setup
 	$(PY) -m pytest -q
+
+# The descriptor columns and Opus clips of data/demo's labelled stores, from the corpus they were exported from.
+demo-audio: demo-corpus
+	$(VENV)/bin/jsae describe data/demo/language --audio-root $(CORPUS) --overwrite
+	$(VENV)/bin/jsae describe data/demo/music --audio-root $(CORPUS) --overwrite
+	$(PY) -m tools.demo_corpus.clips data/demo/language --audio-root $(CORPUS)
+	$(PY) -m tools.demo_corpus.clips data/demo/music --audio-root $(CORPUS)
 
 bench: setup
 	$(PY) benchmarks/grid_train.py

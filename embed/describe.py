@@ -157,11 +157,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from jsae.audioroots import audio_roots, locate_audio
 from jsae.errors import JsaeError, MissingPathError
 
 from embed.audio import AudioInfo, AudioReadError, audio_info, load_audio, resample
@@ -464,55 +465,6 @@ def describe_waves(waves: Sequence[np.ndarray], sample_rate: int, *, batch_size:
 
 
 # ----------------------------------------------------------------------------- a store's audio
-
-def audio_roots(store_info: dict | None = None, audio_root: str | os.PathLike | Iterable | None = None) -> list[Path]:
-    """The folders a store's audio may be read from, as real paths: ``audio_root`` (the
-    ``--audio-root`` option) and the folders the store was exported from (``store.json``:
-    ``audio_roots``, ``inputs.audio_dir``, the manifest's folder). The rule of ``jsae
-    report`` (``jsae.report.audio.audio_roots``, a floor above); the file-system root is never one."""
-    given = [audio_root] if isinstance(audio_root, (str, os.PathLike)) else list(audio_root or [])
-    info = store_info or {}
-    inputs = info.get("inputs") or {}
-    stored = list(info.get("audio_roots") or [])
-    if inputs.get("audio_dir"):
-        stored.append(inputs["audio_dir"])
-    if inputs.get("manifest"):
-        stored.append(Path(str(inputs["manifest"])).parent)
-    roots: list[Path] = []
-    for r in given + stored:
-        try:
-            p = Path(str(r)).expanduser().resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if p.is_dir() and p != Path(p.anchor) and p not in roots:
-            roots.append(p)
-    return roots
-
-
-def locate_audio(source: Any, roots: Sequence[Path]) -> tuple[Path | None, str]:
-    """``(real path, "")`` of the file ``source`` names if it lies under one of ``roots``
-    (a relative ``source`` is tried against each root); else ``(None, why)`` with ``why``
-    ``"outside"`` (it exists, but its real path is under no root: ``../``, a link leading
-    out, an absolute path elsewhere), ``"missing"`` or ``"no roots"``."""
-    text = "" if source is None else str(source)
-    if not text or "\0" in text:
-        return None, "missing"
-    if not roots:
-        return None, "no roots"
-    p = Path(text).expanduser()
-    outside = False
-    for c in ([p] if p.is_absolute() else [r / p for r in roots]):
-        try:
-            real = c.resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if not real.is_file():
-            continue
-        if any(real.is_relative_to(r) for r in roots):
-            return real, ""
-        outside = True
-    return None, "outside" if outside else "missing"
-
 
 def _finite(value: Any) -> float | None:
     try:

@@ -28,9 +28,10 @@ __all__ = ["UnsafeDeleteError", "STORE_ENTRIES", "is_store_dir", "check_deletabl
            "remove_tree"]
 
 #: names a store folder may hold (``jsae store import``/``synth`` and a ``jsae embed`` export,
-#: finished or not); temp files of these names (``store.json.tmp``, ``plan.json.tmp-123``) count too
+#: finished or not; ``clips``: the segments' compressed audio bundled with a store, named by
+#: its ``clip`` column); temp files of these names (``store.json.tmp``, ``plan.json.tmp-123``) count too
 STORE_ENTRIES = ("embeddings.zarr", "metadata.parquet", "store.json", "plan.json", "plan.parquet",
-                 "progress", "summary.json")
+                 "progress", "summary.json", "clips")
 _FORMATS = {"store.json": "jsae-store", "plan.json": "jsae-embed-plan"}
 
 

@@ -1,5 +1,5 @@
 """The analysis subcommands of ``jsae``: thin wrappers over :mod:`jsae.outputs` (probe, split,
-steer, universality, consistency) and :mod:`jsae.report`.
+steer, universality, consistency), :mod:`jsae.report` and :mod:`jsae.atlas` (the feature atlas).
 
     jsae probe RUN --data STORE --label COL --positive VALUE [--negative VALUE] [SELECTION]
                [--train-split train] [--test-split test] [--group COL ...] [--C 1] [--standardize]
@@ -19,6 +19,8 @@ steer, universality, consistency) and :mod:`jsae.report`.
                [--speaker speaker] [--group COL] [--test-split all] [--min-rows 2] [--folds 5] [--C 1]
                [--seed 0] [--out DIR] [--overwrite]
     jsae report RUN [SELECTION] [--data STORE] [--top 5] [--audio-root DIR] [--out FILE]
+    jsae atlas RUN --data STORE [SELECTION] [--out DIR] [--audio-root DIR] [--top 10] [--per-band 3]
+               [--no-audio] [--overwrite]
 
     SELECTION: [--model NAME ...] [--k K [K ...]] [--latent-size L [L ...]]   (default: every model)
 
@@ -157,6 +159,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = build_report(args.run, out=args.out, top=args.top, audio_root=args.audio_root, store=args.data,
                         models=models)
     print(f"report: {path}")
+    return 0
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    from jsae.atlas.site import build_site
+
+    summary = build_site(cli.load_models(args.run, args), args.data, args.out, audio_root=args.audio_root,
+                         overwrite=args.overwrite, audio=not args.no_audio, n_top=args.top, per_band=args.per_band)
+    for line in summary.lines():
+        print(line)
     return 0
 
 
@@ -325,7 +337,47 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     cli.add_out(p, "HTML file (default: RUN/analysis/report.html)", metavar="FILE")
 
 
+def _count(text: str) -> int:
+    """A count option: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more; got {text!r}")
+    return value
+
+
+def _add_atlas(sub: argparse._SubParsersAction) -> None:
+    from jsae.analyses.atlas import AtlasOptions
+
+    d = AtlasOptions()
+    p = cli.add_command(sub, "atlas", _cmd_atlas,
+                        "a static site with a page per latent: statistics, examples with audio, matches",
+                        description="a static site describing every latent of the selected models on a store: "
+                                    "an index per model (sortable, searchable) and a page per latent (activation "
+                                    "histogram, top and lower-band examples with audio, label enrichment, numeric "
+                                    "correlates, decoder neighbours, matches in the other models, the analyses "
+                                    "that name it). Open OUT/index.html in a browser")
+    cli.add_run(p)
+    cli.add_selection(p)
+    g = p.add_argument_group("atlas")
+    g.add_argument("--data", required=True, metavar="STORE",
+                   help="embedding store whose rows describe the latents (its metadata: labels, numeric columns, "
+                        "source audio)")
+    g.add_argument("--top", type=_count, default=d.n_top, metavar="N", help="top-activating examples per latent")
+    g.add_argument("--per-band", type=_count, default=d.per_band, metavar="N",
+                   help="random examples from each quarter of the firing rows (by activation rank)")
+    g.add_argument("--audio-root", metavar="DIR",
+                   help="folder audio may be read from besides the store's own (relative `source` paths are "
+                        "relative to it)")
+    g.add_argument("--no-audio", action="store_true", help="cut no audio: pages without players")
+    cli.add_out(p, _out_help("atlas-<STORE folder name>"))
+    cli.add_overwrite(p, "replace an output folder that holds an atlas of other parameters")
+
+
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``probe``, ``split``, ``steer``, ``universality``, ``consistency`` and ``report`` to a subparser set."""
-    for add in (_add_probe, _add_split, _add_steer, _add_universality, _add_consistency, _add_report):
+    """Add ``probe``, ``split``, ``steer``, ``universality``, ``consistency``, ``report`` and ``atlas`` to a
+    subparser set."""
+    for add in (_add_probe, _add_split, _add_steer, _add_universality, _add_consistency, _add_report, _add_atlas):
         add(sub)

@@ -18,18 +18,24 @@ installed wheel, or under ``$JSAE_DATA``.
    is likelier its raw embedding space, whose conversion every table prints) and, for
    every model, with a_φ = 1 × the latent's mean activation, with the flip threshold
    (the smallest a_φ that flips each class's mean δ_s, also as a raw-embedding norm);
-5. writes the HTML report and prints where it is.
+5. builds the feature atlas (:mod:`jsae.atlas`) of each feature's headline models — the
+   best single latent's, the best family's and the paper's K = 20, L = 200 — on its
+   labelled store, every example playing its bundled clip (``RUN/analysis/atlas-language``,
+   ``atlas-music``);
+6. writes the HTML report, which links the headline latents into the atlas, and prints where
+   both are.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Sequence
 
 from sweeps import conventions as cli
 
-__all__ = ["add_demo_command", "paper_grid_overrides", "run_demo"]
+__all__ = ["add_demo_command", "paper_grid_overrides", "headline_models", "run_demo"]
 
 FEATURES = (  # (store, label, positive, negative)
     ("language", "lang", "es", "en"),
@@ -49,9 +55,17 @@ def paper_grid_overrides() -> list[str]:
             f"grid.latent_size=[{','.join(map(str, grid.latent_size))}]"]
 
 
+def headline_models(summary: dict, names: Sequence[str], paper: str) -> list[str]:
+    """The models a probe's headline names (its ``analysis.json`` summary: the best single
+    latent's, the best family's) and the paper's, those of ``names``, in that order, once each."""
+    wanted = [summary.get("best_model"), summary.get("best_family_model"), paper]
+    return list(dict.fromkeys(n for n in wanted if n in names))
+
+
 def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, full_grid: bool = False,
              overrides: Sequence[str] = (), k: int = 20, latent_size: int = 200) -> Path:
     """Run the whole demo; returns the path of the HTML report. ``data``: default the bundled demo stores."""
+    from jsae.atlas.site import build_site
     from jsae.config import load_config
     from jsae.errors import JsaeError
     from jsae.outputs.consistency import consistency_text, run_consistency
@@ -61,6 +75,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     from jsae.report import build_report
     from jsae.resources import config_path, demo_data_dir
     from jsae.runs.check import check_run_dir
+    from jsae.runs.load import load_sweep
     from jsae.training.data import check_validation_rows
     from jsae.training.loop import train_sweep
 
@@ -77,9 +92,11 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     check_validation_rows(cfg)
     stage(f"sweep: {len(cfg.grid.k) * len(cfg.grid.latent_size)} models on {cfg.data.store}")
     train_sweep(cfg, out)
+    probes = {}
     for store, label, positive, negative in FEATURES:
         stage(f"probe {label}={positive} vs {negative}")
         df, path = run_probe(out, data / store, label, positive, negative=negative, groups=FAMILY_GROUPS[store])
+        probes[store] = path
         print(probe_table(df))
         print("feature family (latents that together cover the class; union on the test split):")
         print(family_table(df))
@@ -107,9 +124,21 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
         print("every model, a = 1 × the latent's mean activation:")
         print(steer_table_text(res))
         print(flip_table_text(res))
+    sweep = load_sweep(out)
+    atlases = []
+    for store, label, positive, negative in FEATURES:
+        summary = json.loads((probes[store] / "analysis.json").read_text(encoding="utf-8"))["summary"]
+        names = headline_models(summary, sweep.names, f"k{k}_L{latent_size}")
+        stage(f"atlas of {', '.join(names)} on {store}")
+        site = build_site(sweep.select(names=names), data / store)
+        for line in site.lines():
+            print(line)
+        atlases.append(site.index)
     stage("report")
     report = build_report(out)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; report: {report.resolve()}")
+    for index in atlases:
+        print(f"atlas: {Path(index).resolve()}")
     return report
 
 

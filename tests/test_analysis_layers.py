@@ -25,7 +25,7 @@ FORBIDDEN = ("matplotlib", "jsae.outputs", "jsae.report", "jsae.plots", "sweeps"
 
 
 def test_the_math_modules_are_the_ones_expected():
-    assert MATH == ["consistency", "labelled", "probing", "splitting", "steering", "universality"]
+    assert MATH == ["atlas", "consistency", "labelled", "probing", "splitting", "steering", "universality"]
 
 
 @pytest.mark.parametrize("module", ["jsae.analyses", *(f"jsae.analyses.{m}" for m in MATH)])

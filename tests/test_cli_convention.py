@@ -43,7 +43,7 @@ NAME = {path: " ".join(("jsae", *path)) for path in PARSERS}
 def test_the_commands_are_all_there():
     names = {" ".join(path) for path in COMMANDS}
     assert names == {"sweep", "store import", "store synth", "store info", "embed", "demo", "export", "probe",
-                     "split", "steer", "universality", "consistency", "report", "describe"}
+                     "split", "steer", "universality", "consistency", "report", "describe", "atlas"}
 
 
 @pytest.mark.parametrize("path", sorted(PARSERS), ids=lambda p: " ".join(p) or "jsae")
@@ -96,6 +96,7 @@ BAD_INPUT = {
     ("universality",): lambda tmp, empty: ["universality", empty, empty],
     ("consistency",): lambda tmp, empty: ["consistency", empty, *_labelled(tmp)],
     ("report",): lambda tmp, empty: ["report", empty],
+    ("atlas",): lambda tmp, empty: ["atlas", empty, "--data", tmp / "store", "--out", tmp / "atlas"],
 }
 
 

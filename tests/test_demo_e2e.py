@@ -60,3 +60,22 @@ def test_steering_reports_delta_before_and_after_for_both_classes(demo):
         assert r["n"] > 0 and -2 <= r["before_steering"] <= 2 and -2 <= r["after_steering"] <= 2
     # Eq. 3 before steering: each class's reconstructions lie closer to its own training centroid
     assert rows["music"]["before_steering"] > 0 > rows["voice"]["before_steering"]
+
+
+def test_the_demo_ends_with_an_atlas_of_the_headline_models_where_every_example_plays(demo):
+    """The atlas of each feature's headline models on its labelled store: every example has
+    a clip (cut from the corpus audio here; the bundled demo copies its bundled clips), and
+    the report's headline links into it."""
+    import re
+
+    root, report = demo
+    analysis = root / "run" / "analysis"
+    for store in ("language", "music"):
+        info = json.loads((analysis / f"atlas-{store}" / "analysis.json").read_text())
+        s = info["summary"]
+        assert info["analysis"] == "atlas" and s["clips_unavailable"] == 0 and s["clips_cut"] > 0, store
+        assert "k20_L200" in info["params"]["models"]  # the paper's setting is always among them
+        assert (analysis / f"atlas-{store}" / "index.html").is_file()
+    page = report.read_text()
+    links = re.findall(r'<a href="(atlas-[^"]+)">', page)
+    assert links and all((analysis / link).is_file() for link in links)

@@ -95,6 +95,6 @@ def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int
     out = Path(out) if out is not None else run_dir / "analysis" / REPORT_NAME
     _check_out(out)
     page = render(page_context(run_dir, info, top=top, audio_root=audio_root, store=store, models=selected,
-                               max_features=max_features))
+                               max_features=max_features, page_dir=out.resolve().parent))
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, page)

@@ -1,7 +1,7 @@
 """Audio for the report: which files may be read, and the ``<audio>`` players of segments.
 
 Audio is read only from files whose real path lies under an *audio root*
-(:func:`audio_roots`): ``--audio-root``, or the folders the store was exported from
+(:func:`audio_roots`, :mod:`jsae.audioroots`, the one rule of jsae): ``--audio-root``, or the folders the store was exported from
 (``store.json``: ``audio_roots``, ``inputs.audio_dir``, the manifest's folder); a
 ``source`` such as ``../../x.wav``, an absolute path elsewhere or a link leading out of
 the roots is not read (:func:`locate_audio`), and the page says so
@@ -9,6 +9,10 @@ the roots is not read (:func:`locate_audio`), and the page says so
 URI (:func:`audio_src`; with its ``spans``, the non-silent pieces ``jsae embed`` joined,
 as the encoder heard them); formats neither the standard library nor soundfile can cut
 are linked with a ``#t=start,end`` media fragment instead.
+
+:func:`segment_audio` cuts the same pieces as samples (``float32 [n, channels]`` and the
+sample rate), for callers that encode their own files (the feature atlas,
+:mod:`jsae.atlas.clips`); :func:`segment_pieces` says which pieces of the file those are.
 """
 from __future__ import annotations
 
@@ -16,75 +20,21 @@ import base64
 import io
 import json
 import math
-import os
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..audioroots import audio_roots, locate_audio
 from .tables import Cell, finite_number
 
-__all__ = ["AUDIO_SUFFIXES", "audio_roots", "locate_audio", "resolve_audio", "audio_src", "audio_html", "AudioCheck"]
+__all__ = ["AUDIO_SUFFIXES", "audio_roots", "locate_audio", "resolve_audio", "audio_src", "audio_html", "AudioCheck",
+           "segment_pieces", "segment_audio", "AudioReadError"]
 
 #: the file suffixes played (cut into a data: URI, or linked)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
-
-
-def audio_roots(store_info: dict | None = None, audio_root: str | Path | Iterable[str | Path] | None = None
-                ) -> list[Path]:
-    """The folders audio may be read from: ``audio_root`` (the ``--audio-root`` option) and
-    the folders the store was exported from (``store.json``: ``audio_roots``,
-    ``inputs.audio_dir``, the manifest's folder), as real paths; the file-system root
-    is never one."""
-    given = [audio_root] if isinstance(audio_root, (str, os.PathLike)) else list(audio_root or [])
-    info = store_info or {}
-    inputs = info.get("inputs") or {}
-    stored = list(info.get("audio_roots") or [])
-    if inputs.get("audio_dir"):
-        stored.append(inputs["audio_dir"])
-    if inputs.get("manifest"):
-        stored.append(Path(str(inputs["manifest"])).parent)
-    roots: list[Path] = []
-    for r in given + stored:
-        try:
-            p = Path(str(r)).expanduser().resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if p.is_dir() and p != Path(p.anchor) and p not in roots:
-            roots.append(p)
-    return roots
-
-
-def locate_audio(source: Any, roots: Sequence[Path]) -> tuple[Path | None, str]:
-    """``(real path, "")`` of the audio file ``source`` names if it lies under one of ``roots``;
-    otherwise ``(None, reason)`` with reason ``"outside"`` (it exists but its real path is not
-    under a root: ``../``, an absolute path elsewhere, a link leading out), ``"missing"`` or
-    ``"no roots"``."""
-    text = "" if source is None else str(source)
-    if not text or "\0" in text:
-        return None, "missing"
-    if not roots:
-        return None, "no roots"
-    p = Path(text).expanduser()
-    candidates = [p] if p.is_absolute() else [r / p for r in roots]
-    outside = False
-    for c in candidates:
-        try:
-            real = c.resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if not real.is_file():
-            continue
-        for r in roots:
-            try:
-                real.relative_to(r)
-            except ValueError:
-                continue
-            return real, ""
-        outside = True
-    return None, "outside" if outside else "missing"
 
 
 def resolve_audio(source: str, store_dir: Path | None = None, store_info: dict | None = None,
@@ -138,17 +88,12 @@ def _spans(value: Any) -> list[tuple[float, float]] | None:
     return [(a, b) for a, b in out if math.isfinite(a) and math.isfinite(b) and b > a] or None
 
 
-def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_seconds: float = 30.0,
-              spans: Any = None) -> str | None:
-    """The ``src`` of an ``<audio>`` element for ``[offset, offset + duration)`` of ``path``
-    (``None`` if there is none) — or, given a segment's ``spans`` (its non-silent source
-    pieces, joined by ``jsae embed``), those pieces concatenated, as the encoder heard them.
-    WAV files (and, with soundfile installed, any format it reads) are cut into a ``data:``
-    URI; other audio files are linked with a media fragment (first span start to last span
-    end). At most ``max_seconds`` are played. ``path`` must already be checked
-    (:func:`locate_audio`)."""
-    if path is None or path.suffix.lower() not in AUDIO_SUFFIXES:
-        return None
+def segment_pieces(offset: Any = 0.0, duration: Any = None, spans: Any = None,
+                   max_seconds: float = 30.0) -> list[tuple[float, float]]:
+    """The ``(start, end)`` seconds of the source file that make up a segment: its ``spans``
+    (the non-silent pieces ``jsae embed`` joined) when it has any, else ``[offset, offset +
+    duration)`` (to the end of the file, ``end = inf``, without a duration); at most
+    ``max_seconds`` in all, the last piece shortened."""
     pieces = _spans(spans)
     if pieces is None:
         start = max(0.0, finite_number(offset, 0.0) or 0.0)
@@ -161,6 +106,67 @@ def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_se
         b = min(b, max(a, 0.0) + left)
         kept.append((max(a, 0.0), b))
         left -= b - max(a, 0.0)
+    return kept
+
+
+class AudioReadError(ValueError):
+    """An audio file could not be decoded (neither the standard library nor soundfile reads it)."""
+
+
+def _float_wav(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    frames, fmt = _read_wav(path, offset, duration)
+    dtype = {1: np.uint8, 2: "<i2", 4: "<i4"}.get(fmt["width"])
+    if dtype is None:
+        raise AudioReadError(f"{path}: {8 * fmt['width']}-bit WAV samples are not read")
+    pcm = np.frombuffer(frames, dtype).reshape(-1, fmt["channels"]).astype(np.float32)
+    scale = {1: 128.0, 2: 32768.0, 4: 2147483648.0}[fmt["width"]]
+    return (pcm - 128.0 if fmt["width"] == 1 else pcm) / scale, fmt["rate"]
+
+
+def _float_soundfile(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf  # optional (the embed extra)
+
+    info = sf.info(str(path))
+    start = int(round(offset * info.samplerate))
+    stop = None if duration is None or not np.isfinite(duration) else start + int(round(duration * info.samplerate))
+    data, sr = sf.read(str(path), start=min(start, info.frames), stop=None if stop is None else min(stop, info.frames),
+                       dtype="float32", always_2d=True)
+    return data, int(sr)
+
+
+def segment_audio(path: Path, offset: Any = 0.0, duration: Any = None, spans: Any = None,
+                  max_seconds: float = 30.0) -> tuple[np.ndarray, int]:
+    """The samples of a segment as the encoder heard them: ``(float32 [n, channels] in
+    [-1, 1], sample rate)``, the pieces of :func:`segment_pieces` concatenated. Read with
+    soundfile (any format it decodes) or, without it, the standard library (WAV). ``path``
+    must already be checked (:func:`locate_audio`). Raises :class:`AudioReadError` when
+    the file cannot be decoded."""
+    kept = segment_pieces(offset, duration, spans, max_seconds)
+    errors = []
+    for read in (_float_soundfile, _float_wav):
+        try:
+            parts = [read(path, a, None if not math.isfinite(b) else b - a) for a, b in kept]
+        except Exception as err:  # noqa: BLE001 - not this reader's format; try the next
+            errors.append(f"{type(err).__name__}")
+            continue
+        if len({sr for _, sr in parts}) != 1 or len({p.shape[1] for p, _ in parts}) != 1:
+            raise AudioReadError(f"{path}: the pieces of the segment differ in format")
+        return np.concatenate([p for p, _ in parts], axis=0).astype(np.float32, copy=False), parts[0][1]
+    raise AudioReadError(f"{path} cannot be decoded ({', '.join(errors)})")
+
+
+def audio_src(path: Path | None, offset: Any = 0.0, duration: Any = None, max_seconds: float = 30.0,
+              spans: Any = None) -> str | None:
+    """The ``src`` of an ``<audio>`` element for ``[offset, offset + duration)`` of ``path``
+    (``None`` if there is none) — or, given a segment's ``spans`` (its non-silent source
+    pieces, joined by ``jsae embed``), those pieces concatenated, as the encoder heard them.
+    WAV files (and, with soundfile installed, any format it reads) are cut into a ``data:``
+    URI; other audio files are linked with a media fragment (first span start to last span
+    end). At most ``max_seconds`` are played. ``path`` must already be checked
+    (:func:`locate_audio`)."""
+    if path is None or path.suffix.lower() not in AUDIO_SUFFIXES:
+        return None
+    kept = segment_pieces(offset, duration, spans, max_seconds)
     for read in (_read_wav, _read_soundfile):
         try:
             parts = [read(path, a, None if not math.isfinite(b) else b - a) for a, b in kept]

@@ -22,6 +22,7 @@ probe's ``best_*``, chosen by its ``best_by``, is said to be so).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,9 +30,9 @@ import pandas as pd
 
 from ..outputs.folders import listed_file
 from ..outputs.probe import FAMILY_BY, PRECISION_FLOOR, best_by, best_family, best_model, reaches_floor
-from .tables import finite_number, table
+from .tables import Cell, finite_number, table
 
-__all__ = ["headline", "probe_headline", "PAPER_SETTING", "PRECISION_FLOOR"]
+__all__ = ["headline", "probe_headline", "atlases", "atlas_links", "PAPER_SETTING", "PRECISION_FLOOR"]
 
 #: the paper's setting (K, L), shown next to the best latent and family of every probe
 PAPER_SETTING = (20, 200)
@@ -212,13 +213,51 @@ def probe_headline(df: pd.DataFrame | None, summary: dict[str, Any] | None = Non
             "paper": paper}
 
 
+def atlases(analyses: Sequence[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, str, set[str]]]:
+    """``(folder, store, models)`` of every feature atlas (``jsae atlas``) among ``analyses``."""
+    found = []
+    for folder, a in analyses:
+        p = a.get("params") if isinstance(a.get("params"), dict) else {}
+        if a.get("analysis") == "atlas" and p.get("store") and isinstance(p.get("models"), list):
+            found.append((folder, str(p["store"]), {str(m) for m in p["models"]}))
+    return found
+
+
+def _same_store(a: str, b: Any) -> bool:
+    try:
+        return b is not None and Path(a).resolve() == Path(str(b)).resolve()
+    except OSError:
+        return False
+
+
+def atlas_links(t: pd.DataFrame, store: Any, found: Sequence[tuple[Path, str, set[str]]],
+                page_dir: Path | None) -> list[Any]:
+    """For each headline row (``model``, ``latent``), a link into a feature atlas of the same
+    store that has the model: its latent page (a family's row: the model's index), relative
+    to ``page_dir``; None where there is none."""
+    cells: list[Any] = []
+    for model, latent in zip(t["model"], t["latent"]):
+        hit = next((f for f, s, ms in found if str(model) in ms and _same_store(s, store)), None)
+        if hit is None or page_dir is None:
+            cells.append(None)
+            continue
+        single = isinstance(_int(latent), int)
+        page = hit / str(model) / (f"latent-{_int(latent)}.html" if single else "index.html")
+        href = Path(os.path.relpath(page, page_dir)).as_posix()
+        cells.append(Cell("link", (href, f"latent {_int(latent)}" if single else f"{model} index")))
+    return cells
+
+
 def headline(analyses: Sequence[tuple[Path, dict[str, Any]]],
-             models: set[str] | None = None) -> list[dict[str, Any]]:
+             models: set[str] | None = None, page_dir: Path | None = None) -> list[dict[str, Any]]:
     """For every probe: its best single latent under :data:`PRECISION_FLOOR` and its best
     feature family by union F1, each with its model and what it was chosen by, and the
     paper setting (K = 20, L = 200) when the run has it (:func:`probe_headline`).
-    ``models``: only these models (``None``: every model)."""
+    ``models``: only these models (``None``: every model). With a feature atlas of the
+    probe's store (:func:`atlases`), each row links to the atlas page of its latent
+    (relative to ``page_dir``, the folder of the page)."""
     out = []
+    found = atlases(analyses)
     for folder, a in analyses:
         if a.get("analysis") != "probe":
             continue
@@ -245,8 +284,10 @@ def headline(analyses: Sequence[tuple[Path, dict[str, Any]]],
                          if models is None else
                          f"the K = {k}, L = {L} model (the paper's setting) is not among the models shown.")
         t = h["table"]
-        t = t.loc[:, t.notna().any()]
         p = a.get("params") if isinstance(a.get("params"), dict) else {}
+        if found:
+            t = t.assign(atlas=atlas_links(t, p.get("store"), found, page_dir))
+        t = t.loc[:, t.notna().any()]
         what = f"{p.get('label', '?')} = {p.get('positive', '?')}"
         out.append({"what": f"{what} ({folder.name})", "lines": h["lines"], "table": table(t), "notes": notes})
     return out

@@ -132,13 +132,15 @@ def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None) ->
 
 def page_context(run_dir: Path, info: dict[str, Any], *, top: int = 5,
                  audio_root: str | Path | Iterable[str | Path] | None = None, store: str | Path | None = None,
-                 models: set[str] | None = None, max_features: int = 12) -> dict[str, Any]:
+                 models: set[str] | None = None, max_features: int = 12,
+                 page_dir: Path | None = None) -> dict[str, Any]:
     """The template context of a run's page (``info``: its ``sweep.json``).
 
     ``store``: where to look for top-activating segments (default: the store each
     analysis used); ``audio_root``: a folder audio may be read from; ``models``: the
     names of the models to show (``None``: every model); ``max_features``: segments for at
-    most this many features per analysis.
+    most this many features per analysis; ``page_dir``: the folder the page is written to
+    (links into a feature atlas are relative to it; default ``RUN/analysis``).
     """
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
     ctx: dict[str, Any] = {
@@ -149,7 +151,7 @@ def page_context(run_dir: Path, info: dict[str, Any], *, top: int = 5,
         "total_steps": info.get("total_steps"),
     }
     analyses = read_analyses(run_dir)
-    ctx["headline"] = headline(analyses, models)
+    ctx["headline"] = headline(analyses, models, page_dir if page_dir is not None else run_dir / "analysis")
     ctx["links"] = ([("headline", "Headline")] * bool(ctx["headline"]) + [("training", "Training")]
                     + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}") for f, a in analyses])
     metrics = info.get("metrics") or []

@@ -3,7 +3,7 @@
 :func:`table` turns a DataFrame into ``{"columns", "rows", "more"}`` with cells
 ``(kind, text)``: ``text`` (a value formatted by :func:`fmt`: floats with 3 decimals,
 missing values empty), or a :class:`Cell` the report makes itself (``audio``: the
-``src`` of a player; ``note``: a remark in grey).
+``src`` of a player; ``note``: a remark in grey; ``link``: ``(href, text)``).
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ __all__ = ["Cell", "fmt", "table", "drop_defaults", "only_models", "finite_numbe
 
 @dataclass(frozen=True)
 class Cell:
-    """A cell the report makes itself (not data): ``audio`` (src of a player) or ``note``."""
+    """A cell the report makes itself (not data): ``audio`` (src of a player), ``note``, or
+    ``link`` (value ``(href, text)``: a relative link, e.g. into the feature atlas)."""
 
     kind: str
-    value: str
+    value: Any
 
 
 def finite_number(value: Any, default: float | None) -> float | None:
