@@ -22,8 +22,9 @@ import pytest
 pytestmark = pytest.mark.embed  # the embed + describe extras: `pytest -m 'not embed'` leaves it out
 pytest.importorskip("resemblyzer")
 pytest.importorskip("soundfile")
-pytest.importorskip("opensmile")
-pytest.importorskip("silero_vad")
+# opensmile and silero_vad (the describe extra, installed by `make setup`) are not imported here:
+# importing silero_vad sets torch to one thread for the whole process, which would change the
+# embeddings later tests compute in this process; embed.describe loads both and restores it.
 
 import embed.describe as describe  # noqa: E402
 from embed.audio import load_audio  # noqa: E402
@@ -115,6 +116,21 @@ def test_import_embed_loads_no_tool():
 
 
 # ----------------------------------------------------------------------------- the tools
+
+def test_describing_leaves_torchs_thread_count_as_it_was():
+    """silero_vad's import sets torch to one thread for the whole process; describing must not
+    (the speaker encoder's sums would change order, and resumed exports would differ in the
+    last bits from uninterrupted ones)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        describe.describe_waves([np.sin(np.linspace(0, 900, 16000)).astype(np.float32)], 16000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
 
 def test_egemaps_f0_of_harmonic_tones_in_semitones_from_27_5_hz():
     for f0, rate in ((110.0, SR), (220.0, SR), (220.0, 8000)):        # 8 kHz input: resampled to 16 kHz
