@@ -9,25 +9,41 @@ Layout of a store directory::
       metadata.parquet   one row per embedding, in the same row order: ``id`` (str)
                          and any label columns (``split`` = train/val/test if present)
       store.json         {"format": "jsae-store", "version": 1, "num_rows": N, "dim": M,
-                          "complete": true, "encoder": {...}, ...}
+                          "complete": true, "encoder": {...}, "integrity": {...}, ...}
 
 zarr3 has no string dtype, so ids and labels live in the table. A store counts as
 readable only when ``store.json`` says ``"complete": true``: writers (``write_store``,
 the resumable exporter in ``embed/``) set it last, so an interrupted write is never
 mistaken for a finished one.
 
+Integrity: every inner chunk and every shard index carries a crc32c checksum (a flipped bit
+is a read error, never a changed value), and ``store.json``'s ``integrity`` binds the parts
+together: the array's dtype and shape, every shard file (``c/<i>/0``: its rows, size, a
+BLAKE2b-256 hash of its bytes and of its last 4 KiB) and the metadata table (size and hash
+of ``metadata.parquet``). :func:`open_store` checks every shard's size and last bytes (no
+full read) and the table's hash, and refuses a missing, truncated or replaced part in one
+line naming it, its rows and the fix; every read error becomes such a :class:`StoreError`;
+:func:`verify_store` (``jsae store verify``) re-hashes every byte. A store written before
+(no ``integrity``) still opens, with one warning that ``jsae store verify --record STORE``
+adds the hashes.
+
 Public API: :func:`write_store`, :func:`open_store`, :class:`EmbeddingStore`,
 :func:`validate_embeddings`, :func:`create_array`, :func:`write_rows`,
-:func:`finalize_store`, :func:`add_columns`, :func:`read_table`, :func:`load_npy`, :class:`StoreError`,
+:func:`finalize_store`, :func:`add_columns`, :func:`verify_store`, :func:`read_table`, :func:`load_npy`,
+:class:`StoreError`,
 :class:`InvalidEmbeddingsError`. Replacing a store (``overwrite``) goes through
 :func:`jsae.safety.check_deletable`: only a folder holding nothing but a store is deleted.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -54,6 +70,7 @@ __all__ = [
     "write_rows",
     "finalize_store",
     "add_columns",
+    "verify_store",
     "DESCRIPTOR_PREFIXES",
     "is_descriptor",
     "write_store",
@@ -69,6 +86,10 @@ FORMAT_NAME = "jsae-store"
 FORMAT_VERSION = 1
 DEFAULT_ROWS_PER_SHARD = 8192
 DEFAULT_ROWS_PER_CHUNK = 512
+#: the hash ``store.json``'s ``integrity`` records of every shard file and of the metadata table
+HASH_NAME = "blake2b-256"
+#: the bytes at the end of a shard (its index and last chunks) hashed separately, checked at every open
+TAIL_BYTES = 4096
 #: the namespaces of the per-segment descriptor columns ``jsae embed`` / ``jsae describe`` add
 #: (``acoustic.*`` openSMILE eGeMAPS, ``vad.*`` silero-vad, ``describe.error``): measurements,
 #: not labels — segment tables leave them out and no analysis takes them for a grouping
@@ -163,6 +184,8 @@ def _array_spec(path: Path, shape: Sequence[int] | None = None, rows_per_shard: 
         "driver": "zarr3",
         # absolute: TensorStore refuses a relative path with `..` (a store given as ../data/store)
         "kvstore": {"driver": "file", "path": os.path.abspath(path)},
+        # every shard is a file, also one of zeros: a missing shard is damage, never "all fill value"
+        "store_data_equal_to_fill_value": True,
     }
     if shape is not None:
         n, m = shape
@@ -178,6 +201,7 @@ def _array_spec(path: Path, shape: Sequence[int] | None = None, rows_per_shard: 
                         "codecs": [
                             {"name": "bytes", "configuration": {"endian": "little"}},
                             {"name": "zstd", "configuration": {"level": 1}},
+                            {"name": "crc32c"},  # a flipped bit is a read error, not another value
                         ],
                         "index_codecs": [
                             {"name": "bytes", "configuration": {"endian": "little"}},
@@ -252,9 +276,319 @@ def _read_info(store_dir: Path) -> dict[str, Any]:
     return info
 
 
+def _write_info(store_dir: Path, info: Mapping[str, Any]) -> None:
+    """Replace ``store.json`` atomically (a temp file renamed over it)."""
+    tmp = store_dir / f"{INFO_NAME}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+        os.replace(tmp, store_dir / INFO_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- integrity
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=32)
+
+
+def _hash_file(path: Path, bar: Any = None) -> str:
+    h = _hasher()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+            if bar is not None:
+                bar.update(len(block))
+    return h.hexdigest()
+
+
+def _tail_digest(path: Path, size: int) -> str:
+    h = _hasher()
+    with open(path, "rb") as f:
+        f.seek(max(0, size - TAIL_BYTES))
+        h.update(f.read(TAIL_BYTES))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the rows of a store's array lie: shard ``i`` is the file ``key(i)``."""
+
+    store_dir: Path
+    num_rows: int
+    rows_per_shard: int
+    separator: str
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_rows // self.rows_per_shard)
+
+    def key(self, i: int) -> str:
+        return self.separator.join(("c", str(i), "0"))
+
+    def path(self, i: int) -> Path:
+        return self.store_dir / ARRAY_NAME / Path(*self.key(i).split(self.separator))
+
+    def rows(self, i: int) -> tuple[int, int]:
+        return i * self.rows_per_shard, min((i + 1) * self.rows_per_shard, self.num_rows)
+
+    def name(self, i: int) -> str:
+        start, stop = self.rows(i)
+        return f"shard {ARRAY_NAME}/{self.key(i).replace(self.separator, '/')} (rows {start}..{stop - 1})"
+
+    def shard_of_file(self, path: str) -> int | None:
+        try:
+            rel = Path(path).resolve().relative_to((self.store_dir / ARRAY_NAME).resolve())
+        except (ValueError, OSError):
+            return None
+        parts = rel.parts
+        if len(parts) == 3 and parts[0] == "c" and parts[1].isdigit():
+            return int(parts[1])
+        return None
+
+
+def _layout(store_dir: Path, num_rows: int) -> _Layout:
+    """The shard layout from ``embeddings.zarr/zarr.json`` (what tensorstore reads)."""
+    meta_path = store_dir / ARRAY_NAME / "zarr.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        rows_per_shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+        encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+        separator = (encoding.get("configuration") or {}).get("separator", "/")
+        if encoding.get("name") != "default" or rows_per_shard <= 0:
+            raise ValueError(encoding.get("name"))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise StoreError(f"{meta_path} cannot be read as a jsae array ({type(err).__name__}); the store is "
+                         "corrupt.") from None
+    return _Layout(store_dir, num_rows, rows_per_shard, separator)
+
+
+def _fix(store_dir: Path, info: Mapping[str, Any]) -> str:
+    """How to make a damaged store again, from what ``store.json`` says made it."""
+    if info.get("producer") == "jsae embed":
+        return (f"re-run the same `jsae embed ... --out {store_dir}` command with --overwrite "
+                "(or restore the store from a backup)")
+    synth = info.get("synthetic")
+    if isinstance(synth, dict):
+        return (f"re-synthesise it: `jsae store synth --out {store_dir} --rows {info.get('num_rows')} --dim "
+                f"{info.get('dim')} --atoms {synth.get('atoms')} --active {synth.get('active')} --noise "
+                f"{synth.get('noise')} --seed {synth.get('seed')} --overwrite`")
+    if info.get("source"):
+        return (f"re-import it: `jsae store import {info['source']} [--metadata TABLE] --out {store_dir} "
+                "--overwrite` (or restore it from a backup)")
+    return "write it again (write_store(..., overwrite=True)) or restore it from a backup"
+
+
+def _damaged(store_dir: Path, info: Mapping[str, Any], what: str) -> StoreError:
+    return StoreError(f"{store_dir}: {what}; the store is damaged and is not read. Fix: {_fix(store_dir, info)}.")
+
+
+def _table_record(path: Path) -> dict[str, Any]:
+    return {"size": path.stat().st_size, "hash": _hash_file(path)}
+
+
+def _integrity(store_dir: Path, array: ts.TensorStore, *, bar: Any = None) -> dict[str, Any]:
+    """Hash every shard file and the metadata table (what ``store.json``'s ``integrity`` holds)."""
+    n, m = (int(s) for s in array.shape)
+    layout = _layout(store_dir, n)
+    shards = []
+    for i in range(layout.num_shards):
+        path = layout.path(i)
+        if not path.is_file():
+            raise StoreError(f"{store_dir}: {layout.name(i)} was not written; the store is incomplete. Write it "
+                             "again.")
+        size = path.stat().st_size
+        start, stop = layout.rows(i)
+        shards.append({"key": layout.key(i), "rows": [start, stop], "size": size,
+                       "hash": _hash_file(path, bar), "tail": _tail_digest(path, size)})
+    return {"hash": HASH_NAME, "dtype": str(np.dtype(array.dtype.numpy_dtype)), "shape": [n, m],
+            "rows_per_shard": layout.rows_per_shard, "metadata": _table_record(store_dir / META_NAME),
+            "shards": shards}
+
+
+_LEGACY_WARNED: set[str] = set()
+
+
+def _check_array(store_dir: Path, info: Mapping[str, Any], array: ts.TensorStore) -> _Layout:
+    """What every open checks without reading the data: dtype, shape, every shard's size and last bytes."""
+    n, m = (int(s) for s in array.shape)
+    record = info.get("integrity")
+    dtype = str(np.dtype(array.dtype.numpy_dtype))
+    want = record.get("dtype", "float32") if isinstance(record, dict) else "float32"
+    if dtype != want:
+        raise _damaged(store_dir, info, f"{ARRAY_NAME} holds {dtype} values but store.json records {want} "
+                                        f"({ARRAY_NAME}/zarr.json was edited or {ARRAY_NAME} replaced)")
+    layout = _layout(store_dir, n)
+    if not isinstance(record, dict):
+        key = os.path.abspath(store_dir)
+        if key not in _LEGACY_WARNED:
+            _LEGACY_WARNED.add(key)
+            warnings.warn(f"{store_dir} was written before jsae recorded checksums in store.json, so a damaged "
+                          f"shard may go unnoticed; `jsae store verify --record {store_dir}` adds them.",
+                          UserWarning, stacklevel=3)
+        for i in range(layout.num_shards):  # an old store: every shard was written, so it must be there
+            if not layout.path(i).is_file():
+                raise _damaged(store_dir, info, f"{layout.name(i)} is missing")
+        return layout
+    if [n, m] != list(record.get("shape", [n, m])) or layout.rows_per_shard != record.get("rows_per_shard"):
+        raise _damaged(store_dir, info, f"{ARRAY_NAME} is [{n}, {m}] in shards of {layout.rows_per_shard} rows but "
+                                        f"store.json records {record.get('shape')} in shards of "
+                                        f"{record.get('rows_per_shard')} rows ({ARRAY_NAME} was replaced)")
+    shards = record.get("shards") or []
+    if len(shards) != layout.num_shards:
+        raise _damaged(store_dir, info, f"store.json records {len(shards)} shards but the array has "
+                                        f"{layout.num_shards}")
+    for i, entry in enumerate(shards):
+        path = layout.path(i)
+        if not path.is_file():
+            raise _damaged(store_dir, info, f"{layout.name(i)} is missing")
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            how = "truncated" if size < int(entry.get("size") or 0) else "grown"
+            raise _damaged(store_dir, info, f"{layout.name(i)} has {size} bytes but store.json records "
+                                            f"{entry.get('size')} ({how}, or {ARRAY_NAME} was replaced)")
+        if _tail_digest(path, size) != entry.get("tail"):
+            raise _damaged(store_dir, info, f"{layout.name(i)} does not hash to what store.json records (its "
+                                            f"last bytes changed: damaged, or {ARRAY_NAME} was replaced)")
+    return layout
+
+
+def _read_table_checked(store_dir: Path, info: Mapping[str, Any]) -> pd.DataFrame:
+    """``metadata.parquet``, refused unless its bytes hash to what ``store.json`` records."""
+    meta_path = store_dir / META_NAME
+    if not meta_path.exists():
+        raise StoreError(f"{store_dir}: {META_NAME} is missing; the store is corrupt.")
+    data = meta_path.read_bytes()
+    record = info.get("integrity")
+    if isinstance(record, dict):
+        digest = _hasher()
+        digest.update(data)
+        accepted = [r.get("hash") for r in (record.get("metadata"), record.get("metadata_next")) if r]
+        if digest.hexdigest() not in accepted:
+            raise StoreError(f"{store_dir}: {META_NAME} is not the table store.json records (its hash differs: "
+                             "it was replaced, reordered or edited outside jsae), so its rows may not match the "
+                             f"embeddings; put back the store's own table, or {_fix(store_dir, info)}.")
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{meta_path} cannot be read ({type(err).__name__}); the store is corrupt. Fix: "
+                         f"{_fix(store_dir, info)}.") from None
+
+
+_TS_FILE = re.compile(r'local file "([^"]+)"')
+
+
+def _read_error(store_dir: Path, info: Mapping[str, Any], layout: _Layout, err: Exception,
+                rows: tuple[int, int]) -> StoreError:
+    """A tensorstore read error as one line naming the shard, its rows and the fix."""
+    text = " ".join(str(err).split())
+    match = _TS_FILE.search(text)
+    shard = layout.shard_of_file(match.group(1)) if match else None
+    if shard is None:
+        first, last = rows[0] // layout.rows_per_shard, max(rows[0], rows[1] - 1) // layout.rows_per_shard
+        where = layout.name(first) if first == last else (
+            f"shards {layout.key(first)}..{layout.key(last)} (rows {rows[0]}..{rows[1] - 1})")
+    else:
+        where = layout.name(shard)
+    if "Digest mismatch" in text and "shard index" in text:
+        why = "its index fails its checksum (truncated or damaged)"
+    elif "Digest mismatch" in text:
+        why = "a chunk fails its checksum (damaged bytes)"
+    elif "shard index" in text or "OUT_OF_RANGE" in text:
+        why = "its index cannot be read (truncated or damaged)"
+    else:
+        why = text.split(" [", 1)[0][:160]
+    return _damaged(store_dir, info, f"{where} cannot be read: {why}")
+
+
+def verify_store(store_dir: str | os.PathLike, *, record: bool = False,
+                 progress: bool | None = None) -> dict[str, Any]:
+    """Re-hash every shard file and the metadata table against ``store.json``.
+
+    Returns ``{"shards": count, "bytes": hashed, "bad": [(shard, problem), ...], "recorded": bool}``;
+    a store with bad parts is *not* raised on (the caller names them). ``record``: a store written
+    before the hashes existed gets them, after every shard was read in full through tensorstore
+    (checksums, decoding) — refused while any part is bad. Recorded hashes are never replaced.
+    ``progress``: a tqdm bar over the bytes (``None``: only on a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    store_dir = Path(store_dir)
+    if not store_dir.exists():
+        raise StoreError(f"embedding store {store_dir} does not exist.")
+    info = _read_info(store_dir)
+    if not info.get("complete", False):
+        raise StoreError(f"{store_dir} is incomplete (an export or import did not finish); re-run the same "
+                         "command to resume it.")
+    array = open_array(store_dir)
+    n, m = (int(s) for s in array.shape)
+    layout = _layout(store_dir, n)
+    integrity = info.get("integrity")
+    legacy = not isinstance(integrity, dict)
+    if legacy and not record:
+        raise StoreError(f"{store_dir} records no hashes (written before jsae recorded them); "
+                         f"`jsae store verify --record {store_dir}` checks every shard and adds them.")
+    bad: list[tuple[str, str]] = []
+    dtype = str(np.dtype(array.dtype.numpy_dtype))
+    want = "float32" if legacy else integrity.get("dtype")
+    if dtype != want:
+        bad.append((f"{ARRAY_NAME}/zarr.json", f"holds {dtype} values, not {want}"))
+    if not legacy and ([n, m] != list(integrity.get("shape") or [])
+                       or len(integrity.get("shards") or []) != layout.num_shards):
+        bad.append((ARRAY_NAME, f"is [{n}, {m}] in {layout.num_shards} shards but store.json records "
+                                f"{integrity.get('shape')} in {len(integrity.get('shards') or [])}"))
+    entries = [None] * layout.num_shards if legacy else list(integrity.get("shards") or [])[:layout.num_shards]
+    paths = [layout.path(i) for i in range(len(entries))]
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    hashed = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"verify {store_dir.name}", disable=(
+            None if progress is None else not progress), dynamic_ncols=True) as bar:
+        for i, (entry, path) in enumerate(zip(entries, paths)):
+            if not path.is_file():
+                bad.append((layout.name(i), "missing"))
+                continue
+            size = path.stat().st_size
+            digest = _hash_file(path, bar)
+            hashed += size
+            if entry is not None:
+                if size != entry.get("size"):
+                    bad.append((layout.name(i), f"{size} bytes, store.json records {entry.get('size')}"))
+                elif digest != entry.get("hash"):
+                    bad.append((layout.name(i), "its bytes changed (hash differs from store.json)"))
+                continue
+            start, stop = layout.rows(i)  # --record on an old store: the data must decode
+            try:
+                array[start:stop, :].read().result()
+            except ValueError as err:
+                bad.append((layout.name(i), str(_read_error(store_dir, info, layout, err, (start, stop)))
+                            .split(" cannot be read: ", 1)[-1].split("; the store is damaged")[0]))
+    meta_path = store_dir / META_NAME
+    if not meta_path.is_file():
+        bad.append((META_NAME, "missing"))
+    elif not legacy:
+        accepted = [r.get("hash") for r in (integrity.get("metadata"), integrity.get("metadata_next")) if r]
+        if _hash_file(meta_path) not in accepted:
+            bad.append((META_NAME, "not the table store.json records (hash differs)"))
+    recorded = False
+    if record and legacy and not bad:
+        table_rows = len(pd.read_parquet(meta_path))
+        if table_rows != n:
+            bad.append((META_NAME, f"{table_rows} rows, the array has {n}"))
+        else:
+            _write_info(store_dir, {**info, "integrity": _integrity(store_dir, array)})
+            recorded = True
+    return {"store": str(store_dir), "shards": layout.num_shards, "bytes": hashed, "bad": bad,
+            "recorded": recorded, "fix": _fix(store_dir, info)}
+
+
 def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
                    attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write the metadata table and mark the store complete (the last step of any writer)."""
+    """Write the metadata table and mark the store complete (the last step of any writer).
+
+    ``store.json`` records the integrity of what was written (:data:`HASH_NAME` of every shard
+    file and of the table, the array's dtype and shape), so a later open can refuse damage.
+    """
     store_dir = Path(store_dir)
     array = open_array(store_dir)
     n, m = (int(s) for s in array.shape)
@@ -267,11 +601,10 @@ def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
         "dim": m,
         "complete": True,
         "columns": [str(c) for c in table.columns],
-        **dict(attrs or {}),
+        **{k: v for k, v in dict(attrs or {}).items() if k != "integrity"},
+        "integrity": _integrity(store_dir, array),
     }
-    tmp = store_dir / (INFO_NAME + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp, store_dir / INFO_NAME)
+    _write_info(store_dir, info)
     return info
 
 
@@ -326,14 +659,21 @@ def add_columns(store: "str | os.PathLike | EmbeddingStore", frame: pd.DataFrame
     tmp = store_dir / f"{META_NAME}.tmp-{os.getpid()}"
     try:
         table.to_parquet(tmp, index=False)
+        info = _read_info(store_dir)
+        integrity = info.get("integrity")
+        if isinstance(integrity, dict):  # the new table's hash is accepted before the table is renamed in
+            integrity = {**integrity, "metadata_next": _table_record(tmp)}
+            _write_info(store_dir, {**info, "integrity": integrity})
         os.replace(tmp, store_dir / META_NAME)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    info = {**_read_info(store_dir), "columns": [str(c) for c in table.columns], **dict(attrs or {})}
-    tmp_info = store_dir / f"{INFO_NAME}.tmp-{os.getpid()}"
-    tmp_info.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp_info, store_dir / INFO_NAME)
+    info = {**info, "columns": [str(c) for c in table.columns],
+            **{k: v for k, v in dict(attrs or {}).items() if k != "integrity"}}
+    if isinstance(integrity, dict):  # then it is the only one
+        info["integrity"] = {**{k: v for k, v in integrity.items() if k != "metadata_next"},
+                             "metadata": integrity["metadata_next"]}
+    _write_info(store_dir, info)
     return info
 
 
@@ -490,14 +830,16 @@ class EmbeddingStore:
             rows = slice(0, self.num_rows)
         if isinstance(rows, slice):
             start = rows.start or 0
-            out = self._array[rows, :].read().result()
+            span = range(self.num_rows)[rows]
+            out = self._read_ts(self._array[rows, :], (span.start, span.stop) if len(span) else (0, 1))
         else:
             idx = np.asarray(rows, dtype=np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= self.num_rows):
                 raise StoreError(f"row index out of range [0, {self.num_rows}): {idx.min()}..{idx.max()}")
             order = np.argsort(idx, kind="stable")
             if idx.size:
-                sorted_rows = self._array.oindex[idx[order], :].read().result()
+                sorted_rows = self._read_ts(self._array.oindex[idx[order], :],
+                                            (int(idx.min()), int(idx.max()) + 1))
             else:
                 sorted_rows = np.zeros((0, self.dim), np.float32)
             out = np.empty_like(sorted_rows)
@@ -508,6 +850,15 @@ class EmbeddingStore:
             validate_embeddings(out, dim=self.dim, row_offset=start, what=f"store {self.path}",
                                 rows=None if isinstance(rows, slice) else idx)
         return out
+
+    def _read_ts(self, view: ts.TensorStore, rows: tuple[int, int]) -> np.ndarray:
+        """Read through tensorstore; a checksum mismatch, a truncated shard or any other read
+        error is one :class:`StoreError` line naming the shard, its rows and the fix."""
+        try:
+            return view.read().result()
+        except ValueError as err:
+            layout = _layout(self.path, self.num_rows)
+            raise _read_error(self.path, self.info, layout, err, rows) from None
 
     def load(self) -> np.ndarray:
         """The whole array in memory, ``[N, M]`` float32 (validated)."""
@@ -532,7 +883,13 @@ class EmbeddingStore:
 
 
 def open_store(store_dir: str | os.PathLike) -> EmbeddingStore:
-    """Open a finished store; refuses missing, incomplete and inconsistent ones."""
+    """Open a finished store; refuses missing, incomplete, inconsistent and damaged ones.
+
+    Checks without reading the data: the array's dtype and shape, every shard file there with
+    the size and last bytes ``store.json`` records, and the metadata table's hash. A store
+    written before the hashes existed opens with one warning per store (``jsae store verify
+    --record``), after checking that every shard file is there.
+    """
     store_dir = Path(store_dir)
     if not store_dir.exists():
         raise StoreError(f"embedding store {store_dir} does not exist.")
@@ -542,17 +899,21 @@ def open_store(store_dir: str | os.PathLike) -> EmbeddingStore:
             f"{store_dir} is incomplete (an export or import did not finish); "
             "re-run the same command to resume it."
         )
-    array = open_array(store_dir)
+    try:
+        array = open_array(store_dir)
+    except ValueError as err:  # tensorstore: zarr.json unreadable or not a zarr3 array
+        if isinstance(err, StoreError):
+            raise
+        raise _damaged(store_dir, info, f"{ARRAY_NAME} cannot be opened ({' '.join(str(err).split())[:160]})") \
+            from None
     n, m = (int(s) for s in array.shape)
     if n == 0:
         raise StoreError(f"{store_dir} is empty (0 rows); there is nothing to train on.")
     if (n, m) != (info.get("num_rows"), info.get("dim")):
         raise StoreError(f"{store_dir}: array is [{n}, {m}] but store.json says "
                          f"[{info.get('num_rows')}, {info.get('dim')}]; the store is corrupt.")
-    meta_path = store_dir / META_NAME
-    if not meta_path.exists():
-        raise StoreError(f"{store_dir}: {META_NAME} is missing; the store is corrupt.")
-    table = pd.read_parquet(meta_path)
+    _check_array(store_dir, info, array)   # dtype, shape, every shard there with its size and last bytes
+    table = _read_table_checked(store_dir, info)  # the table store.json binds to these embeddings
     if len(table) != n:
         raise StoreError(f"{store_dir}: metadata has {len(table)} rows but the array has {n}; the store is corrupt.")
     return EmbeddingStore(path=Path(os.path.abspath(store_dir)), info=info, metadata=table, _array=array)

@@ -4,6 +4,7 @@
     jsae store import X.npy [--metadata T.csv|.parquet|.jsonl] --out STORE [--overwrite]
     jsae store synth --out STORE [--rows N --dim M ...] [--overwrite]
     jsae store info STORE
+    jsae store verify STORE [--record]   (re-hash every shard against store.json)
     jsae embed ...           (audio → embedding store; the embed extra: `jsae embed --help`)
     jsae describe STORE [--audio-root DIR] [--overwrite]   (per-segment acoustic descriptors; the describe extra)
     jsae demo [--full-grid]  (the paper's experiments on the bundled demo corpus)
@@ -88,7 +89,13 @@ def _cmd_store_info(args: argparse.Namespace) -> int:
     from jsae.store import is_descriptor
 
     store = open_store(args.store)
-    print(json.dumps(store.info, indent=2))
+    info = dict(store.info)
+    if isinstance(info.get("integrity"), dict):  # one line, not one entry per shard
+        record = info["integrity"]
+        info["integrity"] = (f"{record.get('hash')} of {len(record.get('shards') or [])} shard(s) and "
+                             f"metadata.parquet; dtype {record.get('dtype')}, shape {record.get('shape')} "
+                             "(`jsae store verify` re-hashes them)")
+    print(json.dumps(info, indent=2))
     meta = store.metadata
     measured = [c for c in meta.columns if is_descriptor(c)]
     print(meta.drop(columns=measured).head(args.head).to_string())
@@ -98,6 +105,22 @@ def _cmd_store_info(args: argparse.Namespace) -> int:
               + (":" if shown else ""))
         if shown:
             print(meta[shown].describe().loc[["count", "mean", "std", "min", "max"]].to_string())
+    return 0
+
+
+def _cmd_store_verify(args: argparse.Namespace) -> int:
+    from jsae.store import StoreError, verify_store
+
+    result = verify_store(args.store, record=args.record)
+    for what, problem in result["bad"]:
+        print(f"bad: {what}: {problem}")
+    if result["bad"]:
+        what, problem = result["bad"][0]
+        more = f" and {len(result['bad']) - 1} more (listed above)" if len(result["bad"]) > 1 else ""
+        raise StoreError(f"{args.store}: {what}: {problem}{more}; the store is damaged. Fix: {result['fix']}.")
+    done = "recorded the hashes of" if result["recorded"] else "verified"
+    print(f"{args.store}: {done} {result['shards']} shard(s) ({result['bytes']} bytes) and metadata.parquet: "
+          "all match store.json")
     return 0
 
 
@@ -140,6 +163,12 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     p = cli.add_command(store, "info", _cmd_store_info, "print a store's info and first metadata rows")
     p.add_argument("store", metavar="STORE", help="store folder")
     p.add_argument("--head", type=int, default=5, metavar="N", help="metadata rows to print")
+
+    p = cli.add_command(store, "verify", _cmd_store_verify,
+                        "re-hash every shard and the metadata table against store.json; name the bad ones")
+    p.add_argument("store", metavar="STORE", help="store folder")
+    p.add_argument("--record", action="store_true",
+                   help="a store written before jsae recorded hashes: read every shard, then record them")
 
 
 def _embed_missing(error: ImportError):

@@ -42,7 +42,7 @@ NAME = {path: " ".join(("jsae", *path)) for path in PARSERS}
 
 def test_the_commands_are_all_there():
     names = {" ".join(path) for path in COMMANDS}
-    assert names == {"sweep", "store import", "store synth", "store info", "embed", "demo", "export", "probe",
+    assert names == {"sweep", "store import", "store synth", "store info", "store verify", "embed", "demo", "export", "probe",
                      "split", "steer", "universality", "consistency", "report", "describe", "atlas"}
 
 
@@ -86,6 +86,7 @@ BAD_INPUT = {
     ("store", "import"): lambda tmp, empty: ["store", "import", tmp / "missing.npy", "--out", tmp / "store"],
     ("store", "synth"): lambda tmp, empty: ["store", "synth", "--out", empty, "--rows", "10", "--dim", "4"],
     ("store", "info"): lambda tmp, empty: ["store", "info", tmp / "missing"],
+    ("store", "verify"): lambda tmp, empty: ["store", "verify", tmp / "missing"],
     ("embed",): lambda tmp, empty: ["embed", "--audio-dir", tmp / "missing", "--out", tmp / "store", "-q",
                                     "--no-progress"],
     ("demo",): lambda tmp, empty: ["demo", "--data", tmp / "missing", "--out", tmp / "run"],
