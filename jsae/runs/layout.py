@@ -1,7 +1,8 @@
 """The names inside a run directory (``jsae sweep --out RUN``)::
 
     RUN/config.yaml          the resolved sweep config
-    RUN/sweep.json           grid, normaliser, data fingerprint, history, step / total_steps / complete, metrics
+    RUN/sweep.json           run_id (a uuid4 hex made when the run starts, repeated by every model's cfg.json),
+                             grid, normaliser, data fingerprint, history, step / total_steps / complete, metrics
     RUN/metrics.json         one validation record per model
     RUN/checkpoints/<step>/  orbax: stacked training state + JSON meta, with checksums
     RUN/checkpoints.corrupt/ checkpoints that failed their checksums, set aside

@@ -77,7 +77,11 @@ def load_sweep(run_dir: str | Path, step: int | None = None, *, source: str = "a
     (re-running the sweep command moves the bad step aside and retrains it);
     ``auto`` (default) takes the model files when they exist and are of the asked
     ``step`` (default: theirs, the newest), else the checkpoint.
-    ``Sweep.step``/``total_steps``/``complete`` say how far the run got.
+    ``Sweep.step``/``total_steps``/``complete`` say how far the run got. Model files are
+    verified (:func:`~jsae.runs.modelfiles.read_models`): each must say what its weights were
+    written as and, when ``sweep.json`` has a ``run_id``, belong to this run — a model folder
+    copied in from another run is a one-line :class:`~jsae.runs.modelfiles.ModelFileError`
+    naming it.
 
     A run directory without ``config.yaml``, ``sweep.json``, or without either
     ``models/`` or ``checkpoints/`` raises :class:`~jsae.errors.MissingPathError` (also a

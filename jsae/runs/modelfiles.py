@@ -11,10 +11,27 @@ analyses and exports load (:func:`jsae.load_sweep`, ``jsae export``)::
                                           norm_mean [M], norm_scale [M]: float64 (the Normalizer)
     RUN/models/<name>/cfg.json            {"format": "jsae-sae", "version": 1, "name", "spec",
                                            "dim": M, "latent_size": L, "normalizer": {"kind"},
-                                           "step": S, "sha256": <of sae.safetensors>, "run": {...}}
+                                           "step": S, "sha256": <of sae.safetensors>,
+                                           "run": {"id": <the run's id>, ...}}   (keys sorted)
 
 ``spec`` is the model's spec dict (``{"k", "latent_size", "activation": "topk" |
 "relu_l1", "l1_coef", "name"}``, as :meth:`jsae.core.spec.ModelSpec.to_dict` gives it).
+
+A model says exactly what it is: the header of ``sae.safetensors`` records the model's
+definition (``__metadata__["jsae_model"]``: the canonical JSON of name, spec, dim,
+latent_size, normaliser kind, step and run id), so the sha256 recorded in ``cfg.json``
+covers the definition, the normaliser arrays and the weights together; a ``cfg.json``
+that says anything else (an edited ``k``) is refused, naming what differs. Every tensor's
+dtype and shape are checked against the definition even when the sha256 matches. Files
+from before (no definition in the header) are still read, on the weights' sha256 alone
+(:attr:`ModelFile.bound` is False).
+
+A model belongs to its run: ``cfg.json["run"]["id"]`` repeats the ``run_id`` of the run's
+``sweep.json`` (created once, when the run starts), and :func:`read_models` refuses a model
+folder of another run (one copied in). Runs from before run ids are read as before.
+
+Writing is deterministic: the same parameters give byte-identical files (the safetensors
+header is written here, its keys in a fixed order; JSON keys sorted).
 
 Writes are atomic per file (a temporary file in the same folder, fsync, ``os.replace``)
 and ordered: ``sae.safetensors``, then ``cfg.json`` (which holds its sha256), and
@@ -40,13 +57,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BadValueError, JsaeError, MissingPathError, NotFoundError
-from ..jsonio import atomic_write_bytes, json_bytes
+from ..jsonio import atomic_write_bytes, to_jsonable
 from ..core.kinds import ACTIVATION_KINDS as _ACTIVATIONS, TOPK
 from ..core.normalize import Normalizer
+from .layout import SWEEP_FILE
 
 __all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
            "INDEX_FORMAT", "VERSION", "PARAM_NAMES", "write_model_files", "write_model_file", "read_model_file",
-           "read_models", "has_model_files", "model_files_step", "models_dir"]
+           "read_models", "has_model_files", "model_files_step", "models_dir", "recorded_run_id",
+           "model_definition", "safetensors_bytes", "RUN_ID_KEY"]
 
 FORMAT = "jsae-sae"
 INDEX_FORMAT = "jsae-models"
@@ -58,11 +77,24 @@ CFG_FILE = "cfg.json"
 #: the SAE parameters, float32, jsae's names (:class:`jsae.core.sae.SAEParams`)
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_pre")
 _NORM_NAMES = ("norm_mean", "norm_scale")
+#: the dtype each tensor is written with (and must have when read)
+_DTYPES = {"W_enc": np.dtype("<f4"), "b_enc": np.dtype("<f4"), "W_dec": np.dtype("<f4"), "b_pre": np.dtype("<f4"),
+           "norm_mean": np.dtype("<f8"), "norm_scale": np.dtype("<f8")}
+_ST_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+#: the key of the model's definition in the safetensors header's ``__metadata__``
+_DEFINITION_KEY = "jsae_model"
+#: the key of the run id in ``sweep.json`` (cfg.json repeats it as ``run["id"]``)
+RUN_ID_KEY = "run_id"
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 _REWRITE = "re-run the `jsae sweep` command that made the run to write them"
 _MIXED = ("model files are from different steps (an interrupted write); re-run the sweep command, or load "
           "from the checkpoints: load_sweep(run, source='checkpoint')")
+_WRONG_RUN = ("copy the model back from its own run, or re-run the `jsae sweep` command that made this run to "
+              "rewrite its models")
+_EDITED = ("cfg.json was edited, or joined to another model's weights; restore the folder from a copy of the run, or "
+           "re-run the `jsae sweep` command that made the run to rewrite it")
 _DAMAGED = ("a torn or damaged file (an interrupted write, or a copy that changed it); re-run the `jsae sweep` "
             "command that made the run to rewrite it, or load from the checkpoints: "
             "load_sweep(run, source='checkpoint')")
@@ -88,6 +120,15 @@ class ModelFile:
     step: int
     run: dict
     path: Path
+    #: True when ``sae.safetensors`` records the model's definition (checked against ``cfg.json``);
+    #: False for files written before it did (verified by the weights' sha256 only)
+    bound: bool = False
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the run the model was written by (None for files from before run ids)."""
+        rid = self.run.get("id")
+        return rid if isinstance(rid, str) else None
 
     @property
     def latent_size(self) -> int:
@@ -163,6 +204,53 @@ def _norm_arrays(normalizer: Normalizer, m: int, where: str) -> dict[str, np.nda
     return {"norm_mean": mean, "norm_scale": scale}
 
 
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def model_definition(name: str, spec: dict, dim: int, latent_size: int, normalizer_kind: str, step: int,
+                     run_id: str | None) -> dict:
+    """What defines a model besides its arrays, as recorded in its ``sae.safetensors`` header
+    (strict-JSON values: what ``cfg.json`` reads back as)."""
+    return json.loads(_canonical_json({"name": name, "spec": spec, "dim": int(dim), "latent_size": int(latent_size),
+                                       "normalizer": {"kind": str(normalizer_kind)}, "step": int(step),
+                                       "run_id": run_id}))
+
+
+def safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of ``arrays`` (little-endian), deterministic: the same arrays and metadata
+    give the same bytes in every process (``safetensors.numpy.save`` orders the metadata by a
+    per-process hash). Tensors are laid out like safetensors does (larger items first, then by
+    name); header keys sorted; the header padded with spaces to a multiple of 8 bytes."""
+    codes = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<i4"): "I32", np.dtype("<i8"): "I64",
+             np.dtype("<f2"): "F16"}
+    data = {k: np.ascontiguousarray(np.asarray(a), dtype=np.asarray(a).dtype.newbyteorder("<")) for k, a in
+            arrays.items()}
+    order = sorted(data, key=lambda k: (-data[k].dtype.itemsize, k))
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(metadata[k]) for k in sorted(metadata)}
+    offset, chunks = 0, []
+    for k in order:
+        a = data[k]
+        blob = a.tobytes()
+        header[k] = {"dtype": codes[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        chunks.append(blob)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
+def _safetensors_header(blob: bytes) -> dict:
+    """The JSON header of a safetensors file (its dtypes, shapes and ``__metadata__``)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
 def write_model_file(folder: str | os.PathLike, spec: dict, params: dict, *, normalizer: Normalizer, step: int,
                      run: dict | None = None) -> Path:
     """Write one model into ``folder`` (created if needed): ``sae.safetensors``, then ``cfg.json``.
@@ -173,25 +261,35 @@ def write_model_file(folder: str | os.PathLike, spec: dict, params: dict, *, nor
       normalizer: the run's :class:`~jsae.core.normalize.Normalizer` (stored as float64 ``norm_mean``,
         ``norm_scale``; its kind in ``cfg.json``).
       step: the training step the parameters are from.
-      run: free JSON-able provenance (config, data source, version), stored as ``cfg.json["run"]``.
+      run: free JSON-able provenance (config, data source, version), stored as ``cfg.json["run"]``;
+        its ``"id"`` (the run's id, ``sweep.json["run_id"]``) binds the model to its run.
 
-    Returns the folder.
+    Returns the folder. The same arguments give byte-identical files.
     """
-    from safetensors.numpy import save
-
     folder = Path(folder)
     where = str(folder)
     arrays, m, n_lat = _check_params(params, where)
     spec = _check_spec(spec, n_lat, where)
     arrays.update(_norm_arrays(normalizer, m, where))
+    run = to_jsonable(dict(run or {}))
+    run_id = run.get("id")
+    if run_id is not None and not isinstance(run_id, str):
+        raise BadValueError(f"{where}: run['id'] must be a string (the run's id), got {type(run_id).__name__}.")
+    definition = model_definition(spec["name"], spec, m, n_lat, normalizer.kind, step, run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    blob = save(arrays, metadata={"format": FORMAT, "version": str(VERSION)})
+    blob = safetensors_bytes(arrays, {"format": FORMAT, "version": str(VERSION),
+                                      _DEFINITION_KEY: _canonical_json(definition)})
     atomic_write_bytes(folder / WEIGHTS_FILE, blob)
     cfg = {"format": FORMAT, "version": VERSION, "name": spec["name"], "spec": spec, "dim": m,
            "latent_size": n_lat, "normalizer": {"kind": str(normalizer.kind)}, "step": int(step),
-           "sha256": hashlib.sha256(blob).hexdigest(), "run": dict(run or {})}
-    atomic_write_bytes(folder / CFG_FILE, json_bytes(cfg))
+           "sha256": hashlib.sha256(blob).hexdigest(), "run": run}
+    atomic_write_bytes(folder / CFG_FILE, _sorted_json_bytes(cfg))
     return folder
+
+
+def _sorted_json_bytes(obj: Any) -> bytes:
+    """:func:`jsae.jsonio.json_bytes` with the keys sorted (the same object, the same bytes)."""
+    return (json.dumps(to_jsonable(obj), indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, dict[str, np.ndarray]]], *,
@@ -225,7 +323,7 @@ def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, d
     index = {"format": INDEX_FORMAT, "version": VERSION, "step": int(step),
              "total_steps": None if total_steps is None else int(total_steps), "complete": bool(complete),
              "dim": int(dim), "models": names}
-    atomic_write_bytes(out / INDEX_FILE, json_bytes(index))
+    atomic_write_bytes(out / INDEX_FILE, _sorted_json_bytes(index))
     return out
 
 
@@ -251,9 +349,12 @@ def read_model_file(folder: str | os.PathLike) -> ModelFile:
     """Read one model folder back, verified.
 
     Checks: both files exist, ``cfg.json`` is a jsae-sae v1 file, the sha256 of
-    ``sae.safetensors`` matches, the shapes (``W_enc [M, L]``, ``W_dec [L, M]``,
-    ``b_enc [L]``, ``b_pre [M]``, ``norm_* [M]``) agree with each other and with
-    ``cfg.json`` (``dim``, ``latent_size``, ``spec["latent_size"]``), values are finite.
+    ``sae.safetensors`` matches, the dtypes (float32 parameters, float64 normaliser) and
+    shapes (``W_enc [M, L]``, ``W_dec [L, M]``, ``b_enc [L]``, ``b_pre [M]``, ``norm_* [M]``)
+    agree with each other and with ``cfg.json`` (``dim``, ``latent_size``,
+    ``spec["latent_size"]``), values are finite, and ``cfg.json`` says what the weights were
+    written as (the definition recorded in the safetensors header: name, spec, dim, normaliser
+    kind, step, run id) — files from before that record are read without this last check.
     """
     from safetensors.numpy import load
 
@@ -288,6 +389,9 @@ def read_model_file(folder: str | os.PathLike) -> ModelFile:
     want = {"W_enc": (m, n_lat), "b_enc": (n_lat,), "W_dec": (n_lat, m), "b_pre": (m,),
             "norm_mean": (m,), "norm_scale": (m,)}
     for k, shape in want.items():
+        if arrays[k].dtype != _DTYPES[k]:
+            raise ModelFileError(f"{w_path}: {k} is stored as {arrays[k].dtype}, not {_DTYPES[k].name} (what jsae "
+                                 f"writes); {_DAMAGED}")
         if arrays[k].shape != shape:
             raise ModelFileError(f"{w_path}: {k} has shape {arrays[k].shape}, but {cfg_path.name} says M = {m}, "
                                  f"L = {n_lat} (expected {shape}); {_DAMAGED}")
@@ -303,12 +407,46 @@ def read_model_file(folder: str | os.PathLike) -> ModelFile:
                              f"{', '.join(_ACTIVATIONS)}; {_DAMAGED}")
     if np.any(arrays["norm_scale"] <= 0):
         raise ModelFileError(f"{w_path}: norm_scale has a value ≤ 0; {_DAMAGED}")
+    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    bound = _check_definition(blob, cfg_path, w_path,
+                              model_definition(name, spec, m, n_lat, kind, step,
+                                               run.get("id") if isinstance(run.get("id"), str) else None))
     params = {k: np.asarray(arrays[k], np.float32) for k in PARAM_NAMES}
     normalizer = Normalizer(kind=kind, mean=np.asarray(arrays["norm_mean"], np.float64),
                             scale=np.asarray(arrays["norm_scale"], np.float64))
-    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
     return ModelFile(name=name, spec=dict(spec), params=params, normalizer=normalizer, dim=m, step=step, run=run,
-                     path=folder)
+                     path=folder, bound=bound)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_definition(blob: bytes, cfg_path: Path, w_path: Path, said: dict) -> bool:
+    """Refuse a ``cfg.json`` that does not say what the weights were written as (the definition
+    in their header). False for a file from before the header recorded it (nothing to check)."""
+    try:
+        meta = _safetensors_header(blob).get("__metadata__") or {}
+        text = meta.get(_DEFINITION_KEY) if isinstance(meta, dict) else None
+        recorded = None if text is None else json.loads(text)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ModelFileError(f"{w_path}: its header is not readable ({err}); {_DAMAGED}") from None
+    if recorded is None:
+        return False
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"{w_path}: its header's model definition is not a JSON object; {_DAMAGED}")
+    a, b = _flat(said), _flat(recorded)
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} = {json.dumps(a.get(k))} (written as {json.dumps(b.get(k))})" for k in diff[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise ModelFileError(f"{cfg_path} does not say what {w_path.name} was written as: {shown}{more}; {_EDITED}")
+    return True
 
 
 def _read_index(run_dir: Path) -> dict:
@@ -335,11 +473,14 @@ def read_models(run_dir: str | os.PathLike, names: Sequence[str] | None = None) 
 
     Only names listed in ``index.json`` are read (stale folders of earlier grids are
     ignored). Every model read must be of the index's step and dimension; models from
-    different steps mean an interrupted rewrite (:class:`ModelFileError`). An unknown name
-    raises :class:`~jsae.errors.NotFoundError` listing the names there are.
+    different steps mean an interrupted rewrite (:class:`ModelFileError`). When the run's
+    ``sweep.json`` has a ``run_id``, every model must carry it (``cfg.json["run"]["id"]``): a
+    model folder copied in from another run is a :class:`ModelFileError` naming it. An
+    unknown name raises :class:`~jsae.errors.NotFoundError` listing the names there are.
     """
     run_dir = Path(run_dir)
     index = _read_index(run_dir)
+    run_id = recorded_run_id(run_dir)
     known = list(index["models"])
     if names is None:
         wanted = known
@@ -359,8 +500,23 @@ def read_models(run_dir: str | os.PathLike, names: Sequence[str] | None = None) 
             raise ModelFileError(f"{mf.path / CFG_FILE}: holds model {mf.name!r}, not {name!r}; {_DAMAGED}")
         if mf.dim != dim:
             raise ModelFileError(f"{mf.path / CFG_FILE}: dimension {mf.dim}, but {INDEX_FILE} says {dim}; {_DAMAGED}")
+        if run_id is not None and mf.run_id != run_id:
+            whose = "a run from before run ids" if mf.run_id is None else f"run {mf.run_id[:12]}…"
+            raise ModelFileError(f"{mf.path}: model {name} was written by {whose}, not by this run ({run_id[:12]}… in "
+                                 f"{SWEEP_FILE}) — a model folder copied in from another run; {_WRONG_RUN}.")
         files.append(mf)
     return index, files
+
+
+def recorded_run_id(run_dir: str | os.PathLike) -> str | None:
+    """The ``run_id`` of ``RUN/sweep.json`` (None when the run is from before run ids, or has no
+    readable ``sweep.json``: nothing to check the models against)."""
+    try:
+        info = json.loads((Path(run_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    rid = info.get(RUN_ID_KEY) if isinstance(info, dict) else None
+    return rid if isinstance(rid, str) and rid else None
 
 
 def has_model_files(run_dir: str | os.PathLike) -> bool:
@@ -369,10 +525,14 @@ def has_model_files(run_dir: str | os.PathLike) -> bool:
     return (models_dir(run_dir) / INDEX_FILE).is_file()
 
 
-def model_files_step(run_dir: str | os.PathLike) -> int | None:
+def model_files_step(run_dir: str | os.PathLike, *, with_total: bool = False) -> "int | None | tuple":
     """The training step of ``RUN/models`` (its ``index.json``), or ``None`` when there are no
-    readable model files (nothing else is verified)."""
+    readable model files (nothing else is verified); ``with_total``: ``(step, total_steps)``
+    (``(None, None)`` without them)."""
     try:
-        return int(json.loads((models_dir(run_dir) / INDEX_FILE).read_text(encoding="utf-8"))["step"])
+        index = json.loads((models_dir(run_dir) / INDEX_FILE).read_text(encoding="utf-8"))
+        step = int(index["step"])
+        total = index.get("total_steps")
+        return (step, None if total is None else int(total)) if with_total else step
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return (None, None) if with_total else None

@@ -13,6 +13,7 @@ call. The sweep's hooks, in the order :func:`jsae.training.loop.train_sweep` add
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,9 +25,9 @@ from .. import __version__
 from ..config import SweepConfig, config_to_dict
 from ..core.normalize import Normalizer
 from ..jsonio import atomic_write_text
-from ..runs.checkpoint import save_checkpoint
+from ..runs.checkpoint import checkpoint_steps, save_checkpoint
 from ..runs.layout import SWEEP_FILE
-from ..runs.modelfiles import PARAM_NAMES, write_model_files
+from ..runs.modelfiles import PARAM_NAMES, RUN_ID_KEY, recorded_run_id, write_model_files
 from .data import TrainingData
 from .failures import diverged, writing
 from .grid import GridState, GridTrainer
@@ -93,17 +94,33 @@ class RunRecorder:
 
     Every write is atomic, and a full disk is one line naming what was being written
     (:func:`~jsae.training.failures.writing`).
+
+    ``run_id`` binds the run's model files to it (``sweep.json["run_id"]``, repeated in every
+    ``cfg.json["run"]["id"]``): by default the one the run's ``sweep.json`` already has, else a
+    new uuid4 hex when the run starts (no checkpoint yet); a run from before run ids that is
+    resumed keeps none (its models stay readable as before).
     """
 
     def __init__(self, run_dir: Path, cfg: SweepConfig, grid: GridTrainer, normalizer: Normalizer,
-                 td: TrainingData, fingerprint: dict[str, Any], total: int, history: dict[str, list], manager=None):
+                 td: TrainingData, fingerprint: dict[str, Any], total: int, history: dict[str, list], manager=None,
+                 run_id: str | None = None):
         self.run_dir, self.cfg, self.grid, self.normalizer = run_dir, cfg, grid, normalizer
         self.td, self.fingerprint, self.total, self.history, self.manager = td, fingerprint, total, history, manager
+        self.run_id = run_id if run_id is not None else self._existing_or_new_run_id()
+
+    def _existing_or_new_run_id(self) -> str | None:
+        rid = recorded_run_id(self.run_dir)
+        if rid is not None:
+            return rid
+        if checkpoint_steps(self.run_dir):  # a run from before run ids (or one whose sweep.json was lost)
+            return None
+        return uuid.uuid4().hex  # the run starts here
 
     def meta(self, step: int) -> dict[str, Any]:
         """The run's metadata at ``step`` (``sweep.json`` and the checkpoint's meta)."""
         td = self.td
-        return {"step": step, "total_steps": self.total, "version": __version__, "config": config_to_dict(self.cfg),
+        return {"step": step, "total_steps": self.total, "version": __version__, RUN_ID_KEY: self.run_id,
+                "config": config_to_dict(self.cfg),
                 "dim": int(td.fit.shape[1]), "models": [m.to_dict() for m in self.grid.specs],
                 "normalizer": self.normalizer.to_dict(), "history": self.history,
                 "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val),
@@ -123,7 +140,8 @@ class RunRecorder:
             models = [(spec.to_dict(), {k: np.asarray(getattr(p, k))[i] for k in PARAM_NAMES})
                       for g, p in zip(self.grid.groups, params) for i, spec in enumerate(g.models)]
             write_model_files(self.run_dir, models, normalizer=self.normalizer, step=step, total_steps=self.total,
-                              complete=step >= self.total, run={"config": config_to_dict(self.cfg),
+                              complete=step >= self.total, run={"id": self.run_id,
+                                                                "config": config_to_dict(self.cfg),
                                                                 "data": self.td.source, "version": __version__})
 
     def checkpoint(self, call: CallResult) -> None:

@@ -1,10 +1,12 @@
-"""Resuming a run: the same config (up to :data:`RESUMABLE_KEYS`), the same data, the same normaliser.
+"""Resuming a run: the same config (up to :data:`RESUMABLE_KEYS`), the same data, the same normaliser,
+and no fewer steps than it has trained.
 
 Only a run with a checkpoint binds its config; a run directory without one (a sweep
 that failed or was killed before its first checkpoint) starts afresh.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from ..config import ConfigError, SweepConfig, config_to_dict, load_config
 from ..core.normalize import Normalizer
 from ..errors import JsaeError, one_line
 from ..runs.checkpoint import checkpoint_steps
-from ..runs.layout import CONFIG_FILE
+from ..runs.layout import CONFIG_FILE, SWEEP_FILE
 from .data import fingerprint_text
 
 __all__ = ["RESUMABLE_KEYS", "NORMALIZER_RTOL", "NormalizerChangedError", "DataChangedError", "check_resumable",
@@ -93,6 +95,32 @@ def check_resumable(run_dir: Path, cfg: SweepConfig) -> None:
             f"{run_dir} holds a run with a different config ({', '.join(f'{k}: {a[k]} → {b[k]}' for k in diff)}); "
             "resume it with the same config, or write this sweep to a new --out directory."
         )
+    _check_not_below_trained(run_dir, cfg, saved)
+
+
+def _check_not_below_trained(run_dir: Path, cfg: SweepConfig, saved: dict[str, Any]) -> None:
+    """Refuse a length (``train.steps`` / ``train.epochs``) shorter than what the run has trained:
+    its config, ``sweep.json`` and model files would disagree about how far it got."""
+    trained = max(checkpoint_steps(run_dir))
+    n_train = None
+    try:
+        info = json.loads((run_dir / SWEEP_FILE).read_text(encoding="utf-8"))
+        n_train = int(info["data"]["n_train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if cfg.train.steps <= 0 and n_train is None:
+        return  # an epoch count with no record of the rows: train_sweep finds out from the data
+    total = cfg.train.num_steps(n_train or 0)
+    if total >= trained:
+        return
+    asked = (f"train.steps = {cfg.train.steps}" if cfg.train.steps > 0
+             else f"train.epochs = {cfg.train.epochs:g} ({total} steps)")
+    was = saved.get("train", {})
+    before = f"train.steps = {was.get('steps')}" if (was.get("steps") or 0) > 0 else f"train.epochs = {was.get('epochs')}"
+    raise ConfigError(
+        f"{run_dir} has trained {trained} steps, more than {asked} asks for; to continue it, set train.steps to "
+        f"{trained} or more (its config.yaml has {before}), or train this sweep into a new --out directory."
+    )
 
 
 def check_same_data(run_dir: Path, saved: dict[str, Any] | None, now: dict[str, Any], source: str) -> None:
