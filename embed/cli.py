@@ -43,7 +43,10 @@ A killed export resumes when the same command is run again. Exit status: 0 when 
 worker's part is done (the store is complete, or other workers' shards are pending),
 2 on an error — bad arguments, input, files or environment — with one line
 ``jsae embed: error: …`` on stderr, 141 when the output pipe was closed (as every
-``jsae`` command: :mod:`jsae.console`).
+``jsae`` command: :mod:`jsae.console`), 130 / 143 on SIGINT (Ctrl-C) / SIGTERM: the shard
+being embedded is abandoned, the finished ones are kept, and one line
+``jsae embed: interrupted; D of N shards done and kept in STORE, shard S abandoned; run the
+same command to resume`` says so (a second signal stops at once).
 """
 from __future__ import annotations
 

@@ -29,6 +29,12 @@ One export is three steps, all in the store folder ``STORE/``:
    STORE`` does it by hand and reports which shards are missing. Only then does
    :func:`jsae.store.open_store` accept the store.
 
+SIGINT / SIGTERM (Ctrl-C, a scheduler's preemption) stop a worker cleanly: the shard being
+embedded is abandoned (its marker is not written, so the next run computes it again),
+finished shards are kept, and :class:`~jsae.errors.Interrupted` says so in one line (exit
+status 130 / 143 from ``jsae embed``); during planning nothing is kept. A second signal
+stops at once (:class:`~jsae.errors.StoppedAtOnce`); an unmarked shard is recomputed then too.
+
 Results do not depend on the number of workers, the batch size or where a run was
 killed: each row is a function of its segment only (see :mod:`embed.encoders`).
 
@@ -55,12 +61,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from jsae.errors import JsaeError
+from jsae.console import SignalStop
+from jsae.errors import Interrupted, JsaeError
 from jsae.safety import check_writable_folder, is_store_dir, remove_tree
 
 from embed.audio import AudioReadError, load_audio
@@ -281,7 +288,7 @@ def _tqdm(enabled: bool, **kw):
     return tqdm(disable=not enabled, dynamic_ncols=True, **kw)
 
 
-def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
+def _make_plan(cfg: ExportConfig, encoder: Encoder, signals: SignalStop | None = None) -> dict[str, Any]:
     from jsae.store import create_array
 
     out = cfg.out
@@ -291,6 +298,9 @@ def _make_plan(cfg: ExportConfig, encoder: Encoder) -> dict[str, Any]:
 
     def progress(items):
         for rec in items:
+            if signals is not None and signals.requested:   # before anything is written
+                raise Interrupted("interrupted while planning; nothing kept; run the same command to start again",
+                                  signals.exit_status)
             yield rec
             bar.update(1)
 
@@ -388,10 +398,14 @@ def _shard_waves(rows: pd.DataFrame, sample_rate: int) -> list[np.ndarray]:
     return waves
 
 
-def _embed_shard(encoder: Encoder, waves: list[np.ndarray], batch_size: int, bar) -> np.ndarray:
+def _embed_shard(encoder: Encoder, waves: list[np.ndarray], batch_size: int, bar,
+                 check_stop: Callable[[], None] = lambda: None) -> np.ndarray:
+    """The embeddings ``[n, dim]`` of a shard's waveforms; ``check_stop()`` runs before each
+    batch (it raises to abandon the shard)."""
     order = sorted(range(len(waves)), key=lambda i: (-waves[i].shape[0], i))
     out = np.empty((len(waves), encoder.dim), np.float32)
     for b in range(0, len(order), batch_size):
+        check_stop()
         idx = order[b : b + batch_size]
         out[idx] = encoder.embed([waves[i] for i in idx])
         bar.update(len(idx))
@@ -433,14 +447,20 @@ def _descriptor_table(out: Path, num_shards: int, ids: pd.Series) -> pd.DataFram
     return frame
 
 
-def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table: pd.DataFrame) -> list[int]:
+def _finished_shards(cfg: ExportConfig, num_shards: int) -> set[int]:
+    done = _done_shards(cfg.out, num_shards)
+    if cfg.describe:   # a shard counts as done with its descriptors only (else it is computed again)
+        done = {s for s in done if _described(cfg.out, s).exists()}
+    return done
+
+
+def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table: pd.DataFrame,
+                signals: SignalStop | None = None) -> list[int]:
     from jsae.store import open_array, write_rows
 
     out = cfg.out
     bounds = shard_bounds(info["num_rows"], cfg.rows_per_shard)
-    done = _done_shards(out, len(bounds))
-    if cfg.describe:   # a shard counts as done with its descriptors only (else it is computed again)
-        done = {s for s in done if _described(out, s).exists()}
+    done = _finished_shards(cfg, len(bounds))
     mine = [s for s in range(len(bounds)) if s % cfg.num_shards == cfg.shard_index]
     todo = [s for s in mine if s not in done]
     if not todo:
@@ -454,16 +474,31 @@ def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table
     audio_done = 0.0
     t_start = time.time()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)   # reads the next shard while this one embeds
+    current: list[int | None] = [None]
+
+    def check_stop() -> None:
+        """On SIGINT / SIGTERM: abandon the current shard (no marker: it is computed again), keep the rest."""
+        if signals is None or not signals.requested:
+            return
+        kept = len(_finished_shards(cfg, len(bounds)))
+        abandoned = "" if current[0] is None else f", shard {current[0]} abandoned"
+        raise Interrupted(f"interrupted; {kept} of {len(bounds)} shards done and kept in {out}{abandoned}; "
+                          "run the same command to resume", signals.exit_status)
+
     try:
         load = lambda s: _shard_waves(table.iloc[bounds[s][0] : bounds[s][1]], sr)  # noqa: E731
         pending = pool.submit(load, todo[0])
         for j, s in enumerate(todo):
+            current[0] = None
+            check_stop()
+            current[0] = s
             t0 = time.time()
             waves = pending.result()
             if j + 1 < len(todo):
                 pending = pool.submit(load, todo[j + 1])
             start, stop = bounds[s]
-            emb = _embed_shard(encoder, waves, batch_size, bar)
+            emb = _embed_shard(encoder, waves, batch_size, bar, check_stop)
+            check_stop()
             write_rows(array, start, emb)
             seconds = float(sum(w.shape[0] for w in waves)) / sr
             described = {}
@@ -627,7 +662,14 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
 
     ``encoder``: an already loaded encoder (else ``cfg.encoder``/``cfg.model`` are loaded).
     Returns ``{"status": "complete" | "planned" | "partial", "summary": ..., "shards": [...]}``.
+    Raises :class:`~jsae.errors.Interrupted` (``exit_status`` 130 / 143) on SIGINT / SIGTERM
+    in the main thread, after abandoning the shard being embedded (finished shards are kept).
     """
+    with SignalStop() as signals:
+        return _run_export(cfg, encoder, signals)
+
+
+def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop) -> dict[str, Any]:
     out = Path(cfg.out)
     if cfg.overwrite:
         _clear_store(out, _inputs(cfg))
@@ -659,7 +701,7 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
         raise ExportError(f"the given encoder is {encoder.name!r} but the config says {cfg.encoder!r}.")
     if not (out / PLAN_INFO).exists():
         if cfg.shard_index == 0:
-            _make_plan(cfg, encoder)
+            _make_plan(cfg, encoder, signals)
         else:
             _wait_for_plan(cfg)
     info, table = _read_plan(out)
@@ -680,7 +722,7 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
                           f"(see {out / SUMMARY_NAME}). First reasons: {reasons}")
     if cfg.plan_only:
         return {"status": "planned", "summary": {}, "shards": []}
-    shards = _run_shards(cfg, encoder, info, table)
+    shards = _run_shards(cfg, encoder, info, table, signals)
     status = export_status(out)
     if not status["missing"] and not status["complete"]:
         summary = finalize(out, force=False)

@@ -3,7 +3,11 @@
 * parsers named ``jsae <command>`` whose usage errors are one line (:class:`ArgumentParser`);
 * help with ``(default: X)`` shown once, only when worth showing (:class:`HelpFormatter`);
 * :func:`run`: parse, run the command, print a :class:`~jsae.errors.JsaeError` as one line
-  ``PROG: error: MESSAGE`` (exit 2), end quietly on a closed stdout pipe (exit 141).
+  ``PROG: error: MESSAGE`` (exit 2), end quietly on a closed stdout pipe (exit 141);
+  a command stopped by a signal is one line ``PROG: interrupted …`` and exit status
+  ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM);
+* :class:`SignalStop`: SIGINT / SIGTERM ask a long command (``jsae sweep``, ``jsae embed``)
+  to stop at its next safe point; a second signal stops it at once.
 
 The options the ``jsae`` commands share live in :mod:`sweeps.conventions`.
 """
@@ -11,17 +15,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
+import threading
 import warnings
 from typing import Any, Callable, Sequence
 
-from .errors import EXIT_ERROR, JsaeError, one_line, print_error
+from .errors import EXIT_ERROR, Interrupted, JsaeError, StoppedAtOnce, one_line, print_error, signal_exit_status
 
-__all__ = ["EXIT_ERROR", "EXIT_PIPE", "HelpFormatter", "ArgumentParser", "add_commands", "add_command", "run"]
+__all__ = ["EXIT_ERROR", "EXIT_PIPE", "EXIT_SIGINT", "HelpFormatter", "ArgumentParser", "add_commands", "add_command",
+           "run", "SignalStop"]
 
 #: exit status after a closed output pipe: 128 + SIGPIPE, what a process killed by SIGPIPE reports
 EXIT_PIPE = 141
+#: exit status after Ctrl-C: 128 + SIGINT (SIGTERM gives 143)
+EXIT_SIGINT = signal_exit_status(signal.SIGINT)
 
 
 def _format_default(value: Any) -> str:
@@ -82,7 +91,8 @@ def add_command(sub: argparse._SubParsersAction, name: str, func: Callable[[argp
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the command; returns the exit
-    status: 0, 2 on an error (one line on stderr), 141 when stdout's pipe was closed."""
+    status: 0, 2 on an error (one line on stderr), 141 when stdout's pipe was closed,
+    130 / 143 when SIGINT / SIGTERM stopped it (one line on stderr)."""
     try:
         status = _parse_and_run(parser, list(sys.argv[1:] if argv is None else map(str, argv)))
         sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -107,8 +117,62 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(command_parser.prog, warnings.showwarning)
             return int(args.func(args) or 0)
+    except Interrupted as err:  # stopped cleanly on a signal: what was kept, and how to go on
+        print(f"{command_parser.prog}: {one_line(err)}", file=sys.stderr)
+        return err.exit_status
     except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
         return print_error(err, command_parser.prog)
+    except KeyboardInterrupt as err:  # Ctrl-C (a second signal: StoppedAtOnce): one line, not a traceback
+        message = one_line(err) if isinstance(err, StoppedAtOnce) else "interrupted"
+        print(f"{command_parser.prog}: {message}", file=sys.stderr)
+        # a write abandoned half-way (an async checkpoint save) leaves coroutines that were never awaited;
+        # their RuntimeWarning at exit would only repeat that the command was stopped
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+        return getattr(err, "exit_status", EXIT_SIGINT)
+
+
+class SignalStop:
+    """``with SignalStop() as stop:`` — SIGINT and SIGTERM set ``stop.signum`` instead of ending
+    the process; the code in the block checks :attr:`requested` at its safe points (after a
+    training host call, between shards), saves, and raises :class:`~jsae.errors.Interrupted`
+    with :attr:`exit_status`. A second signal while a stop is pending raises
+    :class:`~jsae.errors.StoppedAtOnce` at once (the next run resumes from what was saved).
+
+    The previous handlers are restored when the block ends. Outside the main thread (where
+    Python cannot install handlers) it does nothing and :attr:`requested` stays False.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether a signal asked to stop."""
+        return self.signum is not None
+
+    @property
+    def exit_status(self) -> int:
+        """``128 + signal`` of the first signal (130 for SIGINT, 143 for SIGTERM)."""
+        return signal_exit_status(self.signum if self.signum is not None else signal.SIGINT)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise StoppedAtOnce(signum)
+        self.signum = signum
+
+    def __enter__(self) -> "SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
 
 
 #: the folder holding jsae's top-level packages, and their names: a warning raised from a file

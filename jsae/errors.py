@@ -16,10 +16,15 @@ import sys
 from typing import TextIO
 
 __all__ = ["JsaeError", "BadValueError", "NotFoundError", "OutOfRangeError", "MissingPathError",
-           "one_line", "print_error", "EXIT_ERROR"]
+           "Interrupted", "StoppedAtOnce", "signal_exit_status", "one_line", "print_error", "EXIT_ERROR"]
 
 #: exit status of a CLI that stops on a :class:`JsaeError`
 EXIT_ERROR = 2
+
+
+def signal_exit_status(signum: int) -> int:
+    """``128 + signum``: what a shell reports for a process ended by that signal (SIGINT 130, SIGTERM 143)."""
+    return 128 + int(signum)
 
 
 class JsaeError(Exception):
@@ -46,6 +51,43 @@ class MissingPathError(JsaeError, FileNotFoundError):
 
     def __str__(self) -> str:  # FileNotFoundError(msg) prints msg; keep that for one argument
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class Interrupted(JsaeError):
+    """A command stopped cleanly on SIGINT / SIGTERM after keeping what it could.
+
+    The message is one line saying what was kept and to run the same command again;
+    ``exit_status`` is ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). The CLI prints
+    it as ``PROG: MESSAGE`` (no ``error:``) and exits with that status.
+    """
+
+    def __init__(self, message: str, exit_status: int = 130):
+        super().__init__(message)
+        self.exit_status = int(exit_status)
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM while a command was already stopping: it stops at once,
+    keeping only what was saved before (the next run resumes from there).
+
+    A :class:`KeyboardInterrupt`, so that no ``except Exception`` swallows it;
+    ``exit_status`` is ``128 + signal``.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped at once by a second signal ({_signal_name(signum)}); only what was saved "
+                         "before is kept; run the same command to resume")
+        self.signum = int(signum)
+        self.exit_status = signal_exit_status(signum)
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def one_line(message: object) -> str:

@@ -16,7 +16,10 @@ config *and* the same training data (:mod:`jsae.training.resume`); a checkpoint 
 fails its checksums is set aside and training resumes from the newest one that verifies;
 a full disk stops the sweep with one :class:`~jsae.training.failures.DiskFullError` line
 naming the last good checkpoint; a run that fails before its first checkpoint leaves no
-config behind (the corrected command starts it afresh).
+config behind (the corrected command starts it afresh); SIGINT / SIGTERM (Ctrl-C, a
+scheduler's preemption) end the current host call, save a checkpoint and the model files at
+the step reached and stop with :class:`~jsae.errors.Interrupted` (exit status 130 / 143 from
+the CLI); a second signal stops at once (:class:`~jsae.errors.StoppedAtOnce`).
 """
 from __future__ import annotations
 
@@ -32,12 +35,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import SweepConfig, config_to_yaml
+from ..console import SignalStop
 from ..core.normalize import Normalizer, fit_normalizer, geometric_median
-from ..errors import JsaeError
+from ..errors import Interrupted, JsaeError
 from ..jsonio import atomic_write_text
 from ..plots import plot_sweep
 from ..runs.check import RunDirError, check_run_dir
-from ..runs.checkpoint import open_manager, restore_newest_good, set_aside
+from ..runs.checkpoint import checkpoint_steps, open_manager, restore_newest_good, set_aside
 from ..runs.layout import CONFIG_FILE, METRICS_FILE
 from ..runs.lock import lock_holder, locked_error, run_lock
 from ..runs.modelfiles import model_files_step
@@ -76,6 +80,7 @@ class Trainer:
         self.grid, self.td, self.normalizer = grid, td, normalizer
         self.seed, self.batch_size, self.steps_per_call = seed, batch_size, steps_per_call
         self._hooks: list[tuple[Hook, int]] = []
+        self.step = 0  # the step reached by the last :meth:`train`
 
     def add_hook(self, fn: Callable[[CallResult], None], *, every: int = 1) -> None:
         """Run ``fn(call)`` after every host call ending on a multiple of ``every`` steps, and after
@@ -87,14 +92,22 @@ class Trainer:
     def _call_length(self, step: int, stop: int) -> int:
         return min([self.steps_per_call, stop - step] + [every - step % every for _, every in self._hooks if every > 1])
 
-    def train(self, state: GridState, start: int, stop: int) -> GridState:
-        """Train the (padded) ``state`` from step ``start`` to ``stop``; returns the new state."""
+    def train(self, state: GridState, start: int, stop: int, *,
+              stop_requested: Callable[[], bool] | None = None) -> GridState:
+        """Train the (padded) ``state`` from step ``start`` to ``stop``; returns the new state.
+
+        ``stop_requested``: checked before each host call; once it says True the loop ends
+        early, and the hooks that did not run after the last host call run then, as after
+        the last call of a full run (so the checkpoint hook saves that step).
+        :attr:`step` is the step reached.
+        """
         td, spc = self.td, self.steps_per_call
         x_dev = None if td.train is None else jnp.asarray(
             self.normalizer.apply(td.fit).astype(np.float32) if td.fit is td.train else self.normalizer.apply(td.train))
         run = self.grid.jit_run_steps()
-        step = start
-        while step < stop:
+        step = self.step = start
+        call, ran = None, [start] * len(self._hooks)  # the step after which each hook last ran
+        while step < stop and not (stop_requested is not None and stop_requested()):
             count = self._call_length(step, stop)
             # Always steps_per_call slots, the first `count` of which run: one compiled program.
             idx = _pad_rows(batch_indices(self.seed, step, count, td.n_train, self.batch_size), spc)
@@ -105,10 +118,15 @@ class Trainer:
                 batches = self.normalizer.apply(td.read_batches(idx[:count])).astype(np.float32)
                 state, metrics = run(state, jnp.asarray(_pad_rows(batches, spc)), count=count)
             metrics = jax.tree.map(lambda a: a[:count], jax.device_get(metrics))
-            step += count
+            step = self.step = step + count
             call = CallResult(step, count, state, metrics, time.perf_counter() - t0)
-            for fn, every in self._hooks:
+            for i, (fn, every) in enumerate(self._hooks):
                 if step % every == 0 or step == stop:
+                    fn(call)
+                    ran[i] = step
+        if call is not None and step < stop:  # stopped early: the hooks of a last call
+            for i, (fn, _) in enumerate(self._hooks):
+                if ran[i] != step:
                     fn(call)
         return state
 
@@ -135,6 +153,10 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
       :class:`~jsae.runs.checkpoint.CheckpointError`: no checkpoint of the run verifies.
       :class:`~jsae.training.failures.DiskFullError`: ENOSPC/EDQUOT while writing.
       :class:`~jsae.training.failures.TrainingDivergedError`: a loss became NaN/Inf.
+      :class:`~jsae.errors.Interrupted`: SIGINT / SIGTERM (in the main thread) stopped the
+        sweep after the current host call, with a checkpoint and model files at the step
+        reached; its ``exit_status`` is 130 / 143. A second signal raises
+        :class:`~jsae.errors.StoppedAtOnce` (a ``KeyboardInterrupt``) at once.
     A newest checkpoint that fails its checksums is moved to ``checkpoints.corrupt/``
     with a :class:`CheckpointWarning`, and training resumes from the newest one that
     verifies (ending where an uninterrupted run ends).
@@ -143,12 +165,12 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     _check_run_dir(run_dir)  # before anything is created there
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
+    with SignalStop() as signals, run_lock(run_dir):
         # Again under the lock, and outside the try below: cleanup_failed_start deletes
         # config.yaml, sweep.json and checkpoints/, which is only safe in a run folder of ours.
         check_run_dir(run_dir)
         try:
-            return _train_locked(cfg, run_dir, data, stop_after)
+            return _train_locked(cfg, run_dir, data, stop_after, signals)
         except BaseException as err:
             unmarked = isinstance(err, Exception) and not isinstance(err, JsaeError) and is_disk_full(err)
             if isinstance(err, DiskFullError) or unmarked:
@@ -194,8 +216,22 @@ def _init_state(cfg: SweepConfig, grid: GridTrainer, x_fit: np.ndarray) -> GridS
     return grid.init(jax.random.key(cfg.train.seed), np.asarray(b_pre, np.float32))
 
 
+def _interrupted(run_dir: Path, step: int, total: int, exit_status: int) -> Interrupted:
+    """The one line of a sweep stopped by a signal at ``step``: the checkpoint kept, and how to go on."""
+    saved = max(checkpoint_steps(run_dir), default=None)
+    if saved == step:
+        message = f"interrupted at step {step} of {total}; checkpoint {step} saved; run the same command to resume"
+    elif saved is None:
+        message = (f"interrupted at step {step} of {total}, before the first host call; nothing saved; run the same "
+                   "command to start again")
+    else:  # not reached: a stopped loop saves the step it reached
+        message = (f"interrupted at step {step} of {total}; the newest checkpoint is step {saved}; run the same "
+                   "command to resume from it")
+    return Interrupted(message, exit_status)
+
+
 def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
-                  stop_after: int | None) -> list[dict[str, Any]]:
+                  stop_after: int | None, signals: SignalStop | None = None) -> list[dict[str, Any]]:
     check_resumable(run_dir, cfg)
     td = prepare_data(cfg, data)
     fingerprint = data_fingerprint(td)
@@ -230,11 +266,16 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
         trainer.add_hook(show_progress(bar, grid, cfg.train.batch_size))
         trainer.add_hook(stop_if_diverged(run_dir, grid))
         trainer.add_hook(recorder.checkpoint, every=cfg.train.checkpoint_every)
-        state = trainer.train(grid.pad(state), step, stop)
-        bar.close()
+        try:
+            state = trainer.train(grid.pad(state), step, stop,
+                                  stop_requested=None if signals is None else (lambda: signals.requested))
+        finally:
+            bar.close()
+        if trainer.step < stop:  # SIGINT / SIGTERM: the step reached is saved (the hooks of a last call)
+            raise _interrupted(run_dir, trainer.step, total, signals.exit_status)
         step = max(step, stop)
-        if model_files_step(run_dir) != step:  # a run resumed at its end, or one from before model files
-            recorder.write_models(step, state)
+        if model_files_step(run_dir, with_total=True) != (step, total):  # resumed at its end (total changed:
+            recorder.write_models(step, state)  # train.steps set to the step reached), or from before model files
         records = evaluate(grid, state, td.val, normalizer)
         recorder.write_info(step, records)
         with writing(run_dir, f"writing {METRICS_FILE}"):
