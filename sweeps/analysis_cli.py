@@ -296,7 +296,7 @@ def _add_universality(sub: argparse._SubParsersAction) -> None:
                         "their embedding space and no --data-b is given, else activation")
     g.add_argument("--threshold", type=float, default=d["threshold"], help="a feature counts as matched at this score")
     g.add_argument("--max-rows", type=int, default=d["max_rows"], metavar="N", help="rows used for activation matching")
-    cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>[-other options])")
+    cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>-<hash of RUN_B's path>[-other options])")
     cli.add_overwrite(p, "replace an output folder that holds a comparison of other parameters")
 
 

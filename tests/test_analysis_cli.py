@@ -54,7 +54,8 @@ def test_steer_writes_the_table_and_histograms(outputs):
 
 
 def test_universality_writes_scores_and_figures(outputs):
-    info = read(outputs / "universality-run-seed1")
+    (folder,) = outputs.glob("universality-run-seed1-*")  # named by RUN_B's name and a hash of its path
+    info = read(folder)
     assert info["summary"]["score"] > info["summary"]["control_score"]
     assert {"universality_hist.png", "mean_max.png", "universality.csv"} <= set(info["files"])
 

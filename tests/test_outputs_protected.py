@@ -18,7 +18,7 @@ import pytest
 
 from jsae.errors import JsaeError
 from jsae.outputs.consistency import run_consistency
-from jsae.outputs.folders import ANALYSIS_FILE, OutputExistsError
+from jsae.outputs.folders import ANALYSIS_FILE, OutputExistsError, short_hash
 from jsae.outputs.probe import run_probe
 from jsae.outputs.split import run_split
 from jsae.outputs.steer import SteerOutputExistsError
@@ -136,8 +136,9 @@ def test_default_folders_keep_their_names_and_non_default_options_coexist(run, t
     assert c2.name == "consistency-lang-es-speaker-gender-C0.1"
     _, u1 = run_universality(run, trained_run_seed1, store=labelled_store)
     _, u2 = run_universality(run, trained_run_seed1, store=labelled_store, threshold=0.5)
-    assert u1.name == f"universality-{Path(trained_run_seed1).name}"
-    assert u2.name == f"universality-{Path(trained_run_seed1).name}-thr0.5"
+    where = short_hash(str(Path(trained_run_seed1).resolve()))  # RUN_B's path: two runs of one name never collide
+    assert u1.name == f"universality-{Path(trained_run_seed1).name}-{where}"
+    assert u2.name == f"universality-{Path(trained_run_seed1).name}-{where}-thr0.5"
     for folder in (p1, p2, p3, s1, s2, c1, c2, u1, u2):
         assert folder.parent == Path(run) / "analysis" and (folder / ANALYSIS_FILE).is_file()
     assert _info(p1)["identity"]["C"] == 1.0 and _info(p2)["identity"]["C"] == 0.001

@@ -40,7 +40,7 @@ from ..errors import BadValueError
 from ..jsonio import to_jsonable
 from ..models import ModelBatch
 from ..outputs.folders import (ANALYSIS_DIR, ANALYSIS_FILE, batch_and_dir, check_same_parameters, finish_output,
-                               folder_name, slug, write_analysis, write_json)
+                               folder_name, slug, source_record, write_analysis, write_csv, write_json)
 from ..safety import UnsafeDeleteError, check_writable_folder
 from . import clips as clip_mod
 from .links import appearances
@@ -280,7 +280,8 @@ def build_site(models: "ModelBatch | str | Path", store: Any, out: str | Path | 
     out = Path(out) if out is not None else default_out(run_dir if run_dir is not None else batch.run_dir, st.path)
     _check_out(out, Path(st.path))
     identity = atlas_identity(batch, st.path, o, audio)
-    stale = check_same_parameters(out, KIND, identity, overwrite=overwrite)
+    source = source_record(batch, {"store": st})  # the step and the store's fingerprint, for the report
+    stale = check_same_parameters(out, KIND, identity, overwrite=overwrite, source=source)
 
     t = time.perf_counter()
     result = latent_atlas(batch, st, options=o)
@@ -314,7 +315,7 @@ def build_site(models: "ModelBatch | str | Path", store: Any, out: str | Path | 
                     "index": "index.html", "clips_cut": counts.get("cut", 0), "clips_copied": counts.get("copied", 0),
                     "clips_reused": counts.get("reused", 0), "clips_unavailable": counts.get("unavailable", 0)},
                    ["index.html", ATLAS_FILE, MODELS_CSV, *STATIC], tables={"atlas models": MODELS_CSV})
-    finish_output(out, identity, stale)
+    finish_output(out, identity, stale, source)
     return summary
 
 
@@ -368,9 +369,9 @@ def _write_pages(w: _Writer, result: AtlasResult, batch: ModelBatch, run_dir: Pa
         lat = m.latents.copy()
         lat.insert(0, "model", name)
         lat.insert(2, "page", [latent_file(j) for j in range(len(lat))])
-        lat.to_csv(w.path(f"{folder}/{LATENTS_CSV}"), index=False)
+        write_csv(lat, w.path(f"{folder}/{LATENTS_CSV}"))  # labels as text in a spreadsheet
         model_rows.append(_model_row(name, m, folder))
-    pd.DataFrame(model_rows).to_csv(w.path(MODELS_CSV), index=False)
+    write_csv(pd.DataFrame(model_rows), w.path(MODELS_CSV))
     index_models = [{**r, "href": f"{r['folder']}/index.html", "L": r["latent_size"]} for r in model_rows]
     title = (f"{Path(run).name} on {store_name}" if run is not None else store_name)
     w.text("index.html", env.get_template("atlas_index.html.j2").render(

@@ -17,7 +17,7 @@ from ..analyses.consistency import ConsistencyResult, consistency
 from ..analyses.labelled import as_store
 from ..plots import pyplot, save_figure
 from .folders import (check_analysis_out, check_same_parameters, finish_output, folder_name, format_table,
-                      write_analysis, write_json)
+                      source_record, write_analysis, write_csv, write_json)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_consistency", "run_consistency", "consistency_folder_name", "consistency_text"]
@@ -57,11 +57,11 @@ def write_consistency(res: ConsistencyResult, out_dir: str | Path) -> list[Path]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "consistency.csv"]
-    res.table.to_csv(files[0], index=False)
+    write_csv(res.table, files[0])
     tables = {"per group": "consistency.csv"}
     if res.by_table is not None:
         files.append(out_dir / "by.csv")
-        res.by_table.to_csv(files[-1], index=False)
+        write_csv(res.by_table, files[-1])
         tables[f"by {res.params['by']}"] = "by.csv"
     files.append(write_json(out_dir / "consistency.json", {"params": res.params, "summary": res.summary,
                                                            "groups": res.table, "by": res.by_table}))
@@ -113,12 +113,13 @@ def run_consistency(store: str | Path, label: str, positive: str, *, out: str | 
     identity = {**o, "label": label, "positive": str(positive), "min_rows": int(o["min_rows"]),
                 "n_splits": int(o["n_splits"]), "C": float(o["C"]), "seed": int(o["seed"]),
                 "store": str(store.path)}
-    stale = check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite)
+    source = source_record(None, {"store": store})
+    stale = check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite, source=source)
     res = consistency(store, label, positive, **kwargs)
     if out is not None:
         check_analysis_out(out, "consistency")  # again: the folder may have changed meanwhile
     write_consistency(res, folder)
-    finish_output(folder, identity, stale)
+    finish_output(folder, identity, stale, source)
     return res, folder
 
 

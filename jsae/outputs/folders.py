@@ -22,6 +22,29 @@ change the output (:func:`folder_name`), and ``analysis.json`` records those par
 the same analysis made with other parameters (:class:`OutputExistsError`) unless
 ``overwrite=True`` (``--overwrite``); overwritten, the old output's stale files are removed
 (:func:`finish_output`). The same parameters again are a plain rerun.
+
+**Bound to what it was computed from.** ``analysis.json`` records, under
+:data:`SOURCE_KEY` (``computed_from``, :func:`source_record`), the training step of the
+models analysed (``step``, ``total_steps``; universality also ``step_b``) and the
+fingerprint of every store it read (``store_fingerprint``: :func:`store_fingerprint`, a
+hash of ``store.json`` and ``metadata.parquet``, never of the embeddings). A rerun into a
+folder whose output was computed from a store that changed since (same path, other
+content) is refused like other parameters (:func:`check_same_parameters`), and the report
+marks analyses older than the run's step or than their store.
+
+**Names never collide.** A part that :func:`slug` changes (``a/b`` and ``a_b`` both read
+``a_b``) adds a short hash of the raw parts to the default name (:func:`folder_name`).
+
+**CSV is safe to open in a spreadsheet.** Every CSV an analysis writes goes through
+:func:`write_csv`: a text cell or column header that starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return (OWASP's CSV-injection list) is written with a leading
+``'`` (:func:`safe_cell`), so a spreadsheet shows it as text, never as a formula. Numbers
+stay numbers: a numeric column is written as it is, and a text cell that reads as a
+finite decimal number (``-0.5``, ``+3``, ``1e-3``) is not prefixed. A text cell already
+starting with ``'`` and then one of those characters gets one more ``'``, so
+:func:`read_csv` (:func:`raw_cell`) gives back exactly the raw values. Lines end with CRLF
+(RFC 4180), so a cell holding a carriage return is quoted. JSON and parquet files keep
+the raw values.
 """
 from __future__ import annotations
 
@@ -44,7 +67,9 @@ __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS",
            "is_analysis_output", "slug", "to_jsonable", "write_json",
            "atomic_write_text", "atomic_write_json", "write_analysis", "listed_file", "analysis_workdir",
            "read_analyses", "format_table", "signature_defaults", "option_parts", "OutputExistsError", "check_same_parameters", "record_identity",
-           "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY"]
+           "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY",
+           "safe_cell", "raw_cell", "safe_cells", "write_csv", "read_csv", "FORMULA_START",
+           "SOURCE_KEY", "store_fingerprint", "source_record", "record_source", "stale_marks"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
@@ -286,6 +311,62 @@ def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_row
     return text
 
 
+# ----------------------------------------------------------------------------- CSV safe in a spreadsheet
+
+#: the first characters that make a spreadsheet read a cell as a formula (OWASP: CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: a finite decimal number written as text (``-0.5``, ``+3``, ``1e-3``): a number, not a formula
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def safe_cell(value: Any) -> Any:
+    """``value`` as a spreadsheet shows it as text: a string whose first character (after
+    any leading ``'``) is one of :data:`FORMULA_START` gets a leading ``'``, unless it is a
+    finite decimal number (``-0.5`` stays ``-0.5``). Anything that is not a string is
+    returned as it is (numbers stay numbers)."""
+    if not isinstance(value, str) or value.lstrip("'")[:1] not in FORMULA_START or _NUMBER.match(value):
+        return value
+    return "'" + value
+
+
+def raw_cell(value: Any) -> Any:
+    """The inverse of :func:`safe_cell`: a string read back from a CSV of :func:`write_csv`."""
+    if isinstance(value, str) and value[:1] == "'" and value.lstrip("'")[:1] in FORMULA_START:
+        return value[1:]
+    return value
+
+
+def _map_text(df: pd.DataFrame, fn: Callable[[Any], Any]) -> pd.DataFrame:
+    out = df.copy()
+    out.columns = [fn(c) if isinstance(c, str) else c for c in df.columns]
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype(object)
+        elif not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)):
+            continue
+        out.isetitem(i, col.map(fn))
+    return out
+
+
+def safe_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column headers are :func:`safe_cell`."""
+    return _map_text(df, safe_cell)
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """``df`` as CSV (no index), its text cells and headers made :func:`safe_cell`, written
+    atomically. Lines end with CRLF (RFC 4180), so a cell holding a carriage return or a
+    newline is quoted and stays one cell for every reader."""
+    return atomic_write_text(path, safe_cells(df).to_csv(index=False, lineterminator="\r\n"))
+
+
+def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV of :func:`write_csv` read back (``pd.read_csv(path, **kwargs)``) with the raw
+    text (:func:`raw_cell`) in its cells and headers."""
+    return _map_text(pd.read_csv(path, **kwargs), raw_cell)
+
+
 # ----------------------------------------------------------------------------- protected output folders
 
 
@@ -337,10 +418,14 @@ def option_parts(options: dict[str, Any], defaults: dict[str, Any], tags: dict[s
 
 def folder_name(*parts: Any, fixed: int = 0) -> str:
     """:func:`slug` of ``parts``; a name over :data:`MAX_NAME` characters keeps its first
-    ``fixed`` parts (at least the analysis) and a short hash of all of them."""
+    ``fixed`` parts (at least the analysis) and a short hash of all of them. When
+    :func:`slug` changes a part (``a/b`` → ``a_b``, ``es `` → ``es``), a short hash of the
+    raw parts is added, so values that read the same once sanitised never share a folder."""
+    kept = [str(p) for p in parts if p is not None and str(p) != ""]
     name = slug(*parts)
-    if len(name) <= MAX_NAME:
-        return name
+    changed = any(slug(p) != p for p in kept)
+    if len(name) + 9 * changed <= MAX_NAME:
+        return f"{name}-{short_hash(kept)}" if changed else name
     head = slug(*parts[:max(fixed, 1)])[:MAX_NAME - 9]
     return f"{head}-{short_hash([str(p) for p in parts])}"
 
@@ -365,7 +450,8 @@ PATH_KEYS = frozenset({"store", "store_b", "run_dir", "run_a", "run_b"})
 def check_same_parameters(folder: str | Path | None, kind: str, params: dict[str, Any],
                           identity_keys: Sequence[str] | None = None, overwrite: bool = False, *,
                           error: type[OutputExistsError] = OutputExistsError,
-                          normalize: Callable[[str, Any], Any] | None = None, strict: bool = False) -> list[str]:
+                          normalize: Callable[[str, Any], Any] | None = None, strict: bool = False,
+                          source: dict[str, Any] | None = None) -> list[str]:
     """Refuse a ``folder`` that holds an ``analysis.json`` of the ``kind`` analysis made with
     other parameters than ``params`` (those of ``identity_keys``, default all of them: the
     parameters that change the output), unless ``overwrite``.
@@ -373,7 +459,9 @@ def check_same_parameters(folder: str | Path | None, kind: str, params: dict[str
     The recorded parameters are its ``identity`` (:data:`IDENTITY_KEY`, written by
     :func:`record_identity`), else its ``params`` (older outputs: only the keys it holds are
     compared, unless ``strict``: then a key it lacks reads as None). ``normalize(key, old_value)``
-    maps older spellings of a value to today's.
+    maps older spellings of a value to today's. ``source`` (:func:`source_record` of the new
+    output): a store it records by the same fingerprint key with another fingerprint (the
+    store changed since, e.g. re-imported at the same path) is a differing parameter too.
     Raises ``error`` (:class:`OutputExistsError`, a one-line JsaeError naming at most four
     differing parameters, old vs new, and the fix); returns the files the old output lists
     when it is to be replaced (to remove the stale ones: :func:`remove_stale`), else ``[]``.
@@ -399,21 +487,110 @@ def check_same_parameters(folder: str | Path | None, kind: str, params: dict[str
             keys = [k for k in keys if k in recorded]  # older outputs: what they recorded
     new = _jsonable({k: params.get(k) for k in keys})
     old = {k: normalize(k, recorded.get(k)) if normalize else recorded.get(k) for k in keys}
-    diff = [k for k in keys if not _same_value(k, old[k], new[k])]
+    diff = [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in keys if not _same_value(k, old[k], new[k])]
+    was = info.get(SOURCE_KEY) if isinstance(info.get(SOURCE_KEY), dict) else {}
+    for k, v in (source or {}).items():  # the same store path, other content: computed from another store
+        if k.endswith(_FINGERPRINT) and v is not None and was.get(k) is not None and was.get(k) != v:
+            diff.append(f"{k}: {was.get(k)!r} there, {v!r} now: the store {source.get(k[:-len(_FINGERPRINT)])} "
+                        "changed since")
     if diff and not overwrite:
-        shown = "; ".join(f"{k}: {old[k]!r} there, {new[k]!r} now" for k in diff[:4])
+        shown = "; ".join(diff[:4])
         raise error(f"{folder} holds a `jsae {kind}` output of other parameters ({shown}"
                     f"{'; …' if len(diff) > 4 else ''}); choose another --out, or pass --overwrite "
                     "(overwrite=True) to replace it.")
     return [f for f in info.get("files") or [] if isinstance(f, str)] if diff else []
 
 
-def record_identity(folder: str | Path, identity: dict[str, Any]) -> Path:
-    """Add ``identity`` (the parameters the output depends on) to ``folder``'s ``analysis.json``."""
+def record_identity(folder: str | Path, identity: dict[str, Any], source: dict[str, Any] | None = None) -> Path:
+    """Add ``identity`` (the parameters the output depends on) and ``source`` (what it was
+    computed from: :func:`source_record`) to ``folder``'s ``analysis.json``."""
     marker = Path(folder) / ANALYSIS_FILE
     info = json.loads(marker.read_text(encoding="utf-8"))
     info[IDENTITY_KEY] = identity
+    if source is not None:
+        info[SOURCE_KEY] = _jsonable(source)
     return write_json(marker, info)
+
+
+# ----------------------------------------------------------------------------- what an output was computed from
+
+#: the key of ``analysis.json`` recording what the output was computed from (:func:`source_record`)
+SOURCE_KEY = "computed_from"
+_FINGERPRINT = "_fingerprint"
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def store_fingerprint(store: Any) -> str | None:
+    """A cheap fingerprint of a store (a path or an opened store): 16 hex digits of the
+    SHA-256 of its ``store.json`` and ``metadata.parquet`` bytes (``store.json`` records the
+    hash of every shard, so the embeddings are never read). None when they cannot be read."""
+    path = Path(getattr(store, "path", store))
+    files = (path / "store.json", path / "metadata.parquet")
+    try:
+        key = tuple((os.path.realpath(f), st.st_ino, st.st_size, st.st_mtime_ns) for f in files
+                    for st in (os.stat(f),))
+        if key in _FINGERPRINTS:
+            return _FINGERPRINTS[key]
+        h = hashlib.sha256()
+        for f in files:
+            data = f.read_bytes()
+            h.update(f"{f.name}\0{len(data)}\0".encode())
+            h.update(data)
+    except OSError:
+        return None
+    if len(_FINGERPRINTS) > 256:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+def source_record(models: ModelBatch | None = None, stores: dict[str, Any] | None = None,
+                  models_b: ModelBatch | None = None) -> dict[str, Any]:
+    """What an output is computed from (``analysis.json``'s :data:`SOURCE_KEY`): the models'
+    training ``step``, ``total_steps`` and ``run_dir`` (``models_b``: ``step_b``,
+    ``total_steps_b``, ``run_b``), and every store of ``stores`` (``{"store": path or
+    store}``) by its absolute path and :func:`store_fingerprint` (``store_fingerprint``)."""
+    rec: dict[str, Any] = {}
+    for m, tail, run_key in ((models, "", "run_dir"), (models_b, "_b", "run_b")):
+        if m is not None:
+            rec.update({f"step{tail}": m.step, f"total_steps{tail}": m.total_steps,
+                        run_key: None if m.run_dir is None else os.path.abspath(m.run_dir)})
+    for key, st in (stores or {}).items():
+        if st is not None:
+            rec[key] = os.path.abspath(str(getattr(st, "path", st)))
+            rec[f"{key}{_FINGERPRINT}"] = store_fingerprint(st)
+    return _jsonable(rec)
+
+
+def record_source(folder: str | Path, source: dict[str, Any]) -> Path:
+    """Add ``source`` (:func:`source_record`) to ``folder``'s ``analysis.json``."""
+    marker = Path(folder) / ANALYSIS_FILE
+    info = json.loads(marker.read_text(encoding="utf-8"))
+    info[SOURCE_KEY] = _jsonable(source)
+    return write_json(marker, info)
+
+
+def stale_marks(info: dict[str, Any], step: Any = None) -> list[str]:
+    """Why an output (its ``analysis.json``, ``info``) may be out of date: computed at
+    another step than the run's ``step`` now, or from a store whose content changed since
+    (:func:`store_fingerprint` of the recorded path differs). [] when neither is known."""
+    src = info.get(SOURCE_KEY) if isinstance(info.get(SOURCE_KEY), dict) else {}
+    ident = info.get(IDENTITY_KEY) if isinstance(info.get(IDENTITY_KEY), dict) else {}
+    marks = []
+    then = src.get("step", ident.get("step"))
+    try:
+        if then is not None and step is not None and int(then) != int(step):
+            marks.append(f"computed at step {int(then)}; the run is now at step {int(step)}: re-run it.")
+    except (TypeError, ValueError):
+        pass
+    for key, fp in src.items():
+        path = src.get(key[:-len(_FINGERPRINT)]) if key.endswith(_FINGERPRINT) else None
+        if fp is None or not isinstance(path, str):
+            continue
+        now = store_fingerprint(path)
+        if now is not None and now != fp:
+            marks.append(f"the store {path} changed since this analysis: re-run it.")
+    return marks
 
 
 def remove_stale(folder: str | Path, stale: Iterable[str], written: Iterable[str | Path]) -> list[str]:
@@ -429,9 +606,11 @@ def remove_stale(folder: str | Path, stale: Iterable[str], written: Iterable[str
     return removed
 
 
-def finish_output(folder: str | Path, identity: dict[str, Any], stale: Iterable[str]) -> None:
-    """After an analysis wrote ``folder``: record ``identity`` and remove the stale files of
-    the output it replaced (those ``analysis.json`` no longer lists)."""
-    record_identity(folder, _jsonable(identity))
+def finish_output(folder: str | Path, identity: dict[str, Any], stale: Iterable[str],
+                  source: dict[str, Any] | None = None) -> None:
+    """After an analysis wrote ``folder``: record ``identity`` and ``source`` (what it was
+    computed from: :func:`source_record`) and remove the stale files of the output it
+    replaced (those ``analysis.json`` no longer lists)."""
+    record_identity(folder, _jsonable(identity), source)
     info = json.loads((Path(folder) / ANALYSIS_FILE).read_text(encoding="utf-8"))
     remove_stale(folder, stale, [f for f in info.get("files") or [] if isinstance(f, str)])

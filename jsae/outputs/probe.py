@@ -26,7 +26,8 @@ from ..analyses.probing import PAPER_MODEL, family_frame, group_recall_frame, pr
 from ..models import ModelBatch
 from ..plots import plot_heatmap
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, short_hash, write_analysis, write_json)
+                      finish_output, folder_name, format_table, short_hash, source_record, write_analysis, write_csv,
+                      write_json)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_probe", "run_probe", "probe_folder_name", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
@@ -199,9 +200,9 @@ def write_probe(df: pd.DataFrame, out_dir: str | Path, *, top_features: int = 3)
     family = family_frame(df)
     what = f"{a.get('label')}={a.get('positive')}"
     files = [out / "probe.csv", out / "probe_family.csv", out / GROUPS_FILE]
-    df.to_csv(files[0], index=False)
-    family.to_csv(files[1], index=False)
-    group_recall_frame(df).to_csv(files[2], index=False)
+    write_csv(df, files[0])
+    write_csv(family, files[1])
+    write_csv(group_recall_frame(df), files[2])
     records = df.to_dict(orient="records")
     files.append(write_json(out / "probe.json", {"params": params, "models": records,
                                                  "family": family.to_dict(orient="records")}))
@@ -292,11 +293,12 @@ def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                 "test": _rows_identity(kwargs.get("test")), "models": list(models.names),
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
                 "store": str(store.path)}
-    stale = check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite)
+    source = source_record(models, {"store": store})
+    stale = check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite, source=source)
     df = probe(models, store, label, positive, negative=negative, **kwargs)
     out_dir = analysis_dir(run_dir, name, out, kind="probe")
     write_probe(df, out_dir)
-    finish_output(out_dir, identity, stale)
+    finish_output(out_dir, identity, stale, source)
     return df, out_dir
 
 

@@ -22,7 +22,8 @@ from ..analyses.splitting import NONE, SplitResult, feature_split
 from ..models import ModelBatch
 from ..plots import pyplot, save_figure
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, num, write_analysis, write_json)
+                      finish_output, folder_name, format_table, num, source_record, write_analysis, write_csv,
+                      write_json)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["plot_split_flow", "draw_split_flow", "node_composition", "LABEL_GID", "write_split", "run_split", "split_folder_name", "split_table"]
@@ -217,7 +218,7 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
     files = []
     for name, df in (("split_levels.csv", result.levels), ("split_nodes.csv", result.nodes),
                      ("split_flows.csv", result.flows)):
-        df.to_csv(out / name, index=False)
+        write_csv(df, out / name)
         files.append(out / name)
     files.append(write_json(out / "split.json", {"params": result.params, "levels": result.levels,
                                                  "nodes": result.nodes, "flows": result.flows}))
@@ -328,11 +329,12 @@ def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                 "family_min_gain": flt(o["family_min_gain"]), "C": flt(o["C"]), "models": list(models.names),
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
                 "store": str(store.path)}
-    stale = check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite)
+    source = source_record(models, {"store": store})
+    stale = check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite, source=source)
     result = feature_split(models, store, label, positive, group, k, **kwargs)
     out_dir = analysis_dir(run_dir, name, out, kind="split")
     write_split(result, out_dir)
-    finish_output(out_dir, identity, stale)
+    finish_output(out_dir, identity, stale, source)
     return result, out_dir
 
 

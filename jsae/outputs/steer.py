@@ -30,7 +30,8 @@ from ..analyses.steering import UNIT_ALIASES, UNIT_TEXT, SteerOptions, SteerResu
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
 from .folders import (OutputExistsError, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      format_table, num, remove_stale, short_hash, slug, write_analysis, write_json)
+                      folder_name, format_table, num, record_source, remove_stale, short_hash, source_record,
+                      write_analysis, write_csv, write_json)
 
 __all__ = ["write_steer", "run_steer", "steer_folder_name", "SteerOutputExistsError", "steer_table_text",
            "flip_table_text", "units_caption"]
@@ -109,7 +110,7 @@ def _flip_files(res: SteerResult, out: Path) -> tuple[list[Path], dict[str, str]
     """``steer_flip_threshold.csv`` and one K × L heatmap of the threshold per class."""
     f, p = res.flip, res.params
     path = out / "steer_flip_threshold.csv"
-    f.to_csv(path, index=False)
+    write_csv(f, path)
     files = [path]
     units = p["alpha_units"]
     for side in ("positive", "negative"):
@@ -139,11 +140,11 @@ def write_steer(res: SteerResult, out_dir: str | Path, *, max_histograms: int = 
     out.mkdir(parents=True, exist_ok=True)
     s = res.summary
     files = [out / "steer_summary.csv"]
-    s.to_csv(files[0], index=False)
+    write_csv(s, files[0])
     names = list(dict.fromkeys(s["name"]))
     first_alpha = float(s["alpha"].iloc[0])
     table = res.table(names[0], first_alpha)
-    table.to_csv(out / "steer_table.csv", index=False)
+    write_csv(table, out / "steer_table.csv")
     files.append(out / "steer_table.csv")
     caption = units_caption(res)
     files.append(write_json(out / "steer.json", {"params": res.params, "units": caption, "summary": s,
@@ -231,7 +232,7 @@ def steer_folder_name(label: str, positive: str, negative: str | None = None, *,
         parts.append(f"train={train_split}")
     if test_split != SteerOptions.test_split:
         parts.append(f"test={test_split}")
-    return slug(*parts)
+    return folder_name(*parts, fixed=3)
 
 
 def _old_units(key: str, value: Any) -> Any:
@@ -239,12 +240,13 @@ def _old_units(key: str, value: Any) -> Any:
     return UNIT_ALIASES.get(value, value) if key == "alpha_units" else value
 
 
-def _check_params(folder: Path, params: dict[str, Any], overwrite: bool) -> list[str]:
+def _check_params(folder: Path, params: dict[str, Any], overwrite: bool,
+                  source: dict[str, Any] | None = None) -> list[str]:
     """Refuse (:class:`SteerOutputExistsError`) a folder holding a steering output of other
     parameters unless ``overwrite``; returns the files it lists (to drop stale ones).
     :func:`jsae.outputs.folders.check_same_parameters` with the steering parameters."""
     return check_same_parameters(folder, "steer", params, _IDENTITY, overwrite, error=SteerOutputExistsError,
-                                 normalize=_old_units, strict=True)
+                                 normalize=_old_units, strict=True, source=source)
 
 
 def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str, positive: str,
@@ -277,6 +279,7 @@ def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     name = steer_folder_name(label, positive, negative, **kw)
     folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / "analysis" / name)
     stale: list[str] = []
+    source = None
     if folder is not None:
         chosen = models.select(k=k, latent_size=latent_size) if k is not None or latent_size is not None else models
         store = as_store(store)  # opened once, for the check and for steer
@@ -287,10 +290,13 @@ def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                    "store": str(store.path)}
         if not planned["flip_threshold"]:
             planned.update(a_max=None, n_grid=None, tol=None)
-        stale = _check_params(folder, planned, overwrite)
+        source = source_record(chosen, {"store": store})
+        stale = _check_params(folder, planned, overwrite, source)
     res = steer(models, store, label, positive, negative, **options, **kwargs)
     out_dir = analysis_dir(run_dir, name, out, kind="steer")
     files = write_steer(res, out_dir)
+    if source is not None:
+        record_source(out_dir, source)
     remove_stale(out_dir, stale, files)  # overwriting an output of other parameters: drop its files we did not rewrite
     return res, out_dir
 

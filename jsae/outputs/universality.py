@@ -4,7 +4,7 @@
 ``universality_matches.csv`` (A→B best match per feature), ``universality.json``,
 ``analysis.json``, a histogram of the best-match scores against the chance control and a
 K × L heatmap of ``mean_max_ab``. :func:`run_universality` loads both runs, compares them
-and writes into ``RUN_A/analysis/universality-<RUN_B>`` (or ``out``);
+and writes into ``RUN_A/analysis/universality-<RUN_B>-<HASH of its path>`` (or ``out``);
 :func:`universality_table` is the short table the ``jsae universality`` command prints.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from ..analyses.universality import UniversalityResult, compare_sweeps
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
 from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, write_analysis, write_json)
+                      finish_output, folder_name, format_table, short_hash, source_record, write_analysis,
+                      write_csv, write_json)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_universality", "run_universality", "universality_folder_name", "universality_table"]
@@ -53,8 +54,8 @@ def write_universality(res: UniversalityResult, out_dir: str | Path) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "universality.csv", out / "universality_matches.csv"]
-    res.pairs.to_csv(files[0], index=False)
-    pd.concat([m.assign(name=n) for n, m in res.matches.items()]).to_csv(files[1], index=False)
+    write_csv(res.pairs, files[0])
+    write_csv(pd.concat([m.assign(name=n) for n, m in res.matches.items()]), files[1])
     files.append(write_json(out / "universality.json", {"params": res.params, "pairs": res.pairs}))
     files.append(_plot_hist(res, out / "universality_hist.png"))
     files.append(plot_heatmap(res.pairs.to_dict(orient="records"), "mean_max_ab", out / "mean_max.png",
@@ -72,21 +73,24 @@ _UNIV_DEFAULTS = signature_defaults(compare_sweeps, ("method", "threshold", "max
 UNIVERSALITY_IDENTITY = ("run_a", "run_b", "models_a", "models_b", "store", "store_b", *_UNIV_DEFAULTS)
 
 
-def universality_folder_name(name_b: str, **options: Any) -> str:
-    """The default folder of a comparison: ``universality-<RUN_B's name>`` with the defaults,
-    plus the options that differ from :func:`~jsae.analyses.universality.compare_sweeps`'s
-    defaults (``decoder``, ``thr0.8``, ``rows5000``, ``seed1``)."""
+def universality_folder_name(name_b: str, path_b: str | Path | None = None, **options: Any) -> str:
+    """The default folder of a comparison: ``universality-<RUN_B's name>-<HASH>`` with the
+    defaults (``HASH``: a short hash of RUN_B's absolute path ``path_b``, so two runs of the
+    same name, ``seedA/run`` and ``seedB/run``, never share a folder), plus the options that
+    differ from :func:`~jsae.analyses.universality.compare_sweeps`'s defaults (``decoder``,
+    ``thr0.8``, ``rows5000``, ``seed1``)."""
     o = {**_UNIV_DEFAULTS, **{k: v for k, v in options.items() if k in _UNIV_DEFAULTS}}
-    parts: list[Any] = ["universality", name_b, *option_parts(o, _UNIV_DEFAULTS, {"method": "", "threshold": "thr",
+    where = None if path_b is None else short_hash(os.path.abspath(path_b))
+    parts: list[Any] = ["universality", name_b, where, *option_parts(o, _UNIV_DEFAULTS, {"method": "", "threshold": "thr",
                                                                                    "max_rows": "rows", "seed": "seed"})]
-    return folder_name(*parts, fixed=2)
+    return folder_name(*parts, fixed=3)
 
 
 def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | ModelBatch", *, out: str | Path | None = None,
                      overwrite: bool = False, **kwargs: Any) -> tuple[UniversalityResult, Path]:
     """Load two sweeps, compare them, write the outputs into A's analysis folder (default
-    ``RUN_A/analysis/<universality_folder_name(...)>``, ``universality-<RUN_B's name>`` with
-    the default options). A folder holding a comparison of other parameters (other runs,
+    ``RUN_A/analysis/<universality_folder_name(...)>``, ``universality-<RUN_B's name>-<HASH>``
+    with the default options). A folder holding a comparison of other parameters (other runs,
     models, stores, method, threshold, …) is refused before any work unless
     ``overwrite=True``; overwritten, the stale files of the old comparison are removed."""
     if out is not None:
@@ -96,7 +100,7 @@ def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | Mode
         if kwargs.get(key) is not None:
             kwargs[key] = as_store(kwargs[key])
     name_b = Path(run_b).resolve().name if run_b is not None else "b"
-    name = universality_folder_name(name_b, **kwargs)
+    name = universality_folder_name(name_b, None if run_b is None else Path(run_b).resolve(), **kwargs)
     folder = Path(out) if out is not None else (None if run_a is None else Path(run_a) / ANALYSIS_DIR / name)
     o = {**_UNIV_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _UNIV_DEFAULTS}}
     identity = {"method": o["method"], "threshold": float(o["threshold"]), "max_rows": int(o["max_rows"]),
@@ -105,11 +109,12 @@ def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | Mode
                 "run_b": None if sweep_b.run_dir is None else os.path.abspath(sweep_b.run_dir),
                 "models_a": list(sweep_a.names), "models_b": list(sweep_b.names),
                 **{k: None if kwargs.get(k) is None else str(kwargs[k].path) for k in ("store", "store_b")}}
-    stale = check_same_parameters(folder, "universality", identity, UNIVERSALITY_IDENTITY, overwrite)
+    source = source_record(sweep_a, {k: kwargs.get(k) for k in ("store", "store_b")}, sweep_b)
+    stale = check_same_parameters(folder, "universality", identity, UNIVERSALITY_IDENTITY, overwrite, source=source)
     res = compare_sweeps(sweep_a, sweep_b, **kwargs)
     out_dir = analysis_dir(run_a, name, out, kind="universality")
     write_universality(res, out_dir)
-    finish_output(out_dir, identity, stale)
+    finish_output(out_dir, identity, stale, source)
     return res, out_dir
 
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..outputs.folders import listed_file
+from ..outputs.folders import listed_file, read_csv
 from ..outputs.probe import FAMILY_BY, PRECISION_FLOOR, best_by, best_family, best_model, reaches_floor
 from .tables import Cell, finite_number, table
 
@@ -72,7 +72,7 @@ def _probe_rows(folder: Path, a: dict[str, Any]) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        return pd.read_csv(path, dtype={"family": str})
+        return read_csv(path, dtype={"family": str})
     except (OSError, ValueError, pd.errors.ParserError):
         return None
 

@@ -18,6 +18,15 @@ the run is moved; older files that recorded working-directory paths are read thr
 :func:`jsae.outputs.folders.listed_file` and :func:`jsae.outputs.folders.analysis_workdir`.
 A listed figure or table that is not found is named on the page, never dropped silently.
 
+**Out of date.** An analysis computed at another training step than the run's step now,
+or from a store whose content changed since (its ``analysis.json``'s ``computed_from``:
+step and store fingerprint), is marked "out of date" with the reason and "re-run it"
+(:func:`jsae.outputs.folders.stale_marks`), and so is its link.
+
+**CSV.** The analyses' CSV files prefix text that a spreadsheet would read as a formula
+with ``'`` (:func:`jsae.outputs.folders.write_csv`); the page reads them back raw
+(:func:`jsae.outputs.folders.read_csv`).
+
 **Models.** ``models`` (names) restricts every per-model table (its rows whose ``name``
 is not one of them are left out), the headline and the top-activating segments.
 
@@ -37,7 +46,7 @@ import pandas as pd
 
 from ..analyses.labelled import as_store
 from ..errors import JsaeError
-from ..outputs.folders import analysis_workdir, listed_file, read_analyses
+from ..outputs.folders import analysis_workdir, listed_file, read_analyses, read_csv, stale_marks
 from ..outputs.probe import GROUPS_FILE, best_model, group_matrix
 from .headline import headline
 from .segments import feature_section
@@ -79,11 +88,11 @@ def _group_recall(folder: Path, a: dict[str, Any], title: str, path: Path,
                   models: set[str] | None) -> tuple[str, dict[str, Any]] | None:
     """A probe's group-recall table as a latents × values matrix of its best model among
     ``models`` (by ``probe.csv``, else the summary's ``best_model``); None without one."""
-    groups = pd.read_csv(path, dtype={"column": str, "value": str})
+    groups = read_csv(path, dtype={"column": str, "value": str})
     name = (a.get("summary") or {}).get("best_model")
     probe_csv = listed_file(folder, (a.get("tables") or {}).get("probe", "probe.csv"))
     if probe_csv is not None:
-        df = only_models(pd.read_csv(probe_csv), models)
+        df = only_models(read_csv(probe_csv), models)
         if {"name", "f1"} <= set(df.columns) and len(df):
             name = best_model(df)["name"]
     if name is None or (models is not None and str(name) not in models):
@@ -94,12 +103,15 @@ def _group_recall(folder: Path, a: dict[str, Any], title: str, path: Path,
     return head, table(matrix)
 
 
-def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None) -> dict[str, Any]:
-    """One analysis for the template: its parameters, summary, tables, figures and the notes
-    about listed files that were not found (segments are added by :func:`page_context`)."""
+def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None, step: Any = None) -> dict[str, Any]:
+    """One analysis for the template: its parameters, summary, tables, figures, the notes
+    about listed files that were not found (segments are added by :func:`page_context`) and
+    its ``stale`` marks (:func:`jsae.outputs.folders.stale_marks`: computed at another step
+    than the run's ``step``, or from a store that changed since)."""
     entry: dict[str, Any] = {"id": f"a-{folder.name}", "kind": str(a.get("analysis", "?")), "name": folder.name,
                              "params": json.dumps(a.get("params", {}), default=str), "summary": None,
-                             "tables": [], "images": [], "notes": [], "segments": None}
+                             "tables": [], "images": [], "notes": [], "segments": None,
+                             "stale": stale_marks(a, step)}
     summ = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (list, dict))}
     if summ:
         entry["summary"] = table(pd.DataFrame([summ]))
@@ -114,7 +126,7 @@ def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None) ->
             if shown is not None:
                 entry["tables"].append(shown)
             continue
-        entry["tables"].append((str(title), table(drop_defaults(only_models(pd.read_csv(path), models)))))
+        entry["tables"].append((str(title), table(drop_defaults(only_models(read_csv(path), models)))))
     for f in a.get("files") or []:
         if not str(f).lower().endswith(".png"):
             continue
@@ -153,7 +165,8 @@ def page_context(run_dir: Path, info: dict[str, Any], *, top: int = 5,
     analyses = read_analyses(run_dir)
     ctx["headline"] = headline(analyses, models, page_dir if page_dir is not None else run_dir / "analysis")
     ctx["links"] = ([("headline", "Headline")] * bool(ctx["headline"]) + [("training", "Training")]
-                    + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}") for f, a in analyses])
+                    + [(f"a-{f.name}", f"{a.get('analysis', '?')}: {f.name}"
+                        + (" (out of date)" if stale_marks(a, info.get("step")) else "")) for f, a in analyses])
     metrics = info.get("metrics") or []
     ctx["metrics"] = (table(only_models(pd.DataFrame(metrics)[[c for c in METRIC_COLUMNS if c in metrics[0]]],
                                         models), max_rows=200)
@@ -164,7 +177,7 @@ def page_context(run_dir: Path, info: dict[str, Any], *, top: int = 5,
     sweep = None
     ctx["analyses"] = []
     for folder, a in analyses:
-        entry = _analysis_entry(folder, a, models)
+        entry = _analysis_entry(folder, a, models, info.get("step"))
         ctx["analyses"].append(entry)
         feats = list(a.get("features") or [])
         if models is not None:
