@@ -199,12 +199,13 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--group", action="append", metavar="COL",
                    help="a metadata column whose sub-groups each family member covers, e.g. speaker; "
                         "repeat for several")
-    g.add_argument("--C", type=float, default=d["C"], help="inverse L2 strength of the logistic regression")
+    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=d["C"],
+                   help="inverse L2 strength of the logistic regression (> 0)")
     g.add_argument("--standardize", action="store_true", help="fit the regression on unit-variance latents")
-    g.add_argument("--family-min-precision", type=float, default=d["family_min_precision"],
+    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=d["family_min_precision"],
                    help="train precision every feature-family latent needs")
-    g.add_argument("--family-max", type=int, default=d["family_max"], help="at most this many latents in a family")
-    g.add_argument("--family-min-gain", type=float, default=d["family_min_gain"],
+    g.add_argument("--family-max", type=cli.number(int, lo=1), default=d["family_max"], help="at most this many latents in a family")
+    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=d["family_min_gain"],
                    help="stop adding latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("probe-LABEL-POSITIVE[-vs-NEGATIVE][-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a probe of other parameters")
@@ -226,20 +227,20 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                                            "family_max", "family_min_gain"))
     g = p.add_argument_group("split")
     g.add_argument("--group", required=True, metavar="COL", help="sub-group column of the positives, e.g. gender")
-    g.add_argument("--min-coverage", type=float, default=d["min_coverage"],
+    g.add_argument("--min-coverage", type=cli.number(lo=0, hi=1), default=d["min_coverage"],
                    help="a child takes at least this share of the root's rows")
-    g.add_argument("--min-within", type=float, default=d["min_within"],
+    g.add_argument("--min-within", type=cli.number(lo=0, hi=1), default=d["min_within"],
                    help="at least this share of a child's rows are the root's")
-    g.add_argument("--min-cosine", type=float, metavar="C",
+    g.add_argument("--min-cosine", type=cli.number(lo=-1, hi=1), metavar="C",
                    help="also require this decoder cosine with the root (without it the cosine is only reported)")
     g.add_argument("--max-overlap", type=_overlap, default=d["max_overlap"], metavar="F|none",
                    help="children of one root whose rows overlap this much (overlap coefficient) are one branch, "
                         "not a split; `none`: every child is its own branch")
-    g.add_argument("--family-min-precision", type=float, default=d["family_min_precision"],
+    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=d["family_min_precision"],
                    help="train precision every root latent needs (the roots are the feature's family at the "
                         "smallest latent size)")
-    g.add_argument("--family-max", type=int, default=d["family_max"], help="at most this many root latents")
-    g.add_argument("--family-min-gain", type=float, default=d["family_min_gain"],
+    g.add_argument("--family-max", type=cli.number(int, lo=1), default=d["family_max"], help="at most this many root latents")
+    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=d["family_min_gain"],
                    help="stop adding root latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("split-LABEL-POSITIVE-GROUP-kK[-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a split of other parameters")
@@ -257,7 +258,7 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("steering")
     g.add_argument("--latent", type=_latent, default=d.latent, metavar="auto|INDEX",
                    help="the latent to steer: `auto` (each model's probe latent) or a latent index")
-    g.add_argument("--alpha", type=float, nargs="+", default=list(d.alpha), metavar="A",
+    g.add_argument("--alpha", type=cli.number(lo=-1e6, hi=1e6), nargs="+", default=list(d.alpha), metavar="A",
                    help="steering value(s) a_φ (paper: 1)")
     g.add_argument("--alpha-units", choices=(*ALPHA_UNITS, *UNIT_ALIASES), default=d.alpha_units,
                    help="raw: the raw-embedding norm of the change; mean_active: multiples of the latent's "
@@ -269,7 +270,7 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--flip-threshold", action="store_true",
                    help="also find, per model and class, the smallest a (in --alpha-units) that flips the class "
                         "mean δ_s (steer_flip_threshold.csv, heatmaps over K × L)")
-    g.add_argument("--a-max", type=float, default=d.a_max, metavar="A",
+    g.add_argument("--a-max", type=cli.number(lo=0, hi=1e6, lo_open=True), default=d.a_max, metavar="A",
                    help="largest a the flip threshold searches")
     cli.add_out(p, _out_help("steer-LABEL-POSITIVE-vs-NEGATIVE-…"))
     cli.add_overwrite(p, "replace an output folder that holds a steering output of other parameters")
@@ -294,8 +295,8 @@ def _add_universality(sub: argparse._SubParsersAction) -> None:
                    help="decoder: cosine of the decoder directions (one embedding space); activation: "
                         "correlation of the activations over shared rows; auto: decoder when both runs share "
                         "their embedding space and no --data-b is given, else activation")
-    g.add_argument("--threshold", type=float, default=d["threshold"], help="a feature counts as matched at this score")
-    g.add_argument("--max-rows", type=int, default=d["max_rows"], metavar="N", help="rows used for activation matching")
+    g.add_argument("--threshold", type=cli.number(lo=-1, hi=1), default=d["threshold"], help="a feature counts as matched at this score")
+    g.add_argument("--max-rows", type=cli.number(int, lo=1), default=d["max_rows"], metavar="N", help="rows used for activation matching")
     cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>-<hash of RUN_B's path>[-other options])")
     cli.add_overwrite(p, "replace an output folder that holds a comparison of other parameters")
 
@@ -317,11 +318,12 @@ def _add_consistency(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--speaker", default=d["speaker"], metavar="COL",
                    help="column whose groups (speakers) must each hold rows of both classes")
     g.add_argument("--group", metavar="COL", help="also measure within each sub-group of this column, e.g. gender")
-    g.add_argument("--min-rows", type=int, default=d["min_rows"], metavar="N",
+    g.add_argument("--min-rows", type=cli.number(int, lo=1), default=d["min_rows"], metavar="N",
                    help="rows of each class a speaker needs (at least 1 is used); refused when under 2 qualify")
-    g.add_argument("--folds", type=int, default=d["n_splits"], help="folds of held-out speakers for the linear bound")
-    g.add_argument("--C", type=float, default=d["C"], help="inverse L2 strength of the logistic regression")
-    g.add_argument("--seed", type=int, default=d["seed"], help="seed of the within-speaker label shuffle (chance)")
+    g.add_argument("--folds", type=cli.number(int, lo=2), default=d["n_splits"], help="folds of held-out speakers for the linear bound")
+    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=d["C"],
+                   help="inverse L2 strength of the logistic regression (> 0)")
+    g.add_argument("--seed", type=cli.number(int, lo=0), default=d["seed"], help="seed of the within-speaker label shuffle (chance)")
     cli.add_out(p, "output folder (default: RUN/analysis/consistency-…, without a RUN runs/consistency/…)")
     cli.add_overwrite(p, "replace an output folder that holds a consistency output of other parameters")
 
@@ -332,7 +334,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     cli.add_selection(p)
     g = p.add_argument_group("report")
     g.add_argument("--data", metavar="STORE", help="store for the segments (default: each analysis's store)")
-    g.add_argument("--top", type=int, default=5, metavar="N", help="top-activating segments per feature")
+    g.add_argument("--top", type=cli.number(int, lo=0), default=5, metavar="N", help="top-activating segments per feature")
     g.add_argument("--audio-root", metavar="DIR", help="folder that relative `source` paths are relative to")
     cli.add_out(p, "HTML file (default: RUN/analysis/report.html)", metavar="FILE")
 

@@ -31,9 +31,35 @@ from jsae.console import EXIT_ERROR, EXIT_PIPE, ArgumentParser, HelpFormatter, a
 
 __all__ = ["EXIT_ERROR", "EXIT_PIPE", "HelpFormatter", "ArgumentParser", "add_commands", "add_command", "run",
            "add_run", "add_selection", "selection_given", "load_run", "select", "filters", "load_models",
-           "add_labelled", "add_out", "add_overwrite"]
+           "add_labelled", "add_out", "add_overwrite", "number"]
 
 # ------------------------------------------------------------------------------------------------ shared options
+
+
+def number(kind: type = float, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False):
+    """An argparse ``type`` for a numeric option: ``kind`` (float or int), finite, within
+    ``[lo, hi]`` (``lo_open``/``hi_open``: the bound itself excluded; ``None``: unbounded).
+    A bad value is a usage error naming the value and the range (``nan``, ``inf``, ``1e400``
+    and out-of-range values never reach the analyses)."""
+    left = "-∞" if lo is None else f"{lo:g}"
+    right = "∞" if hi is None else f"{hi:g}"
+    wanted = (f"{'a whole' if kind is int else 'a finite'} number in "
+              f"{'(' if lo is None or lo_open else '['}{left}, {right}{')' if hi is None or hi_open else ']'}")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}") from None
+        v = float(value)
+        if (v != v or v in (float("inf"), float("-inf")) or (lo is not None and (v < lo or (lo_open and v == lo)))
+                or (hi is not None and (v > hi or (hi_open and v == hi)))):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
 
 
 def add_run(p: argparse.ArgumentParser, name: str = "run", help: str = "run directory of `jsae sweep`",
