@@ -318,7 +318,7 @@ def _add_consistency(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--speaker", default=d["speaker"], metavar="COL",
                    help="column whose groups (speakers) must each hold rows of both classes")
     g.add_argument("--group", metavar="COL", help="also measure within each sub-group of this column, e.g. gender")
-    g.add_argument("--min-rows", type=cli.number(int, lo=1), default=d["min_rows"], metavar="N",
+    g.add_argument("--min-rows", type=cli.number(int, lo=0), default=d["min_rows"], metavar="N",
                    help="rows of each class a speaker needs (at least 1 is used); refused when under 2 qualify")
     g.add_argument("--folds", type=cli.number(int, lo=2), default=d["n_splits"], help="folds of held-out speakers for the linear bound")
     g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=d["C"],
