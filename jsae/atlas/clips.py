@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..jsonio import atomic_write_text, to_jsonable
+from ..report.tables import finite_number
 from ..report.audio import AUDIO_SUFFIXES, AudioReadError, audio_roots, locate_audio, segment_audio
 
 __all__ = ["AUDIO_DIR", "INDEX_NAME", "OPUS_RATES", "COMPRESSION_LEVEL", "MAX_SECONDS", "REASONS", "Clip",
@@ -118,14 +119,6 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _number(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _spans_value(value: Any) -> Any:
     """``spans`` as JSON-able data (recorded in the index; read by :func:`segment_audio`)."""
     if value is None or isinstance(value, float):
@@ -141,14 +134,6 @@ def _spans_value(value: Any) -> Any:
 def _stat(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
 
 
 def _locate_clip(value: str, store_dir: Path, roots: Sequence[Path]) -> tuple[Path | None, str]:
@@ -168,7 +153,7 @@ def _locate_clip(value: str, store_dir: Path, roots: Sequence[Path]) -> tuple[Pa
         base = store_dir.resolve()
     except OSError:
         base = store_dir
-    if not (_inside(real, base) or any(_inside(real, r) for r in roots)):
+    if not (real.is_relative_to(base) or any(real.is_relative_to(r) for r in roots)):
         return None, "outside"
     if real.suffix.lower() not in AUDIO_SUFFIXES:
         return None, "not audio"
@@ -336,8 +321,8 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
             if real is None:
                 clip.reason = REASONS[why]
                 continue
-            offset = _number(rec["offset"]) if "offset" in cols else None
-            duration = _number(rec["duration"]) if "duration" in cols else None
+            offset = finite_number(rec["offset"], None) if "offset" in cols else None
+            duration = finite_number(rec["duration"], None) if "duration" in cols else None
             spans = _spans_value(rec["spans"]) if "spans" in cols else None
             record = {"mode": "cut", "source": str(real), **_stat(real), "offset": offset, "duration": duration,
                       "spans": spans, "encoder": ENCODER}
