@@ -22,7 +22,8 @@ import threading
 import warnings
 from typing import Any, Callable, Sequence
 
-from .errors import EXIT_ERROR, Interrupted, JsaeError, StoppedAtOnce, one_line, print_error, signal_exit_status
+from .errors import (EXIT_ERROR, Interrupted, JsaeError, StoppedAtOnce, one_line, print_error, signal_exit_status,
+                     storage_error)
 
 __all__ = ["EXIT_ERROR", "EXIT_PIPE", "EXIT_SIGINT", "HelpFormatter", "ArgumentParser", "add_commands", "add_command",
            "run", "SignalStop"]
@@ -122,6 +123,11 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         return err.exit_status
     except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
         return print_error(err, command_parser.prog)
+    except Exception as err:  # a full disk, a read-only or forbidden folder that no writer named: still one line
+        converted = storage_error(err, getattr(err, "filename", None) or "the command's output")
+        if converted is None:
+            raise
+        return print_error(converted, command_parser.prog)
     except KeyboardInterrupt as err:  # Ctrl-C (a second signal: StoppedAtOnce): one line, not a traceback
         message = one_line(err) if isinstance(err, StoppedAtOnce) else "interrupted"
         print(f"{command_parser.prog}: {message}", file=sys.stderr)

@@ -12,11 +12,15 @@ catch those keep working.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
-from typing import TextIO
+from typing import Iterator, TextIO
 
 __all__ = ["JsaeError", "BadValueError", "NotFoundError", "OutOfRangeError", "MissingPathError",
-           "Interrupted", "StoppedAtOnce", "signal_exit_status", "one_line", "print_error", "EXIT_ERROR"]
+           "Interrupted", "StoppedAtOnce", "StorageError", "storage_problem", "storage_error", "writing_to",
+           "signal_exit_status", "one_line", "print_error", "EXIT_ERROR"]
 
 #: exit status of a CLI that stops on a :class:`JsaeError`
 EXIT_ERROR = 2
@@ -79,6 +83,79 @@ class StoppedAtOnce(KeyboardInterrupt):
                          "before is kept; run the same command to resume")
         self.signum = int(signum)
         self.exit_status = signal_exit_status(signum)
+
+
+class StorageError(JsaeError, OSError):
+    """Writing failed because of the disk or the file system (full, quota, read-only, no
+    permission); the message names what was being written, what is kept and how to finish."""
+
+    def __str__(self) -> str:  # OSError(msg) prints msg; keep that
+        return str(self.args[0]) if self.args else ""
+
+
+#: errno → the one-line words for it and the fix
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on device", "free space (or choose a folder on a larger disk)"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota (or choose another folder)"),
+    errno.EROFS: ("read-only file system", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to (or fix its permissions)"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to (or fix its permissions)"),
+}
+#: how tensorstore / orbax word the same errors (they raise ValueError with this text)
+_STORAGE_TEXT = {
+    errno.ENOSPC: ("No space left on device", f"os_error_code='{errno.ENOSPC}'", "os_error_code=28"),
+    errno.EDQUOT: ("Disk quota exceeded", f"os_error_code='{errno.EDQUOT}'"),
+    errno.EROFS: ("Read-only file system", f"os_error_code='{errno.EROFS}'"),
+    errno.EACCES: ("Permission denied", f"os_error_code='{errno.EACCES}'"),
+}
+
+
+def storage_problem(err: BaseException | None) -> tuple[int, str | None] | None:
+    """``(errno, filename)`` when ``err`` (or an exception it was raised from) is a full disk,
+    an exceeded quota, a read-only file system or a denied permission; else ``None``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _STORAGE_ERRNOS:
+            return err.errno, err.filename if isinstance(err.filename, str) else None
+        text = str(err)
+        for code, needles in _STORAGE_TEXT.items():
+            if any(n in text for n in needles):
+                return code, None
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def storage_error(err: BaseException, what: str, kept: str | None = None,
+                  finish: str | None = None) -> "StorageError | None":
+    """A one-line :class:`StorageError` for ``err`` if it is a storage problem (see
+    :func:`storage_problem`), else ``None``. ``what``: what was being written (``"the
+    report /x/report.html"``); ``kept``: what is unchanged or complete; ``finish``: how to
+    finish (default: fix the cause and run the same command again)."""
+    found = storage_problem(err)
+    if found is None:
+        return None
+    code, filename = found
+    words, fix = _STORAGE_ERRNOS[code]
+    where = f" ({filename})" if filename and filename not in what else ""
+    kept = kept or "files written before are unchanged (every file is replaced only when complete)"
+    finish = finish or f"{fix} and run the same command again"
+    return StorageError(f"{words} while writing {what}{where}; {kept}; {finish}")
+
+
+@contextlib.contextmanager
+def writing_to(what: str | os.PathLike, kept: str | None = None, finish: str | None = None) -> Iterator[None]:
+    """Run the block; a storage problem inside it (:func:`storage_problem`) becomes a one-line
+    :class:`StorageError` ``… while writing <what>; <kept>; <finish>``."""
+    try:
+        yield
+    except JsaeError:
+        raise
+    except Exception as err:
+        converted = storage_error(err, os.fspath(what), kept, finish)
+        if converted is None:
+            raise
+        raise converted from err
 
 
 def _signal_name(signum: int) -> str:

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import JsaeError
+from ..errors import JsaeError, storage_problem
 from ..runs.checkpoint import checkpoint_steps
 from ..runs.layout import CHECKPOINT_DIR, CONFIG_FILE, LOCK_NAME, SWEEP_FILE
 
@@ -32,26 +32,11 @@ class TrainingDivergedError(JsaeError, FloatingPointError):
     """A model's training loss became NaN/Inf."""
 
 
-_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", f"os_error_code='{errno.ENOSPC}'",
-                   f"os_error_code='{errno.EDQUOT}'")
-
-
 def is_disk_full(err: BaseException | None) -> bool:
-    """Whether ``err`` (or an exception it was raised from) is ENOSPC/EDQUOT.
-
-    orbax/tensorstore report them as ``ValueError('RESOURCE_EXHAUSTED: … No space
-    left on device [os_error_code='28']')`` rather than as an ``OSError``.
-    """
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
-            return True
-        if any(t in str(err) for t in _DISK_FULL_TEXT):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    """Whether ``err`` (or an exception it was raised from) is ENOSPC/EDQUOT, also as
+    orbax/tensorstore word it (``ValueError('RESOURCE_EXHAUSTED: … [os_error_code='28']')``)."""
+    found = storage_problem(err)
+    return found is not None and found[0] in (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full_error(run_dir: Path, doing: str, err: BaseException) -> DiskFullError:
