@@ -11,8 +11,14 @@ each loadable by the library itself::
 
 plus ``README.md`` files (what it is, the source run/model/step, the folding) and a
 ``.jsae-export`` marker (JSON) in ``DIR`` and in every model folder: ``--out`` must be
-new, empty, or an earlier jsae export (which is then replaced; anything else is refused,
-:mod:`jsae.safety`). The layouts were read from the loaders of sae-lens 6.54.12 and
+new, empty, or an earlier jsae export, finished or interrupted (which is then replaced;
+anything else, a file or a symbolic link is refused, :mod:`jsae.safety`). The export is
+written into a temporary sibling of ``DIR`` and takes its place when complete
+(:func:`jsae.safety.replace_folder`): a killed export or a full disk leaves ``DIR`` as it
+was (the next export cleans up), and the same command again finishes the job. Every model
+folder is named by the model's name, which must be a plain name (no path separator, no
+``..``, no leading dot): an export never writes outside ``DIR``, whatever a tampered
+``models/index.json`` lists. The layouts were read from the loaders of sae-lens 6.54.12 and
 eai-sparsify 1.3.3 (``SAE.load_from_disk`` / ``TopKSAEConfig``, ``SparseCoder.load_from_disk``
 / ``SparseCoderConfig``) and are tested by loading them with those libraries.
 
@@ -73,10 +79,10 @@ from .core.kinds import ACTIVATION_KINDS, TOPK
 from .errors import BadValueError
 from .jsonio import atomic_write_bytes, json_bytes
 from .runs.modelfiles import ModelFile, read_models
-from .safety import check_writable_folder, remove_tree
+from .safety import check_deletable, check_no_link, check_writable_folder, replace_folder
 
 __all__ = ["FORMATS", "MARKER", "EXPORT_FORMAT", "SAELENS_VERSION", "SPARSIFY_VERSION", "fold_normalizer",
-           "export_model", "export_models", "is_export_dir"]
+           "export_model", "export_models", "is_export_dir", "model_folder"]
 
 FORMATS = ("saelens", "sparsify")
 MARKER = ".jsae-export"
@@ -126,10 +132,18 @@ def _read_marker(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT else None
 
 
+def _export_files_only(path: Path) -> bool:
+    """A model folder an interrupted export left before its marker: plain files of an export
+    (or their temporary files) only, possibly none."""
+    return all(not e.is_symlink() and e.is_file() and (e.name in _MODEL_ENTRIES or _is_tmp(e.name))
+               for e in path.iterdir())
+
+
 def is_export_dir(path: str | os.PathLike) -> bool:
     """True if ``path`` is an earlier jsae export (finished or interrupted): it holds a
     ``.jsae-export`` marker and nothing but export files and model folders that are
-    themselves exports. A symbolic link anywhere in it makes it not one."""
+    themselves exports (or, interrupted, hold export files only). A symbolic link anywhere
+    in it makes it not one."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir() or _read_marker(path) is None:
         return False
@@ -137,23 +151,39 @@ def is_export_dir(path: str | os.PathLike) -> bool:
         if entry.is_symlink():
             return False
         if entry.is_dir():
-            if not is_export_dir(entry):
+            if not (is_export_dir(entry) or _export_files_only(entry)):
                 return False
         elif entry.name not in _MODEL_ENTRIES and not _is_tmp(entry.name):
             return False
     return True
 
 
-def _prepare_out(out_dir: Path, inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse a ``--out`` that holds anything but an earlier export; replace an earlier export."""
-    if out_dir.exists() and not out_dir.is_symlink() and out_dir.is_dir() and any(out_dir.iterdir()) \
-            and is_export_dir(out_dir):
-        remove_tree(out_dir, what=_WHAT, is_ours=is_export_dir, inputs=inputs)
-    else:
-        if out_dir.is_symlink():
-            raise BadValueError(f"--out {out_dir} is a symbolic link; give the real folder or choose another --out.")
-        check_writable_folder(out_dir, what=_WHAT, is_ours=is_export_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _check_out(out_dir: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse, before anything is written, a ``--out`` that is a symbolic link, a file, or a
+    folder holding anything but an earlier export (or the run, the working directory, …)."""
+    check_no_link(out_dir)
+    check_writable_folder(out_dir, what=_WHAT, is_ours=is_export_dir)
+    if out_dir.exists():
+        check_deletable(out_dir, what=_WHAT, is_ours=lambda p: is_export_dir(p) or not any(p.iterdir()),
+                        inputs=inputs)
+
+
+def model_folder(root: str | os.PathLike, name: str) -> Path:
+    """``root/name``, the folder of the model ``name`` in an export; refused (one-line
+    BadValueError) unless ``name`` is a plain folder name (not empty, no path separator, not
+    ``.``/``..``, no leading dot, no NUL) and the folder lies directly inside ``root``."""
+    text = str(name)
+    if (not text or "/" in text or "\\" in text or "\0" in text or text.startswith(".")
+            or os.path.isabs(text)):
+        raise BadValueError(f"model name {text!r} cannot name a folder inside the export (a path separator, '..', "
+                            "a leading dot or nothing); the run's models/index.json looks altered: a model name is a "
+                            "plain name such as k20_L200.")
+    path = Path(root) / text
+    if Path(os.path.realpath(path)).parent != Path(os.path.realpath(root)):
+        raise BadValueError(f"model {text!r} would be written outside the export folder {root} "
+                            f"({os.path.realpath(path)}); nothing was written there: a model name is a plain name "
+                            "such as k20_L200.")
+    return path
 
 
 def _source(mf: ModelFile) -> dict[str, Any]:
@@ -239,12 +269,20 @@ def export_model(model_file: ModelFile, fmt: str, out_dir: str | os.PathLike) ->
     model exports only to SAELens (its standard ReLU SAE); sparsify refuses it. Returns
     ``out_dir``.
     """
-    from safetensors.numpy import save
-
     _check_format(fmt, model_file)
     out_dir = Path(out_dir)
-    _prepare_out(out_dir, inputs=[model_file.path])
-    _write_marker(out_dir, fmt, [model_file.name], _source(model_file))  # first: an interrupted export is ours
+    _check_out(out_dir, inputs=[model_file.path])
+    with replace_folder(out_dir, what=f"the export {out_dir}") as tmp:
+        _write_model(model_file, fmt, tmp)
+    return out_dir
+
+
+def _write_model(model_file: ModelFile, fmt: str, out_dir: Path) -> None:
+    """The files of one exported model (marker, weights, cfg.json, README.md) in ``out_dir``."""
+    from safetensors.numpy import save
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_marker(out_dir, fmt, [model_file.name], _source(model_file))
     w = fold_normalizer(model_file)
     if fmt == "saelens":
         tensors = {"W_enc": w["W_enc"], "b_enc": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
@@ -256,7 +294,6 @@ def export_model(model_file: ModelFile, fmt: str, out_dir: str | os.PathLike) ->
     atomic_write_bytes(out_dir / _WEIGHTS[fmt], save(tensors, metadata={"format": "pt"}))
     atomic_write_bytes(out_dir / "cfg.json", json_bytes(cfg))
     atomic_write_bytes(out_dir / "README.md", _model_readme(model_file, fmt).encode("utf-8"))
-    return out_dir
 
 
 def export_models(run_dir: str | os.PathLike, names: Sequence[str], fmt: str, out_dir: str | os.PathLike) -> Path:
@@ -274,13 +311,21 @@ def export_models(run_dir: str | os.PathLike, names: Sequence[str], fmt: str, ou
     index, files = read_models(run_dir, names)
     for mf in files:
         _check_format(fmt, mf)
+        model_folder(out_dir, mf.name)  # a plain folder name, before anything is written
     out_dir = Path(out_dir)
-    _prepare_out(out_dir, inputs=[run_dir])
+    _check_out(out_dir, inputs=[run_dir])
     source = {"run": str(Path(run_dir).resolve()), "step": int(index["step"]), "complete": index.get("complete"),
               "total_steps": index.get("total_steps")}
-    _write_marker(out_dir, fmt, names, source)
-    for mf in files:
-        export_model(mf, fmt, out_dir / mf.name)
+    with replace_folder(out_dir, what=f"the export {out_dir}") as tmp:
+        _write_marker(tmp, fmt, [mf.name for mf in files], source)
+        for mf in files:
+            _write_model(mf, fmt, model_folder(tmp, mf.name))
+        _write_readme(tmp, fmt, [mf.name for mf in files], source)
+    return out_dir
+
+
+def _write_readme(out_dir: Path, fmt: str, names: Sequence[str], source: dict[str, Any]) -> None:
+    """The ``README.md`` of an export folder (its models, the source run, how to load them)."""
     lib = f"sae-lens {SAELENS_VERSION}" if fmt == "saelens" else f"eai-sparsify {SPARSIFY_VERSION}"
     load = ("from sae_lens import SAE\nsae = SAE.load_from_disk(\"<this folder>/<model>\")" if fmt == "saelens"
             else "from sparsify import Sae\nsaes = Sae.load_many(\"<this folder>\", local=True)   # {model: Sae}")
@@ -297,4 +342,3 @@ SAEs trained by jsae on speaker embeddings, one folder per model: {", ".join(f"`
 ```
 """
     atomic_write_bytes(out_dir / "README.md", readme.encode("utf-8"))
-    return out_dir

@@ -27,7 +27,11 @@ steer, universality, consistency), :mod:`jsae.report` and :mod:`jsae.atlas` (the
 Results (JSON, CSV, PNG) go to ``RUN/analysis/<name>/`` unless ``--out`` says otherwise
 (consistency without a RUN: ``runs/consistency/<name>/``); a short table is printed. The
 default ``<name>`` holds the options that change the output (only the non-default ones), and
-a folder holding an output of other parameters is refused unless ``--overwrite``.
+a folder holding an output of other parameters is refused unless ``--overwrite``. An output
+folder is written aside and replaces the previous one only when complete (a killed run or a
+full disk leaves the previous output whole; a full disk or read-only folder is one line).
+Nothing is written or deleted through a symbolic link: ``--out``, ``RUN/analysis`` and the
+folders in it must be real folders; ``--out`` must be a folder (the report's: a file).
 """
 from __future__ import annotations
 

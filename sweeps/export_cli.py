@@ -3,7 +3,9 @@
     jsae export RUN --format saelens|sparsify --out DIR [--model NAME ...] [--k K ...] [--latent-size L ...]
 
 Every selected model (default: every model of the run) is written to ``DIR/<model>/``.
-The models are read from ``RUN/models`` (the model files: no checkpoint needed).
+The models are read from ``RUN/models`` (the model files: no checkpoint needed). ``DIR`` is
+written aside and replaces an earlier export only when complete: after a kill or a full disk
+the same command finishes the job.
 """
 from __future__ import annotations
 

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ..jsonio import atomic_write_text, to_jsonable
+from ..report.audio import AUDIO_SUFFIXES, AudioReadError, audio_roots, locate_audio, segment_audio, shown_source
 from ..report.tables import finite_number
-from ..report.audio import AUDIO_SUFFIXES, AudioReadError, audio_roots, locate_audio, segment_audio
+from ..safety import process_alive
 
 __all__ = ["AUDIO_DIR", "INDEX_NAME", "OPUS_RATES", "COMPRESSION_LEVEL", "MAX_SECONDS", "REASONS", "Clip",
            "ClipReport", "clip_key", "make_clips", "encode_opus", "opus_level", "opus_rate", "prune_clips", "read_index",
@@ -90,6 +91,12 @@ class Clip:
     file: str | None = None
     reason: str = ""
     status: str = "unavailable"
+    #: the file a ``missing`` clip looked for (relative to its audio root or the store), for its note
+    detail: str = ""
+
+    def note(self) -> str:
+        """Why the row has no audio, as its page says it (``file not found: PATH``)."""
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
 
 @dataclass
@@ -108,6 +115,10 @@ class ClipReport:
                 reasons[c.reason] = reasons.get(c.reason, 0) + 1
         out["reasons"] = reasons
         return out
+
+    def not_found(self) -> int:
+        """How many rows have no audio because their file was not found."""
+        return sum(1 for c in self.clips.values() if c.status == "unavailable" and c.reason == REASONS["missing"])
 
 
 def _text(value: Any) -> str:
@@ -160,16 +171,6 @@ def _locate_clip(value: str, store_dir: Path, roots: Sequence[Path]) -> tuple[Pa
     return real, ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
 def remove_leftovers(folder: Path, pattern: str, pid_of) -> int:
     """Remove the entries of ``folder`` matching ``pattern`` that a killed build left
     (``pid_of(name)``: the process that made it, or None; only those of finished processes
@@ -177,7 +178,7 @@ def remove_leftovers(folder: Path, pattern: str, pid_of) -> int:
     removed = 0
     for entry in folder.glob(pattern):
         pid = pid_of(entry.name)
-        if pid is None or pid == os.getpid() or _alive(pid) or entry.is_symlink():
+        if pid is None or pid == os.getpid() or process_alive(pid) or entry.is_symlink():
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
@@ -307,7 +308,7 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
         if clip_value:
             real, why = _locate_clip(clip_value, store_dir, roots)
             if real is None:
-                clip.reason = REASONS[why]
+                clip.reason, clip.detail = REASONS[why], clip_value if why == "missing" else ""
                 continue
             record = {"mode": "copy", "source": str(real), **_stat(real)}
             name = clip.key + real.suffix.lower()
@@ -319,7 +320,7 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
                 continue
             real, why = locate_audio(source, roots)
             if real is None:
-                clip.reason = REASONS[why]
+                clip.reason, clip.detail = REASONS[why], shown_source(source, roots) if why == "missing" else ""
                 continue
             offset = finite_number(rec["offset"], None) if "offset" in cols else None
             duration = finite_number(rec["duration"], None) if "duration" in cols else None

@@ -121,7 +121,7 @@ def row_fragments(values: dict[int, list[str]], clips: dict[int, Clip] | None, m
         else:
             c = clips.get(row)
             audio = ({"src": audio_prefix + c.file, "reason": ""} if c is not None and c.file
-                     else {"src": "", "reason": (c.reason if c is not None else "") or "not cut"})
+                     else {"src": "", "reason": (c.note() if c is not None else "") or "not cut"})
         out[row] = macro(vals, audio)
     return out
 

@@ -9,39 +9,48 @@
    ``overwrite`` (the one output rule of :mod:`jsae.outputs.folders`);
 3. runs :func:`jsae.analyses.atlas.latent_atlas`;
 4. gives every store row shown as an example its audio clip (:mod:`jsae.atlas.clips`: cut or
-   copied once into ``OUT/audio/`` and reused by later builds);
-5. renders ``index.html``, ``<model>/index.html`` and ``<model>/latent-<j>.html`` with the
-   Jinja2 templates of ``jsae/atlas/templates/`` (autoescaped; :mod:`jsae.atlas.pages`
-   builds their contexts) and writes ``<model>/latents.csv``, ``models.csv``, ``atlas.json``
-   (parameters, models, clip counts, every file) and the style sheet and script;
-6. moves the new files into place, one rename each (a reader sees the old page or the new
-   one), removes the files of the previous atlas that the new one no longer has, and writes
-   ``analysis.json`` (kind ``atlas``) so that the run's report lists it.
+   copied once into ``OUT/audio/`` and reused by later builds; new clips are added to the
+   previous atlas's ``audio/``, a cache whose files are each written atomically, so a killed
+   build keeps the clips it cut and the previous atlas still plays every one of its own);
+5. writes the new atlas into a temporary sibling of ``OUT`` (:func:`jsae.safety.replace_folder`):
+   the clips it shows (hard links to those of ``OUT/audio/``, or copies), ``index.html``,
+   ``<model>/index.html`` and ``<model>/latent-<j>.html`` rendered with the Jinja2 templates of
+   ``jsae/atlas/templates/`` (autoescaped; :mod:`jsae.atlas.pages` builds their contexts),
+   ``<model>/latents.csv``, ``models.csv``, ``atlas.json`` (parameters, models, clip counts,
+   every file), the style sheet and script, and ``analysis.json`` (kind ``atlas``) so that
+   the run's report lists it;
+6. swaps it in as one unit: a reader sees the complete previous atlas or the complete new one;
+   a failure (a full disk: one line) leaves the previous one as it was.
+
+A missing audio file gives its example a note naming the file (``audio not available: file
+not found: PATH``) and one warning line gives their number.
 
 The pages load one local script (``atlas.js``: sorting, search, audio durations) and one
 style sheet, under :data:`CSP`: no inline script or style, nothing remote.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
-import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 import pandas as pd
 
 from ..analyses.atlas import AtlasOptions, AtlasResult, latent_atlas
 from ..analyses.labelled import as_store
-from ..errors import BadValueError
+from ..errors import BadValueError, writing_to
 from ..jsonio import to_jsonable
 from ..models import ModelBatch
 from ..outputs.folders import (ANALYSIS_DIR, ANALYSIS_FILE, batch_and_dir, check_same_parameters, finish_output,
                                folder_name, slug, source_record, write_analysis, write_csv, write_json)
-from ..safety import UnsafeDeleteError, check_writable_folder
+from ..report.audio import missing_audio_warning
+from ..safety import UnsafeDeleteError, check_deletable, check_no_link, check_writable_folder, replace_folder
 from . import clips as clip_mod
 from .links import appearances
 from .pages import ModelPages, latent_file, row_fragments, row_values, shown_columns
@@ -126,15 +135,20 @@ def is_atlas_output(path: str | Path) -> bool:
     return isinstance(info, dict) and info.get("analysis") == KIND
 
 
-def _check_out(out: Path, store_path: Path) -> None:
-    """The folder must be new, empty or an earlier atlas; never the store or a folder holding it."""
-    if out.is_symlink():
-        raise UnsafeDeleteError(f"--out {out} is a symbolic link; give the real folder or choose another --out.")
+def _check_out(out: Path, store_path: Path, run_dir: Path | None = None) -> None:
+    """The folder must be new, empty or an earlier atlas, no symbolic link (nor, for the default
+    folder, ``RUN/analysis``: ``run_dir``), no protected folder (the working directory, a mount
+    point, …); never the store or a folder holding it."""
+    check_no_link(out, below=run_dir, fix="give the real folder or choose another --out" if run_dir is None else
+                  "remove the link (or put a real folder in its place), or choose another folder with --out DIR")
     real_out, real_store = Path(os.path.realpath(out)), Path(os.path.realpath(store_path))
     if real_out == real_store or real_store.is_relative_to(real_out) or real_out.is_relative_to(real_store):
         raise UnsafeDeleteError(f"--out {out} is, holds or lies inside the store {store_path}; choose a folder "
                                 "outside it.")
     check_writable_folder(out, what="an earlier `jsae atlas` output", is_ours=is_atlas_output)
+    if out.exists():
+        check_deletable(out, what="an earlier `jsae atlas` output",
+                        is_ours=lambda p: is_atlas_output(p) or not any(p.iterdir()), inputs=[store_path])
 
 
 def atlas_identity(models: ModelBatch, store_path: str | Path, options: AtlasOptions, audio: bool) -> dict[str, Any]:
@@ -155,24 +169,12 @@ def environment() -> jinja2.Environment:
 # ----------------------------------------------------------------------------- writing
 
 
-def _build_pid(name: str) -> int | None:
-    """The process of a temporary build folder ``.build-PID-HEX8``."""
-    parts = name.split("-")
-    try:
-        return int(parts[1]) if len(parts) == 3 and parts[0] == ".build" else None
-    except ValueError:
-        return None
-
-
 class _Writer:
-    """Files written into a temporary folder inside ``out`` (plain writes: they are renamed
-    into place one by one when everything is written, :meth:`install`)."""
+    """Files written into the new atlas folder ``tmp`` (swapped in as a whole when complete);
+    ``files`` lists them, relative."""
 
-    def __init__(self, out: Path):
-        self.out = out
-        clip_mod.remove_leftovers(out, ".build-*", _build_pid)  # the folders of a killed build
-        self.tmp = out / f".build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir(parents=True)
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
         self.files: list[str] = []
         self._dirs: set[Path] = set()
 
@@ -188,48 +190,24 @@ class _Writer:
         with open(self.path(rel), "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
 
-    def install(self, old_files: Iterable[str]) -> list[str]:
-        """Rename every new file over its target, then remove the previous atlas's files that
-        the new one does not have (names from its ``atlas.json``, inside ``out`` only);
-        returns the removed ones."""
-        for rel in self.files:
-            dest = self.out / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.tmp / rel, dest)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        new = set(self.files)
-        removed = []
-        base = Path(os.path.realpath(self.out))
-        for rel in old_files:
-            if not isinstance(rel, str) or rel in new or rel in (ANALYSIS_FILE,) or rel.startswith(clip_mod.AUDIO_DIR):
-                continue
-            p = self.out / rel
-            try:
-                Path(os.path.realpath(p)).relative_to(base)
-            except ValueError:
-                continue
-            if p.is_file() and not p.is_symlink():
-                p.unlink()
-                removed.append(rel)
-                try:
-                    p.parent.rmdir() if p.parent != self.out else None  # an emptied model folder
-                except OSError:
-                    pass
-        return removed
 
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _old_files(out: Path) -> list[str]:
-    import json
-
-    try:
-        info = json.loads((out / ATLAS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    files = info.get("files") if isinstance(info, dict) else None
-    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+def _link_clips(src: Path, dest: Path) -> None:
+    """The clip files of ``src`` (``OUT/audio``) in ``dest`` (the new atlas's ``audio``): hard
+    links (no copy, the cache is not changed), or copies where the file system has none.
+    Only plain files; a file the clips index renames later is replaced, never written in place."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink() or not src.is_dir():
+        return
+    for f in src.iterdir():
+        if f.is_symlink() or not f.is_file() or f.name.endswith(".tmp"):
+            continue
+        try:
+            os.link(f, dest / f.name)
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                                   errno.EOPNOTSUPP):
+                raise
+            shutil.copy2(f, dest / f.name)
 
 
 def _model_row(name: str, m, folder: str) -> dict[str, Any]:
@@ -277,45 +255,50 @@ def build_site(models: "ModelBatch | str | Path", store: Any, out: str | Path | 
     o = options or AtlasOptions()
     if overrides:
         o = replace(o, **overrides)
-    out = Path(out) if out is not None else default_out(run_dir if run_dir is not None else batch.run_dir, st.path)
-    _check_out(out, Path(st.path))
+    default = out is None
+    run = run_dir if run_dir is not None else batch.run_dir
+    out = Path(out) if out is not None else default_out(run, st.path)
+    _check_out(out, Path(st.path), Path(run) if default else None)
     identity = atlas_identity(batch, st.path, o, audio)
     source = source_record(batch, {"store": st})  # the step and the store's fingerprint, for the report
-    stale = check_same_parameters(out, KIND, identity, overwrite=overwrite, source=source)
+    check_same_parameters(out, KIND, identity, overwrite=overwrite, source=source)
 
     t = time.perf_counter()
     result = latent_atlas(batch, st, options=o)
     seconds["stats"] = time.perf_counter() - t
 
-    out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     example_rows = sorted({int(r) for m in result.models.values() for r in m.examples["row"].to_numpy()})
-    report = clip_mod.make_clips(st, example_rows, out, audio_root=audio_root, progress=progress,
-                                 workers=workers) if audio else None
+    report = None
+    if audio:  # the clip cache OUT/audio: every clip file is written atomically; the old atlas stays whole
+        kept = "the previous atlas is unchanged; the clips cut so far are kept for the next build"
+        with writing_to(f"the audio clips of the atlas {out / clip_mod.AUDIO_DIR}", kept=kept):
+            out.mkdir(parents=True, exist_ok=True)
+            report = clip_mod.make_clips(st, example_rows, out, audio_root=audio_root, progress=progress,
+                                         workers=workers)
     seconds["audio"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    writer = _Writer(out)
-    try:
-        summary = _write_pages(writer, result, batch, run_dir, st, out, o, report, audio)
-        old = _old_files(out)
-        writer.install(old)
-    except BaseException:
-        writer.discard()
-        raise
-    if report is not None:
-        clip_mod.prune_clips(out, {c.file for c in report.clips.values() if c.file})
+    params = {**identity, "audio_root": None if audio_root is None else os.path.abspath(audio_root)}
+    with replace_folder(out, what=f"the atlas {out}") as tmp:  # swapped in as one unit when complete
+        if report is not None:
+            _link_clips(out / clip_mod.AUDIO_DIR, tmp / clip_mod.AUDIO_DIR)
+            clip_mod.prune_clips(tmp, {c.file for c in report.clips.values() if c.file})
+        summary = _write_pages(_Writer(tmp), result, batch, run_dir, st, out, o, report, audio)
+        counts = summary.clips
+        write_analysis(tmp, KIND, params,
+                       {"models": summary.models, "latents": summary.latents, "pages": summary.pages,
+                        "index": "index.html", "clips_cut": counts.get("cut", 0),
+                        "clips_copied": counts.get("copied", 0), "clips_reused": counts.get("reused", 0),
+                        "clips_unavailable": counts.get("unavailable", 0)},
+                       ["index.html", ATLAS_FILE, MODELS_CSV, *STATIC], tables={"atlas models": MODELS_CSV})
+        finish_output(tmp, identity, (), source)
     seconds["pages"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     summary.seconds = {k: round(v, 3) for k, v in seconds.items()}
-    counts = summary.clips
-    params = {**identity, "audio_root": None if audio_root is None else os.path.abspath(audio_root)}
-    write_analysis(out, KIND, params,
-                   {"models": summary.models, "latents": summary.latents, "pages": summary.pages,
-                    "index": "index.html", "clips_cut": counts.get("cut", 0), "clips_copied": counts.get("copied", 0),
-                    "clips_reused": counts.get("reused", 0), "clips_unavailable": counts.get("unavailable", 0)},
-                   ["index.html", ATLAS_FILE, MODELS_CSV, *STATIC], tables={"atlas models": MODELS_CSV})
-    finish_output(out, identity, stale, source)
+    note = missing_audio_warning(report.not_found(), report.roots) if report is not None else None
+    if note:
+        warnings.warn(note, stacklevel=2)
     return summary
 
 

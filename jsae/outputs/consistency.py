@@ -16,8 +16,8 @@ import numpy as np
 from ..analyses.consistency import ConsistencyResult, consistency
 from ..analyses.labelled import as_store
 from ..plots import pyplot, save_figure
-from .folders import (check_analysis_out, check_same_parameters, finish_output, folder_name, format_table,
-                      source_record, write_analysis, write_csv, write_json)
+from .folders import (check_output, check_same_parameters, finish_output, folder_name, format_table, source_record,
+                      write_analysis, write_csv, write_json, writing_output)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_consistency", "run_consistency", "consistency_folder_name", "consistency_text"]
@@ -102,24 +102,26 @@ def run_consistency(store: str | Path, label: str, positive: str, *, out: str | 
     An ``out`` must be new, empty or an earlier consistency output
     (:func:`jsae.outputs.folders.check_analysis_out`), checked before the work. A folder
     holding a consistency output of other parameters is refused before any work unless
-    ``overwrite=True``; overwritten, the stale files of the old output are removed."""
+    ``overwrite=True``; overwritten, the folder is replaced as one unit
+    (no file of the old output remains; a failure leaves it whole)."""
     if out is not None:
-        check_analysis_out(out, "consistency")
+        check_output(out, "consistency")
     store = as_store(store)  # opened once, for the check and for the measurement
     name = consistency_folder_name(label, positive, **kwargs)
     folder = Path(out) if out is not None else (Path(run_dir) / "analysis" / name if run_dir is not None
                                                 else Path("runs") / "consistency" / name)
+    check_output(folder, "consistency", run_dir=run_dir, out_given=out is not None)
     o = {**_CONS_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _CONS_DEFAULTS}}
     identity = {**o, "label": label, "positive": str(positive), "min_rows": int(o["min_rows"]),
                 "n_splits": int(o["n_splits"]), "C": float(o["C"]), "seed": int(o["seed"]),
                 "store": str(store.path)}
     source = source_record(None, {"store": store})
-    stale = check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite, source=source)
+    check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite, source=source)
     res = consistency(store, label, positive, **kwargs)
-    if out is not None:
-        check_analysis_out(out, "consistency")  # again: the folder may have changed meanwhile
-    write_consistency(res, folder)
-    finish_output(folder, identity, stale, source)
+    check_output(folder, "consistency", run_dir=run_dir, out_given=out is not None)  # again: it may have changed
+    with writing_output(folder, "consistency") as tmp:  # replaced as one unit when every file is written
+        write_consistency(res, tmp)
+        finish_output(tmp, identity, (), source)
     return res, folder
 
 

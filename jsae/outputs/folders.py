@@ -20,8 +20,8 @@ change the output (:func:`folder_name`), and ``analysis.json`` records those par
 (its ``identity``, with the store, the run and the models analysed). Before any work,
 :func:`check_same_parameters` refuses a folder (default or ``--out``) holding an output of
 the same analysis made with other parameters (:class:`OutputExistsError`) unless
-``overwrite=True`` (``--overwrite``); overwritten, the old output's stale files are removed
-(:func:`finish_output`). The same parameters again are a plain rerun.
+``overwrite=True`` (``--overwrite``); overwritten, the folder is replaced as a whole (no file
+of the old output remains). The same parameters again are a plain rerun.
 
 **Bound to what it was computed from.** ``analysis.json`` records, under
 :data:`SOURCE_KEY` (``computed_from``, :func:`source_record`), the training step of the
@@ -31,6 +31,18 @@ hash of ``store.json`` and ``metadata.parquet``, never of the embeddings). A rer
 folder whose output was computed from a store that changed since (same path, other
 content) is refused like other parameters (:func:`check_same_parameters`), and the report
 marks analyses older than the run's step or than their store.
+
+**Replaced as one unit.** The ``run_*`` jobs write an output folder into a temporary
+sibling and swap it in when every file is written (:func:`writing_output`, through
+:func:`jsae.safety.replace_folder`): a rerun that is killed or fills the disk leaves the
+previous output complete (never the old ``analysis.json`` beside a new ``probe.csv``), and
+the temporary folder is removed (or, after a kill, by the next analysis writing into the
+same parent). :func:`read_analyses` never reads such a temporary folder. Before any work,
+:func:`check_output` refuses a folder that is, or lies below, a symbolic link inside the
+run (``RUN/analysis`` and ``RUN/analysis/<name>`` must be real folders: an analysis never
+writes into or replaces a folder outside the run through a link; ``--out`` must not be a
+link either), a file where the folder should be, a default folder holding files the
+analysis does not write, a mount point and the working directory.
 
 **Names never collide.** A part that :func:`slug` changes (``a/b`` and ``a_b`` both read
 ``a_b``) adds a short hash of the raw parts to the default name (:func:`folder_name`).
@@ -48,6 +60,7 @@ the raw values.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import inspect
@@ -55,12 +68,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 
 from ..errors import JsaeError
-from ..jsonio import atomic_write_text, to_jsonable  # noqa: F401 - re-exported (public names of this module)
+# atomic_write_text and to_jsonable: re-exported (public names of this module)
+from ..jsonio import atomic_write_bytes, atomic_write_text, json_bytes, to_jsonable  # noqa: F401
 from ..models import ModelBatch
 
 __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS", "analysis_dir", "check_analysis_out",
@@ -69,7 +83,8 @@ __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS",
            "read_analyses", "format_table", "signature_defaults", "option_parts", "OutputExistsError", "check_same_parameters", "record_identity",
            "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY",
            "safe_cell", "raw_cell", "safe_cells", "write_csv", "read_csv", "FORMULA_START",
-           "SOURCE_KEY", "store_fingerprint", "source_record", "record_source", "stale_marks"]
+           "SOURCE_KEY", "store_fingerprint", "source_record", "record_source", "stale_marks",
+           "output_folder", "check_output", "writing_output"]
 
 ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"
@@ -162,33 +177,114 @@ def check_analysis_out(out: str | Path, kind: str) -> None:
     check_writable_folder(out, what=what, is_ours=lambda p: is_analysis_output(p, kind))
 
 
-def analysis_dir(run_dir: str | Path | None, name: str, out: str | Path | None = None, *,
-                 kind: str | None = None) -> Path:
-    """``out`` or ``RUN_DIR/analysis/<name>``, created (models from no run directory need ``out``).
-
-    An ``out`` given by the user is checked first with :func:`check_analysis_out`
-    (``kind``: the analysis, by default the first part of ``name``, e.g. ``probe``).
-    """
+def output_folder(run_dir: str | Path | None, name: str, out: str | Path | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>`` (not created); models from no run directory
+    need ``out`` (a one-line BadValueError, raised before any work)."""
     if out is not None:
-        check_analysis_out(out, kind or name.split("-", 1)[0])
-    elif run_dir is None:
+        return Path(out)
+    if run_dir is None:
         from ..errors import BadValueError
 
         raise BadValueError(f"the models of this {name} come from no run directory, so there is no default output "
                             "folder; pass out=DIR.")
-    path = Path(out) if out is not None else Path(run_dir) / ANALYSIS_DIR / name
+    return Path(run_dir) / ANALYSIS_DIR / name
+
+
+def analysis_dir(run_dir: str | Path | None, name: str, out: str | Path | None = None, *,
+                 kind: str | None = None) -> Path:
+    """``out`` or ``RUN_DIR/analysis/<name>``, checked (:func:`check_output`) and created
+    (models from no run directory need ``out``); for writing into it directly. The ``run_*``
+    jobs replace the folder as one unit instead (:func:`writing_output`).
+
+    ``kind``: the analysis, by default the first part of ``name``, e.g. ``probe``.
+    """
+    path = output_folder(run_dir, name, out)
+    check_output(path, kind or name.split("-", 1)[0], run_dir=run_dir, out_given=out is not None)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1, **dumps_kwargs: Any) -> Path:
-    """``json.dumps(obj)`` written with :func:`atomic_write_text`."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, **dumps_kwargs))
+def _stray_entries(path: Path, kind: str) -> list[str]:
+    """The entries of an existing default output folder that are no files of the ``kind``
+    analysis (a rerun replaces the folder as a whole, so they would be lost): without an
+    ``analysis.json`` (an older, interrupted write), the plain files whose names the analysis
+    writes (:data:`ANALYSIS_OUTPUTS`) are its own; with one of another kind, every entry is stray."""
+    found = _foreign_entries(path, kind)
+    if found is not None:
+        return found
+    marker = path / ANALYSIS_FILE
+    entries = sorted(path.iterdir(), key=lambda e: e.name)
+    if os.path.lexists(marker):
+        return [e.name for e in entries]
+    patterns = ANALYSIS_OUTPUTS.get(kind, ())
+
+    def own(e: Path) -> bool:
+        m = _TMP.match(e.name)
+        name = m.group("name") if m else e.name
+        return e.is_file() and not e.is_symlink() and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return [e.name for e in entries if not own(e)]
+
+
+def check_output(folder: str | Path, kind: str, *, run_dir: str | Path | None = None, out_given: bool = True) -> None:
+    """Refuse, before any work (a one-line JsaeError; nothing is written), an output folder
+    of the ``kind`` analysis that cannot be replaced as one unit (:func:`writing_output`):
+
+    * a symbolic link: ``--out`` itself (``out_given``), or, for the default folder inside
+      a run, ``RUN/analysis`` or ``RUN/analysis/<name>`` (nothing is written or deleted
+      through it; the message names the link and its target);
+    * a file where the folder should be;
+    * ``--out``: a folder that is not new, empty or an earlier output of ``kind``
+      (:func:`check_analysis_out`); the default folder: one holding files the analysis does
+      not write (:func:`_stray_entries`);
+    * the working directory, the home folder, a folder holding them, or a mount point
+      (:func:`jsae.safety.check_deletable`).
+    """
+    from ..safety import UnsafeDeleteError, check_deletable, check_no_link
+
+    folder = Path(folder)
+    if out_given:
+        check_no_link(folder)
+        check_analysis_out(folder, kind)
+    else:
+        check_no_link(folder, below=run_dir, fix="remove the link (or put a real folder in its place), or choose "
+                                                 "another folder with --out DIR")
+        if folder.exists() and not folder.is_dir():
+            raise UnsafeDeleteError(f"{folder} is a file where `jsae {kind}` writes its output folder; the file is "
+                                    "untouched: move it away, or choose another folder with --out DIR.")
+        stray = _stray_entries(folder, kind) if folder.is_dir() else []
+        if stray:
+            shown = ", ".join(stray[:5]) + (", …" if len(stray) > 5 else "")
+            raise UnsafeDeleteError(f"{folder} holds {shown}, which `jsae {kind}` does not write (or a folder or "
+                                    "symbolic link); a rerun replaces this folder as a whole: move them away, or "
+                                    "choose another folder with --out DIR.")
+    if folder.exists():
+        check_deletable(folder, what=f"an earlier `jsae {kind}` output", is_ours=lambda p: True)
+
+
+@contextlib.contextmanager
+def writing_output(folder: str | Path, kind: str) -> Iterator[Path]:
+    """Write the output folder of a ``kind`` analysis as one unit: yields an empty temporary
+    sibling to write every file into; when the block ends, it replaces ``folder``
+    (:func:`jsae.safety.replace_folder`). On a failure ``folder`` is unchanged and the
+    temporary folder removed; a full disk, a read-only folder or a denied permission is a
+    one-line :class:`~jsae.errors.StorageError` saying so. Check ``folder`` first
+    (:func:`check_output`)."""
+    from ..safety import replace_folder
+
+    with replace_folder(folder, what=f"the `jsae {kind}` output {folder}") as tmp:
+        yield tmp
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    """Strict JSON of ``obj`` (:func:`jsae.jsonio.json_bytes`: numpy → Python, NaN/Inf → null;
+    never ``NaN`` or ``Infinity``, which strict JSON readers refuse), written atomically."""
+    return atomic_write_bytes(path, json_bytes(obj, indent=indent))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Strict JSON of ``obj`` (numpy → Python, NaN/Inf → null), written atomically."""
-    return atomic_write_json(path, to_jsonable(obj), allow_nan=False)
+    return atomic_write_json(path, obj)
 
 
 def _folder_relative(f: str | Path, out_dir: Path) -> str:
@@ -284,12 +380,15 @@ def analysis_workdir(folder: str | Path, info: dict[str, Any]) -> Path | None:
 
 
 def read_analyses(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """``(folder, analysis.json)`` of every analysis of a run, sorted by folder name."""
+    """``(folder, analysis.json)`` of every analysis of a run, sorted by folder name; hidden
+    folders (the temporary ones of an output being replaced) are skipped."""
     root = Path(run_dir) / ANALYSIS_DIR
     if not root.exists():
         return []
     out = []
     for f in sorted(root.glob(f"*/{ANALYSIS_FILE}")):
+        if f.parent.name.startswith("."):  # a folder being written or set aside (jsae.safety.replace_folder)
+            continue
         try:
             out.append((f.parent, json.loads(f.read_text())))
         except (OSError, json.JSONDecodeError):
@@ -609,8 +708,9 @@ def remove_stale(folder: str | Path, stale: Iterable[str], written: Iterable[str
 def finish_output(folder: str | Path, identity: dict[str, Any], stale: Iterable[str],
                   source: dict[str, Any] | None = None) -> None:
     """After an analysis wrote ``folder``: record ``identity`` and ``source`` (what it was
-    computed from: :func:`source_record`) and remove the stale files of the output it
-    replaced (those ``analysis.json`` no longer lists)."""
+    computed from: :func:`source_record`) and remove the files ``stale`` of an output it
+    replaced in place that ``analysis.json`` no longer lists (none when the folder is written
+    as a whole, :func:`writing_output`)."""
     record_identity(folder, _jsonable(identity), source)
     info = json.loads((Path(folder) / ANALYSIS_FILE).read_text(encoding="utf-8"))
     remove_stale(folder, stale, [f for f in info.get("files") or [] if isinstance(f, str)])

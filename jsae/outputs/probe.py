@@ -25,9 +25,8 @@ from ..analyses.labelled import as_store
 from ..analyses.probing import PAPER_MODEL, family_frame, group_recall_frame, probe
 from ..models import ModelBatch
 from ..plots import plot_heatmap
-from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, short_hash, source_record, write_analysis, write_csv,
-                      write_json)
+from .folders import (batch_and_dir, check_output, check_same_parameters, finish_output, folder_name, format_table,
+                      output_folder, short_hash, source_record, write_analysis, write_csv, write_json, writing_output)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_probe", "run_probe", "probe_folder_name", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
@@ -277,13 +276,15 @@ def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     ``RUN_DIR/analysis/<probe_folder_name(...)>``, e.g. ``probe-LABEL-POSITIVE`` with the
     default options). A folder holding a probe of other parameters (an explicit ``out``, or
     another store, run or models) is refused before any work unless ``overwrite=True``;
-    overwritten, the stale files of the old probe are removed."""
+    overwritten, the folder is replaced as one unit
+    (no file of the old probe remains; a failure leaves it whole)."""
     if out is not None:
-        check_analysis_out(out, "probe")  # before the work: --out must be new, empty or an earlier probe
+        check_output(out, "probe")  # before the work: --out must be new, empty or an earlier probe
     models, run_dir = batch_and_dir(run_dir)
     store = as_store(store)  # opened once, for the check and for probe
     name = probe_folder_name(label, positive, negative, **kwargs)
-    folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / ANALYSIS_DIR / name)
+    folder = output_folder(run_dir, name, out)
+    check_output(folder, "probe", run_dir=run_dir, out_given=out is not None)
     options = {**_PROBE_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _PROBE_DEFAULTS}}
     identity = {**options, "label": label, "positive": str(positive), "negative": negative,
                 "C": float(options["C"]), "standardize": bool(options["standardize"]),
@@ -294,12 +295,12 @@ def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
                 "store": str(store.path)}
     source = source_record(models, {"store": store})
-    stale = check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite, source=source)
+    check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite, source=source)
     df = probe(models, store, label, positive, negative=negative, **kwargs)
-    out_dir = analysis_dir(run_dir, name, out, kind="probe")
-    write_probe(df, out_dir)
-    finish_output(out_dir, identity, stale, source)
-    return df, out_dir
+    with writing_output(folder, "probe") as tmp:  # replaced as one unit when every file is written
+        write_probe(df, tmp)
+        finish_output(tmp, identity, (), source)
+    return df, folder
 
 
 def probe_table(df: pd.DataFrame) -> str:

@@ -21,9 +21,8 @@ from ..analyses.labelled import ALL_SPLITS, as_store
 from ..analyses.splitting import NONE, SplitResult, feature_split
 from ..models import ModelBatch
 from ..plots import pyplot, save_figure
-from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, num, source_record, write_analysis, write_csv,
-                      write_json)
+from .folders import (batch_and_dir, check_output, check_same_parameters, finish_output, folder_name, format_table,
+                      num, output_folder, source_record, write_analysis, write_csv, write_json, writing_output)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["plot_split_flow", "draw_split_flow", "node_composition", "LABEL_GID", "write_split", "run_split", "split_folder_name", "split_table"]
@@ -309,14 +308,16 @@ def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     thresholds, ``C``), write the outputs (default ``RUN_DIR/analysis/<split_folder_name(...)>``,
     e.g. ``split-LABEL-POSITIVE-GROUP-kK`` with the default options). A folder holding a split
     of other parameters is refused before any work unless ``overwrite=True``; overwritten,
-    the stale files of the old split are removed."""
+    the folder is replaced as one unit (no file of the old split remains; a failure leaves it
+    whole)."""
     if out is not None:
-        check_analysis_out(out, "split")  # before the work: --out must be new, empty or an earlier split
+        check_output(out, "split")  # before the work: --out must be new, empty or an earlier split
     models, run_dir = batch_and_dir(run_dir)
     store = as_store(store)  # opened once, for the check and for the split
     sizes = sorted({s.latent_size for s in models.specs if s.k == k})
     name = split_folder_name(label, positive, group, k, sizes=sizes, **kwargs)
-    folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / ANALYSIS_DIR / name)
+    folder = output_folder(run_dir, name, out)
+    check_output(folder, "split", run_dir=run_dir, out_given=out is not None)
     o = {**_SPLIT_DEFAULTS, **{k_: v for k_, v in kwargs.items() if k_ in _SPLIT_DEFAULTS}}
     flt = (lambda x: None if x is None else float(x))
     identity = {**o, "label": label, "positive": str(positive), "group": group, "k": int(k),
@@ -330,12 +331,12 @@ def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
                 "store": str(store.path)}
     source = source_record(models, {"store": store})
-    stale = check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite, source=source)
+    check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite, source=source)
     result = feature_split(models, store, label, positive, group, k, **kwargs)
-    out_dir = analysis_dir(run_dir, name, out, kind="split")
-    write_split(result, out_dir)
-    finish_output(out_dir, identity, stale, source)
-    return result, out_dir
+    with writing_output(folder, "split") as tmp:  # replaced as one unit when every file is written
+        write_split(result, tmp)
+        finish_output(tmp, identity, (), source)
+    return result, folder
 
 
 def split_table(result: SplitResult) -> str:

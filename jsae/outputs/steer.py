@@ -29,9 +29,9 @@ from ..analyses.labelled import as_store
 from ..analyses.steering import UNIT_ALIASES, UNIT_TEXT, SteerOptions, SteerResult, canonical_units, steer
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
-from .folders import (OutputExistsError, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      folder_name, format_table, num, record_source, remove_stale, short_hash, source_record,
-                      write_analysis, write_csv, write_json)
+from .folders import (OutputExistsError, batch_and_dir, check_output, check_same_parameters, folder_name,
+                      format_table, num, output_folder, record_source, short_hash, source_record, write_analysis,
+                      write_csv, write_json, writing_output)
 
 __all__ = ["write_steer", "run_steer", "steer_folder_name", "SteerOutputExistsError", "steer_table_text",
            "flip_table_text", "units_caption"]
@@ -266,39 +266,35 @@ def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     latent, mode, flip threshold, …) write next to each other. A folder that holds a
     steering output of other parameters (all of them are stored in ``analysis.json``: an
     explicit ``out``, another store or run) is refused before any work unless
-    ``overwrite=True``; overwritten, the files of the old output that the new one does not
-    write are removed.
+    ``overwrite=True``; overwritten, the folder is replaced as one unit (no file of the old
+    output remains; a failure leaves it whole).
     """
     if out is not None:
-        check_analysis_out(out, "steer")  # before the work: --out must be new, empty or an earlier steer
+        check_output(out, "steer")  # before the work: --out must be new, empty or an earlier steer
     models, run_dir = batch_and_dir(run_dir)
     options = {"k": k, "latent_size": latent_size, "latent": latent, "alpha": alpha, "alpha_units": alpha_units,
                "mode": mode, "flip_threshold": flip_threshold, "a_max": a_max, "n_grid": n_grid, "tol": tol,
                "train_split": train_split, "test_split": test_split}
     kw = {**options, "alpha_units": canonical_units(alpha_units), "flip_threshold": bool(flip_threshold)}
     name = steer_folder_name(label, positive, negative, **kw)
-    folder = Path(out) if out is not None else (None if run_dir is None else Path(run_dir) / "analysis" / name)
-    stale: list[str] = []
-    source = None
-    if folder is not None:
-        chosen = models.select(k=k, latent_size=latent_size) if k is not None or latent_size is not None else models
-        store = as_store(store)  # opened once, for the check and for steer
-        planned = {**kw, "label": label, "positive": str(positive), "negative": negative,
-                   "alpha": [0.0] if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64)).tolist(),
-                   "latent": dict(latent) if isinstance(latent, Mapping) else latent,
-                   "models": list(chosen.names), "run_dir": None if models.run_dir is None else str(models.run_dir),
-                   "store": str(store.path)}
-        if not planned["flip_threshold"]:
-            planned.update(a_max=None, n_grid=None, tol=None)
-        source = source_record(chosen, {"store": store})
-        stale = _check_params(folder, planned, overwrite, source)
+    folder = output_folder(run_dir, name, out)  # models of no run need out: refused before the work
+    check_output(folder, "steer", run_dir=run_dir, out_given=out is not None)
+    chosen = models.select(k=k, latent_size=latent_size) if k is not None or latent_size is not None else models
+    store = as_store(store)  # opened once, for the check and for steer
+    planned = {**kw, "label": label, "positive": str(positive), "negative": negative,
+               "alpha": [0.0] if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64)).tolist(),
+               "latent": dict(latent) if isinstance(latent, Mapping) else latent,
+               "models": list(chosen.names), "run_dir": None if models.run_dir is None else str(models.run_dir),
+               "store": str(store.path)}
+    if not planned["flip_threshold"]:
+        planned.update(a_max=None, n_grid=None, tol=None)
+    source = source_record(chosen, {"store": store})
+    _check_params(folder, planned, overwrite, source)
     res = steer(models, store, label, positive, negative, **options, **kwargs)
-    out_dir = analysis_dir(run_dir, name, out, kind="steer")
-    files = write_steer(res, out_dir)
-    if source is not None:
-        record_source(out_dir, source)
-    remove_stale(out_dir, stale, files)  # overwriting an output of other parameters: drop its files we did not rewrite
-    return res, out_dir
+    with writing_output(folder, "steer") as tmp:  # replaced as one unit: no file of the old output remains
+        write_steer(res, tmp)
+        record_source(tmp, source)
+    return res, folder
 
 
 def steer_table_text(res: SteerResult) -> str:

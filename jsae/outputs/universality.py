@@ -20,9 +20,8 @@ from ..analyses.labelled import as_store
 from ..analyses.universality import UniversalityResult, compare_sweeps
 from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
-from .folders import (ANALYSIS_DIR, analysis_dir, batch_and_dir, check_analysis_out, check_same_parameters,
-                      finish_output, folder_name, format_table, short_hash, source_record, write_analysis,
-                      write_csv, write_json)
+from .folders import (batch_and_dir, check_output, check_same_parameters, finish_output, folder_name, format_table,
+                      output_folder, short_hash, source_record, write_analysis, write_csv, write_json, writing_output)
 from .folders import option_parts, signature_defaults
 
 __all__ = ["write_universality", "run_universality", "universality_folder_name", "universality_table"]
@@ -92,16 +91,18 @@ def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | Mode
     ``RUN_A/analysis/<universality_folder_name(...)>``, ``universality-<RUN_B's name>-<HASH>``
     with the default options). A folder holding a comparison of other parameters (other runs,
     models, stores, method, threshold, …) is refused before any work unless
-    ``overwrite=True``; overwritten, the stale files of the old comparison are removed."""
+    ``overwrite=True``; overwritten, the folder is replaced as one unit
+    (no file of the old comparison remains; a failure leaves it whole)."""
     if out is not None:
-        check_analysis_out(out, "universality")  # before the work: new, empty or an earlier comparison
+        check_output(out, "universality")  # before the work: new, empty or an earlier comparison
     (sweep_a, run_a), (sweep_b, run_b) = batch_and_dir(run_a), batch_and_dir(run_b)
     for key in ("store", "store_b"):  # opened once, for the check and for the comparison
         if kwargs.get(key) is not None:
             kwargs[key] = as_store(kwargs[key])
     name_b = Path(run_b).resolve().name if run_b is not None else "b"
     name = universality_folder_name(name_b, None if run_b is None else Path(run_b).resolve(), **kwargs)
-    folder = Path(out) if out is not None else (None if run_a is None else Path(run_a) / ANALYSIS_DIR / name)
+    folder = output_folder(run_a, name, out)
+    check_output(folder, "universality", run_dir=run_a, out_given=out is not None)
     o = {**_UNIV_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _UNIV_DEFAULTS}}
     identity = {"method": o["method"], "threshold": float(o["threshold"]), "max_rows": int(o["max_rows"]),
                 "seed": int(o["seed"]),
@@ -110,12 +111,12 @@ def run_universality(run_a: "str | Path | ModelBatch", run_b: "str | Path | Mode
                 "models_a": list(sweep_a.names), "models_b": list(sweep_b.names),
                 **{k: None if kwargs.get(k) is None else str(kwargs[k].path) for k in ("store", "store_b")}}
     source = source_record(sweep_a, {k: kwargs.get(k) for k in ("store", "store_b")}, sweep_b)
-    stale = check_same_parameters(folder, "universality", identity, UNIVERSALITY_IDENTITY, overwrite, source=source)
+    check_same_parameters(folder, "universality", identity, UNIVERSALITY_IDENTITY, overwrite, source=source)
     res = compare_sweeps(sweep_a, sweep_b, **kwargs)
-    out_dir = analysis_dir(run_a, name, out, kind="universality")
-    write_universality(res, out_dir)
-    finish_output(out_dir, identity, stale, source)
-    return res, out_dir
+    with writing_output(folder, "universality") as tmp:  # replaced as one unit when every file is written
+        write_universality(res, tmp)
+        finish_output(tmp, identity, (), source)
+    return res, folder
 
 
 def universality_table(res: UniversalityResult) -> str:

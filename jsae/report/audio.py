@@ -31,10 +31,40 @@ from ..audioroots import audio_roots, locate_audio
 from .tables import Cell, finite_number
 
 __all__ = ["AUDIO_SUFFIXES", "audio_roots", "locate_audio", "resolve_audio", "audio_src", "audio_html", "AudioCheck",
-           "segment_pieces", "segment_audio", "AudioReadError"]
+           "segment_pieces", "segment_audio", "AudioReadError", "source_text", "shown_source", "missing_audio_warning"]
 
 #: the file suffixes played (cut into a data: URI, or linked)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+
+
+def source_text(source: Any) -> str:
+    """A metadata ``source`` cell as text ("" when missing: None, NaN)."""
+    if source is None or (isinstance(source, float) and not math.isfinite(source)):
+        return ""
+    return str(source).strip()
+
+
+def shown_source(source: Any, roots: list[Path]) -> str:
+    """How a note names a segment's audio file: relative to the audio root it lies under
+    (an absolute path under a root), else as the metadata gives it (relative to a root)."""
+    text = source_text(source)
+    p = Path(text)
+    if p.is_absolute():
+        for r in roots:
+            if p.is_relative_to(r):
+                return p.relative_to(r).as_posix()
+    return text
+
+
+def missing_audio_warning(n: int, roots: list[Path], option: str = "--audio-root DIR") -> str | None:
+    """The one warning line of a page (report, atlas) on which ``n`` segments have no audio
+    because their file was not found under the audio ``roots`` (None when ``n`` is 0)."""
+    if not n:
+        return None
+    where = ", ".join(str(r) for r in roots) or "none"
+    return (f"{n} segment(s) shown without audio: their file was not found under the audio roots ({where}); "
+            f"each such cell names the file it looked for; if the files moved, pass {option} (the folder the "
+            "source paths are relative to).")
 
 
 def resolve_audio(source: str, store_dir: Path | None = None, store_info: dict | None = None,
@@ -199,19 +229,29 @@ class AudioCheck:
     roots: list[Path] = field(default_factory=list)
     outside: int = 0
     missing: int = 0
+    not_found: int = 0
 
     def cell(self, row: dict[str, Any]) -> Cell | str:
         """The audio cell of a metadata row (``source``, ``offset``, ``duration``, ``spans``):
-        a player, a note (outside the roots) or empty (no file)."""
-        path, why = locate_audio(row.get("source"), self.roots)
+        a player, or a note: outside the roots, ``audio not found: <source>`` (no such file
+        under the roots: counted in ``not_found``), no audio root; empty without a source."""
+        source = row.get("source")
+        path, why = locate_audio(source, self.roots)
         if why == "outside":
             self.outside += 1
             return Cell("note", "outside the audio roots")
         if path is None:
             self.missing += 1
-            return ""
+            if why == "missing" and source_text(source):
+                self.not_found += 1
+                return Cell("note", f"audio not found: {shown_source(source, self.roots)}")
+            return Cell("note", "audio not played: no audio root") if why == "no roots" else ""
         src = audio_src(path, row.get("offset", 0.0), row.get("duration"), spans=row.get("spans"))
         return Cell("audio", src) if src else ""
+
+    def warning(self) -> str | None:
+        """One line summarising the segments whose audio file was not found (None when none was)."""
+        return missing_audio_warning(self.not_found, self.roots)
 
     def notes(self) -> list[str]:
         """What the page says about the segments it did not play."""
@@ -220,6 +260,9 @@ class AudioCheck:
             roots = ", ".join(str(r) for r in self.roots)
             out.append(f"{self.outside} segment(s) not played: their source lies outside the audio roots "
                        f"({roots}); only files under these are read (jsae report --audio-root DIR adds one).")
+        if self.not_found:
+            out.append(f"{self.not_found} segment(s) not played: their audio file was not found under the audio roots "
+                       f"({', '.join(str(r) for r in self.roots)}); each such cell names the file it looked for.")
         if self.missing and not self.roots:
             out.append("no audio played: the store names no audio folder; pass jsae report --audio-root DIR "
                        "(the folder the source paths are relative to).")

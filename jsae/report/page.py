@@ -46,6 +46,7 @@ import pandas as pd
 
 from ..analyses.labelled import as_store
 from ..errors import JsaeError
+from ..jsonio import to_jsonable
 from ..outputs.folders import analysis_workdir, listed_file, read_analyses, read_csv, stale_marks
 from ..outputs.probe import GROUPS_FILE, best_model, group_matrix
 from .headline import headline
@@ -109,7 +110,7 @@ def _analysis_entry(folder: Path, a: dict[str, Any], models: set[str] | None, st
     its ``stale`` marks (:func:`jsae.outputs.folders.stale_marks`: computed at another step
     than the run's ``step``, or from a store that changed since)."""
     entry: dict[str, Any] = {"id": f"a-{folder.name}", "kind": str(a.get("analysis", "?")), "name": folder.name,
-                             "params": json.dumps(a.get("params", {}), default=str), "summary": None,
+                             "params": json.dumps(to_jsonable(a.get("params", {})), default=str), "summary": None,
                              "tables": [], "images": [], "notes": [], "segments": None,
                              "stale": stale_marks(a, step)}
     summ = {k: v for k, v in (a.get("summary") or {}).items() if not isinstance(v, (list, dict))}

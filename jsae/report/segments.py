@@ -53,8 +53,9 @@ def feature_section(sweep, feats: Sequence[dict[str, Any]], store, top: int,
                     audio_root: str | Iterable[str] | None = None) -> dict[str, Any]:
     """The top-activating segments of the features ``feats`` (``{"k", "latent_size",
     "latent", "why"}``) of ``sweep`` on ``store``, for the template: ``{"store",
-    "features": [{"k", "L", "latent", "why", "table"}], "notes"}``. Features of models the
-    run does not have (another run's analysis) are left out."""
+    "features": [{"k", "L", "latent", "why", "table"}], "notes", "audio_not_found",
+    "audio_roots"}`` (``audio_not_found``: segments whose audio file was not found under the
+    roots). Features of models the run does not have (another run's analysis) are left out."""
     out: dict[str, Any] = {"store": str(store.path), "features": [], "notes": []}
     check = AudioCheck(audio_roots(store.info, audio_root))
     by_model: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -79,4 +80,6 @@ def feature_section(sweep, feats: Sequence[dict[str, Any]], store, top: int,
                 entry["table"] = table(rows[cols])
             out["features"].append(entry)
     out["notes"] += check.notes()
+    out["audio_not_found"] = check.not_found  # summed into one warning by jsae.report.build_report
+    out["audio_roots"] = [str(r) for r in check.roots]
     return out
