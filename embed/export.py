@@ -35,6 +35,12 @@ finished shards are kept, and :class:`~jsae.errors.Interrupted` says so in one l
 status 130 / 143 from ``jsae embed``); during planning nothing is kept. A second signal
 stops at once (:class:`~jsae.errors.StoppedAtOnce`); an unmarked shard is recomputed then too.
 
+Storage: an ``--out`` on a read-only file system or in a folder the user may not write is
+refused in one line before the encoder is loaded; a full disk later is one line naming the
+store and saying the finished shards are kept. A store folder holding a symbolic link is never
+written into, and ``--overwrite`` deletes a store only when every file in it is one a store
+writer makes (:func:`jsae.store.check_store_files`).
+
 Results do not depend on the number of workers, the batch size or where a run was
 killed: each row is a function of its segment only (see :mod:`embed.encoders`).
 
@@ -67,8 +73,8 @@ import numpy as np
 import pandas as pd
 
 from jsae.console import SignalStop
-from jsae.errors import Interrupted, JsaeError
-from jsae.safety import check_writable_folder, is_store_dir, remove_tree
+from jsae.errors import Interrupted, JsaeError, writing_to
+from jsae.safety import check_deletable, check_writable_folder, is_store_dir, remove_tree
 
 from embed.audio import AudioReadError, load_audio
 from embed.encoders import Encoder, get_encoder
@@ -263,8 +269,14 @@ def _inputs(cfg: "ExportConfig") -> list[Path]:
 
 def _clear_store(out: Path, inputs: list[Path] = ()) -> None:
     """``--overwrite``: delete the store at ``out``, only if it is one (:func:`jsae.safety.check_deletable`:
-    never the working directory, a folder holding an input, or a folder with other files)."""
+    never the working directory, a folder holding an input, or a folder with other files) and every
+    file inside is one a store writer makes (:func:`jsae.store.check_store_files`: a user's file
+    inside ``embeddings.zarr/`` or a symbolic link is refused by name, and nothing is deleted)."""
+    from jsae.store import check_store_files
+
     try:
+        check_deletable(out, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
+        check_store_files(out, deleting=True)
         remove_tree(out, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
     except JsaeError as err:
         raise ExportError(f"--overwrite: {err}") from None
@@ -665,11 +677,16 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
     Raises :class:`~jsae.errors.Interrupted` (``exit_status`` 130 / 143) on SIGINT / SIGTERM
     in the main thread, after abandoning the shard being embedded (finished shards are kept).
     """
-    with SignalStop() as signals:
+    out = Path(cfg.out)
+    with SignalStop() as signals, writing_to(f"the embedding store {out}",
+                                             kept=f"the shards finished before are kept in {out} (the same command "
+                                                  "resumes from them)"):
         return _run_export(cfg, encoder, signals)
 
 
 def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop) -> dict[str, Any]:
+    from jsae.store import check_can_write, check_store_files
+
     out = Path(cfg.out)
     if cfg.overwrite:
         _clear_store(out, _inputs(cfg))
@@ -678,6 +695,12 @@ def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop)
             check_writable_folder(out, what="an embedding store", is_ours=is_store_dir)
         except JsaeError as err:
             raise ExportError(str(err)) from None
+    try:   # never write through a link inside the store
+        check_store_files(out, deleting=False)
+    except JsaeError as err:
+        raise ExportError(str(err)) from None
+    # a read-only or forbidden --out: one line now, not after the encoder is loaded and the audio planned
+    check_can_write(out, f"the embedding store {out}", kept="nothing was written (no plan, no shard)")
     wanted = cfg.settings()
     if (out / "store.json").exists() and not (out / PLAN_INFO).exists():
         raise ExportError(f"{out} is a store not made by `jsae embed`; choose another --out or pass --overwrite.")

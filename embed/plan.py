@@ -110,6 +110,20 @@ def _source_name(path: Path, base: Path, given: str) -> str:
         return given
 
 
+def _decode_line(manifest: Path, lineno: int, raw: bytes) -> str:
+    """One manifest line as text: UTF-8 (a byte-order mark on the first line is dropped); other
+    bytes are a :class:`ManifestError` naming the line, the byte and the fix."""
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        byte = raw[err.start:err.start + 1].hex()
+        raise ManifestError(
+            f"{manifest}:{lineno}: not UTF-8 text (byte 0x{byte} at column {err.start + 1}); a NeMo manifest is "
+            f"UTF-8 JSON lines: convert it (e.g. iconv -f latin1 -t utf-8 {manifest} > fixed.jsonl) and give the "
+            "converted file."
+        ) from None
+
+
 def read_manifest(manifest: str | os.PathLike) -> list[Recording]:
     """Parse a NeMo manifest into recordings (manifest order)."""
     manifest = Path(manifest)
@@ -117,9 +131,9 @@ def read_manifest(manifest: str | os.PathLike) -> list[Recording]:
         raise ManifestError(f"manifest {manifest} does not exist.")
     base = manifest.resolve().parent
     out: list[Recording] = []
-    with manifest.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
+    with manifest.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _decode_line(manifest, lineno, raw).strip()
             if not line:
                 continue
             try:

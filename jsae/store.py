@@ -27,33 +27,50 @@ line naming it, its rows and the fix; every read error becomes such a :class:`St
 (no ``integrity``) still opens, with one warning that ``jsae store verify --record STORE``
 adds the hashes.
 
+Numbers: a row enters a store only when its squared norm ``Σx²`` (float64 sum of the float32
+values) is at most :data:`MAX_SQUARED_NORM`, half of float32's largest value — NaN, Inf and rows
+whose squares would overflow float32 in training are refused naming the first row; reads check
+the same.
+
+Writing: :func:`write_store` takes an array or :class:`RowBlocks` (:func:`npy_rows` streams a
+``.npy`` file) and writes one shard at a time into a temporary folder that takes the store's
+place only when complete (:func:`jsae.safety.replace_folder`): memory holds one shard of rows,
+and a full disk, a read-only folder or a killed process leaves no partial store (the next write
+in the same folder removes a killed run's temporary folder). A full disk or a read-only or
+forbidden folder is one line naming the store and what is kept.
+
 Public API: :func:`write_store`, :func:`open_store`, :class:`EmbeddingStore`,
 :func:`validate_embeddings`, :func:`create_array`, :func:`write_rows`,
 :func:`finalize_store`, :func:`add_columns`, :func:`verify_store`, :func:`read_table`, :func:`load_npy`,
-:class:`StoreError`,
+:func:`npy_rows`, :class:`RowBlocks`, :class:`StoreError`,
 :class:`InvalidEmbeddingsError`. Replacing a store (``overwrite``) goes through
-:func:`jsae.safety.check_deletable`: only a folder holding nothing but a store is deleted.
+:func:`jsae.safety.check_deletable`: only a folder holding nothing but a store is deleted, and
+only when every file inside is one a store writer makes (:func:`check_store_files`: a user's
+file inside ``embeddings.zarr/`` or a symbolic link is refused by name); no writer writes or
+deletes through a symbolic link inside a store.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import tensorstore as ts
 
-from .errors import JsaeError
-from .safety import check_deletable, is_store_dir
+from .errors import JsaeError, storage_error, storage_problem
+from .safety import STORE_ENTRIES, UnsafeDeleteError, check_deletable, clean_staged, is_store_dir, replace_folder
 
 __all__ = [
     "ARRAY_NAME",
@@ -65,6 +82,12 @@ __all__ = [
     "EmbeddingStore",
     "validate_embeddings",
     "validate_metadata",
+    "MAX_SQUARED_NORM",
+    "RowBlocks",
+    "npy_rows",
+    "store_foreign_files",
+    "check_store_files",
+    "check_can_write",
     "create_array",
     "open_array",
     "write_rows",
@@ -106,22 +129,17 @@ class StoreError(JsaeError, ValueError):
 
 
 class InvalidEmbeddingsError(StoreError):
-    """Embeddings that must not enter a store (NaN/Inf, wrong shape); names the row."""
+    """Embeddings that must not enter a store (NaN/Inf, squares beyond float32, wrong shape); names the row."""
 
 
-def validate_embeddings(
-    x: np.ndarray, *, dim: int | None = None, row_offset: int = 0, what: str = "embeddings",
-    rows: np.ndarray | None = None,
-) -> np.ndarray:
-    """Check a block of embeddings and return it as float32 ``[n, M]``.
+#: the largest squared norm ``Σ x_i²`` a stored row may have: half of float32's largest value (≈ 1.7e38)
+MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 2
+#: rows checked at once (bounds the temporary float64 squares: ``CHECK_ROWS × M × 8`` bytes)
+CHECK_ROWS = 8192
 
-    Raises :class:`InvalidEmbeddingsError` naming the first bad row (counted from
-    ``row_offset``, or ``rows[i]`` when the block's store rows are given) and the
-    reason: not 2-D, wrong dimension ``M``, NaN or Inf — checked *after* the cast to
-    float32, so a float64 value beyond float32's range (it would be stored as Inf)
-    is refused too.
-    """
-    x = np.asarray(x)
+
+def _check_shape(x: np.ndarray, dim: int | None, row_offset: int, what: str) -> None:
+    """Refuse an array that is not 2-D, has another dimension than ``dim`` or is not real numbers."""
     if x.ndim != 2:
         raise InvalidEmbeddingsError(
             f"{what} must be a 2-D array [rows, dim]; got shape {x.shape}. "
@@ -135,27 +153,120 @@ def validate_embeddings(
         )
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise InvalidEmbeddingsError(f"{what} must be real numbers; got dtype {x.dtype}.")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x32 = x.astype(np.float32, copy=False)  # cast first: what is stored is what is checked
-    finite = np.isfinite(x32)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        row = int(bad_rows[0])
-        col = int(np.flatnonzero(~finite[row])[0])
-        if np.isnan(x[row, col]):
+
+
+def _why_refused(given: np.ndarray, row32: np.ndarray, squared: float) -> tuple[str, str]:
+    """Why one row is refused (``given``: the row as given, ``row32``: as float32) and the fix."""
+    bad = np.flatnonzero(~np.isfinite(row32))
+    if bad.size:
+        col = int(bad[0])
+        value = given[col]
+        if np.isnan(value):
             kind = "NaN"
-        elif not np.isfinite(x[row, col]):
+        elif not np.isfinite(value):
             kind = "Inf"
         else:
-            kind = f"{float(x[row, col]):g}, beyond float32's range (±3.4e38)"
-        name = (lambda r: int(rows[r])) if rows is not None else (lambda r: int(r) + row_offset)
-        raise InvalidEmbeddingsError(
-            f"{what}: row {name(row)} contains {kind} (column {col}); "
-            f"{len(bad_rows)} row(s) in total are not finite as float32, first ones: "
-            f"{[name(r) for r in bad_rows[:10]]}. "
-            "Drop or re-compute those rows before storing them."
-        )
+            kind = f"{float(value):g}, beyond float32's range (±3.4e38)"
+        return f"contains {kind} (column {col})", "Drop or re-compute those rows before storing them."
+    col = int(np.argmax(np.abs(row32)))
+    return (f"has the squared norm Σx² = {squared:.3g} (its largest value {float(row32[col]):g} is in column {col}), "
+            f"beyond {MAX_SQUARED_NORM:.3g} (half of float32's largest value): its squares would overflow float32 "
+            "(Inf) in training",
+            "Rescale the embeddings (e.g. divide them all by their largest norm) or drop those rows before storing "
+            "them.")
+
+
+class _Refusals:
+    """The rows a check refused, over any number of blocks: the first one's reason, how many, the first ten.
+
+    A row is refused unless its squared norm ``Σ x_i²``, summed in float64 over the float32
+    values that are stored, is at most :data:`MAX_SQUARED_NORM` (half of float32's largest
+    value). One comparison catches NaN, ±Inf and overflow; the float64 sum itself never
+    overflows (at most ``M × 3.4e38²``). Why half: every square and every partial sum of the
+    row is then finite in float32 too, in any order of summation and with rounding (all terms
+    are non-negative, so a partial sum is at most the total, and float32 rounding adds less than
+    a factor 2 for any ``M`` below 2²²) — training's squared norms and errors of a row cannot
+    become Inf.
+    """
+
+    def __init__(self, what: str):
+        self.what, self.count, self.first = what, 0, []
+        self.reason: str | None = None
+        self.fix = ""
+
+    def check(self, given: np.ndarray, x32: np.ndarray, names: np.ndarray) -> bool:
+        """Check the float32 block ``x32`` (``given``: as given; ``names``: its store rows);
+        True when every row is accepted."""
+        for s in range(0, x32.shape[0], CHECK_ROWS):
+            block = x32[s:s + CHECK_ROWS]
+            squared = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+            bad = np.flatnonzero(~(squared <= MAX_SQUARED_NORM))  # NaN compares False
+            if not bad.size:
+                continue
+            if self.reason is None:
+                i = int(bad[0])
+                self.reason, self.fix = _why_refused(given[s + i], block[i], float(squared[i]))
+                self.reason = f"row {int(names[s + i])} {self.reason}"
+            self.count += int(bad.size)
+            self.first.extend(int(names[s + i]) for i in bad[:max(0, 10 - len(self.first))])
+        return self.count == 0
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            raise InvalidEmbeddingsError(
+                f"{self.what}: {self.reason}; {self.count} row(s) in total are refused (NaN, Inf or squares beyond "
+                f"float32), first ones: {self.first}. {self.fix}"
+            )
+
+
+def validate_embeddings(
+    x: np.ndarray, *, dim: int | None = None, row_offset: int = 0, what: str = "embeddings",
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Check a block of embeddings and return it as float32 ``[n, M]``.
+
+    Raises :class:`InvalidEmbeddingsError` naming the first bad row (counted from
+    ``row_offset``, or ``rows[i]`` when the block's store rows are given) and the
+    reason: not 2-D, wrong dimension ``M``, NaN or Inf, or a squared norm ``Σx²`` beyond
+    :data:`MAX_SQUARED_NORM` (its squares would overflow float32; see :class:`_Refusals`) —
+    checked *after* the cast to float32, so a float64 value beyond float32's range (it
+    would be stored as Inf) is refused too. Checked :data:`CHECK_ROWS` rows at a time: the
+    only full-size copy is the cast, when ``x`` is not float32 already.
+    """
+    x = np.asarray(x)
+    _check_shape(x, dim, row_offset, what)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32, copy=False)  # cast first: what is stored is what is checked
+    names = np.asarray(rows, dtype=np.int64) if rows is not None else np.arange(x.shape[0]) + row_offset
+    refusals = _Refusals(what)
+    if not refusals.check(x, x32, names):
+        refusals.raise_if_any()
     return x32
+
+
+@dataclass(frozen=True)
+class RowBlocks:
+    """Embeddings given a block at a time, so that a store larger than memory can be written.
+
+    ``blocks(k)`` yields consecutive real arrays ``[≤ k, dim]`` that together are rows
+    ``0 .. num_rows - 1`` in order (:func:`npy_rows` reads a ``.npy`` file so; ``jsae store
+    synth`` draws synthetic rows so). ``what`` names the rows in messages.
+    """
+
+    num_rows: int
+    dim: int
+    blocks: Callable[[int], Iterable[np.ndarray]]
+    what: str = "embeddings"
+
+
+def _row_blocks(embeddings: "np.ndarray | RowBlocks") -> RowBlocks:
+    """``embeddings`` as :class:`RowBlocks` (an array: after its shape and dtype are checked)."""
+    if isinstance(embeddings, RowBlocks):
+        return embeddings
+    x = np.asarray(embeddings)
+    _check_shape(x, None, 0, "embeddings")
+    return RowBlocks(int(x.shape[0]), int(x.shape[1]),
+                     lambda k: (x[s:s + k] for s in range(0, x.shape[0], k)))
 
 
 def validate_metadata(table: pd.DataFrame, num_rows: int) -> pd.DataFrame:
@@ -166,6 +277,13 @@ def validate_metadata(table: pd.DataFrame, num_rows: int) -> pd.DataFrame:
             "the table needs exactly one row per embedding, in the same order."
         )
     table = table.reset_index(drop=True).copy()
+    twice = table.columns[table.columns.duplicated()]
+    if len(twice):
+        raise StoreError(f"metadata: two columns are named {twice[0]!r}; column names must be unique. Rename one "
+                         "of them and try again.")
+    for column in table.columns:
+        if table[column].dtype == object:
+            _check_one_type(table[column], column)
     if "id" not in table.columns:
         table.insert(0, "id", [str(i) for i in range(num_rows)])
     table["id"] = table["id"].astype(str)
@@ -176,6 +294,43 @@ def validate_metadata(table: pd.DataFrame, num_rows: int) -> pd.DataFrame:
     if "split" in table.columns:
         table["split"] = table["split"].astype(str)
     return table
+
+
+def _kind(value: Any) -> str | None:
+    """The kind of a table value as parquet sees it (``None`` for a missing value)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (int, float, np.number)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return type(value).__name__
+
+
+def _check_one_type(column: pd.Series, name: Any) -> None:
+    """Refuse a column that parquet cannot store as one type (e.g. numbers and text mixed, as a
+    ``.jsonl`` table gives when some values are quoted): names the column and the first two rows
+    of different kinds."""
+    import pyarrow as pa
+
+    try:
+        pa.array(column, from_pandas=True)
+        return
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+        reason = " ".join(str(err).split())[:160]
+    values = column.to_numpy(dtype=object)
+    first = next(((i, k) for i, k in enumerate(map(_kind, values)) if k is not None), None)
+    other = None if first is None else next(
+        ((i, k) for i, k in enumerate(map(_kind, values)) if k is not None and k != first[1]), None)
+    if first is None or other is None:
+        raise StoreError(f"metadata column {name!r} cannot be stored ({reason}); give it one type (all text or all "
+                         "numbers) and try again.")
+    (i, kind), (j, kind_j) = first, other
+    raise StoreError(f"metadata column {name!r} mixes types: row {i} holds {kind} {values[i]!r} but row {j} holds "
+                     f"{kind_j} {values[j]!r}; a column holds one type: write every value of {name!r} as text "
+                     "(quote the numbers) or every one as a number, and try again.")
 
 
 def _array_spec(path: Path, shape: Sequence[int] | None = None, rows_per_shard: int = 0,
@@ -459,7 +614,11 @@ def _read_table_checked(store_dir: Path, info: Mapping[str, Any]) -> pd.DataFram
     meta_path = store_dir / META_NAME
     if not meta_path.exists():
         raise StoreError(f"{store_dir}: {META_NAME} is missing; the store is corrupt.")
-    data = meta_path.read_bytes()
+    try:
+        data = meta_path.read_bytes()
+    except OSError as err:
+        raise StoreError(f"{meta_path} cannot be read ({err.strerror or type(err).__name__}); the store is corrupt. "
+                         f"Fix: {_fix(store_dir, info)}.") from None
     record = info.get("integrity")
     if isinstance(record, dict):
         digest = _hasher()
@@ -469,11 +628,20 @@ def _read_table_checked(store_dir: Path, info: Mapping[str, Any]) -> pd.DataFram
             raise StoreError(f"{store_dir}: {META_NAME} is not the table store.json records (its hash differs: "
                              "it was replaced, reordered or edited outside jsae), so its rows may not match the "
                              f"embeddings; put back the store's own table, or {_fix(store_dir, info)}.")
+    return _parse_table(meta_path, data, lambda: _fix(store_dir, info))
+
+
+def _parse_table(meta_path: Path, data: bytes, fix: Callable[[], str]) -> pd.DataFrame:
+    """A store's table from its bytes; unreadable ones (truncated, junk, not parquet) are one
+    :class:`StoreError` line naming the file and ``fix()``."""
+    import pyarrow as pa
+
     try:
         return pd.read_parquet(io.BytesIO(data))
-    except (OSError, ValueError) as err:
-        raise StoreError(f"{meta_path} cannot be read ({type(err).__name__}); the store is corrupt. Fix: "
-                         f"{_fix(store_dir, info)}.") from None
+    except (OSError, ValueError, TypeError, KeyError, IndexError, pa.ArrowException) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise StoreError(f"{meta_path} cannot be read as a table ({type(err).__name__}: {reason}); the store is "
+                         f"corrupt. Fix: {fix()}.") from None
 
 
 _TS_FILE = re.compile(r'local file "([^"]+)"')
@@ -495,8 +663,12 @@ def _read_error(store_dir: Path, info: Mapping[str, Any], layout: _Layout, err: 
         why = "its index fails its checksum (truncated or damaged)"
     elif "Digest mismatch" in text:
         why = "a chunk fails its checksum (damaged bytes)"
+    elif "Shard index entry" in text or ("DATA_LOSS" in text and "byte range" in text):
+        why = "its index points outside the shard file (the index is damaged, or the file truncated)"
     elif "shard index" in text or "OUT_OF_RANGE" in text:
         why = "its index cannot be read (truncated or damaged)"
+    elif "decompress" in text.lower() or "ZSTD" in text:
+        why = "a chunk does not decompress (damaged bytes)"
     else:
         why = text.split(" [", 1)[0][:160]
     return _damaged(store_dir, info, f"{where} cannot be read: {why}")
@@ -572,7 +744,7 @@ def verify_store(store_dir: str | os.PathLike, *, record: bool = False,
             bad.append((META_NAME, "not the table store.json records (hash differs)"))
     recorded = False
     if record and legacy and not bad:
-        table_rows = len(pd.read_parquet(meta_path))
+        table_rows = len(_parse_table(meta_path, meta_path.read_bytes(), lambda: _fix(store_dir, info)))
         if table_rows != n:
             bad.append((META_NAME, f"{table_rows} rows, the array has {n}"))
         else:
@@ -588,12 +760,21 @@ def finalize_store(store_dir: str | os.PathLike, metadata: pd.DataFrame,
 
     ``store.json`` records the integrity of what was written (:data:`HASH_NAME` of every shard
     file and of the table, the array's dtype and shape), so a later open can refuse damage.
+    A store folder holding a symbolic link is refused (:func:`check_store_files`); the table
+    and ``store.json`` are written to temporary files renamed into place.
     """
     store_dir = Path(store_dir)
+    check_store_files(store_dir, deleting=False)   # never write through a link inside the store
     array = open_array(store_dir)
     n, m = (int(s) for s in array.shape)
     table = validate_metadata(metadata, n)
-    table.to_parquet(store_dir / META_NAME, index=False)
+    tmp = store_dir / f"{META_NAME}.tmp-{os.getpid()}"
+    try:  # a temporary file renamed over the table: a link there is replaced, never written through
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, store_dir / META_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     info = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -677,64 +858,270 @@ def add_columns(store: "str | os.PathLike | EmbeddingStore", frame: pd.DataFrame
     return info
 
 
-def write_store(store_dir: str | os.PathLike, embeddings: np.ndarray,
+# ----------------------------------------------------------------------------- what a store folder holds
+
+#: the files a store writer makes (``jsae store import|synth``, ``jsae embed``, ``jsae describe``,
+#: bundled clips), as paths relative to the store folder, after a temporary suffix is dropped
+_STORE_FILE = re.compile(r"""(?x)^(?:
+    store\.json | metadata\.parquet | plan\.json | plan\.parquet | summary\.json
+  | embeddings\.zarr/zarr\.json | embeddings\.zarr/c(?:[./]\d+)+
+  | progress/(?:shard-\d+\.(?:done|describe\.parquet) | finalize\.lock)
+  | clips/\d+-[0-9a-f]{8}\.[A-Za-z0-9]+
+)$""")
+#: the folders a store writer makes
+_STORE_FOLDER = re.compile(r"^(?:embeddings\.zarr(?:/c(?:/\d+)*)?|progress|clips)$")
+#: what a writer adds to a name while the file is being written (``store.json.tmp-123``, tensorstore's ``.__lock``)
+_TEMP_SUFFIX = re.compile(r"\.(?:tmp(?:-\d+)?|__lock)$")
+
+
+def _known(rel: str, folder: bool) -> bool:
+    """Whether the store-relative path ``rel`` is a file (``folder``: a folder) a store writer makes."""
+    parts = rel.split("/")
+    top = next((k for k in STORE_ENTRIES if parts[0] == k or parts[0].startswith(k + ".tmp")), None)
+    if top is None:
+        return False
+    rel = "/".join([top, *parts[1:]])
+    if folder:
+        return _STORE_FOLDER.match(rel) is not None
+    return _STORE_FILE.match(_TEMP_SUFFIX.sub("", rel)) is not None
+
+
+def store_foreign_files(store_dir: str | os.PathLike, *, links_only: bool = False,
+                        limit: int = 1) -> list[tuple[str, str]]:
+    """What inside ``store_dir`` no store writer made: ``[(path relative to the store, why), ...]``
+    (at most ``limit``, in name order). A symbolic link anywhere inside counts (jsae never writes
+    or deletes through one); ``links_only``: only links. Empty for a folder holding only a store."""
+    root = Path(store_dir)
+    found: list[tuple[str, str]] = []
+
+    def walk(folder: Path, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= limit:
+                return
+            path = f"{rel}{entry.name}"
+            if entry.is_symlink():
+                found.append((path, f"a symbolic link to {os.path.realpath(entry.path)}"))
+            elif entry.is_dir(follow_symlinks=False):
+                if links_only or _known(path, folder=True):
+                    walk(Path(entry.path), path + "/")
+                else:
+                    found.append((path + "/", "a folder no store writer makes"))
+            elif not links_only and not _known(path, folder=False):
+                found.append((path, "a file no store writer makes"))
+
+    if root.is_dir() and not root.is_symlink():
+        walk(root, "")
+    return found
+
+
+def check_store_files(store_dir: str | os.PathLike, *, deleting: bool, option: str = "--out") -> None:
+    """Refuse (one-line :class:`~jsae.safety.UnsafeDeleteError`) to delete (``deleting``) a store
+    folder holding anything no store writer made, or to write into one holding a symbolic link:
+    nothing is deleted or written, and the message names the first such entry."""
+    foreign = store_foreign_files(store_dir, links_only=not deleting)
+    if not foreign:
+        return
+    rel, why = foreign[0]
+    if deleting:
+        raise UnsafeDeleteError(
+            f"refusing to delete {option} {store_dir}: it holds {rel}, {why}; only a store's own files are ever "
+            f"deleted, so nothing was deleted. Move {rel} out of {store_dir} and run the same command again, or "
+            f"choose another {option}.")
+    raise UnsafeDeleteError(
+        f"refusing to write into {store_dir}: {rel} inside it is {why}, and jsae never writes through a link "
+        f"(what it points to is untouched). Replace the link with the real file or folder, or choose another "
+        f"{option}.")
+
+
+#: the temporary folder an earlier ``write_store`` made beside its store: ``NAME.tmp-XXXXXXXX``
+_LEGACY_TEMP = re.compile(r"^(?P<name>.+)\.tmp-[a-z0-9_]{8}$")
+#: a legacy temporary folder untouched for this long is taken for left over (its name records no process)
+LEGACY_TEMP_AGE = 3600.0
+
+
+def _left_over(parent: Path, name: str) -> list[Path]:
+    """The temporary folders that ``jsae store import|synth`` of jsae versions before
+    :func:`jsae.safety.replace_folder` left beside the store ``name`` in ``parent`` when killed:
+    ``NAME.tmp-XXXXXXXX`` folders that hold only store files and were untouched for
+    :data:`LEGACY_TEMP_AGE` seconds (their name records no process to ask whether it still runs)."""
+    found = []
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return []
+    now = time.time()
+    for entry in entries:
+        m = _LEGACY_TEMP.match(entry.name)
+        if m is None or m["name"] != name or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            newest = max([entry.stat().st_mtime] + [p.stat().st_mtime for p in entry.rglob("*")])
+        except OSError:
+            continue
+        if now - newest >= LEGACY_TEMP_AGE and not store_foreign_files(entry):
+            found.append(entry)
+    return found
+
+
+def _clean_left_over(store_dir: Path) -> None:
+    """Clean up what killed runs left beside ``store_dir``: the temporary folders of
+    :func:`jsae.safety.replace_folder` whose process has ended (:func:`jsae.safety.clean_staged`:
+    never one of a running process) and older ones (:func:`_left_over`); one warning says so."""
+    parent = store_dir.parent
+    legacy = _left_over(parent, store_dir.name)
+    size = sum(p.stat().st_size for d in legacy for p in d.rglob("*") if p.is_file())
+    for folder in legacy:
+        shutil.rmtree(folder, ignore_errors=True)
+    staged = clean_staged(parent)
+    if legacy or staged:
+        warnings.warn(f"cleaned up {len(legacy) + staged} temporary folder(s) that killed jsae runs left in "
+                      f"{parent}" + (f" ({size / 1e6:.1f} MB)" if size else ""), UserWarning, stacklevel=3)
+
+
+def write_store(store_dir: str | os.PathLike, embeddings: "np.ndarray | RowBlocks",
                 metadata: pd.DataFrame | None = None, *, attrs: Mapping[str, Any] | None = None,
                 rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
                 rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK, overwrite: bool = False,
                 inputs: Sequence[str | os.PathLike] = ()) -> "EmbeddingStore":
-    """Validate and write a whole store atomically (a temp dir renamed into place).
+    """Validate and write a whole store atomically (a temporary folder renamed into place).
 
     Args:
-      embeddings: ``[N, M]`` real array; NaN/Inf rows are refused (nothing is written).
+      embeddings: ``[N, M]`` real array, or :class:`RowBlocks` (:func:`npy_rows`): written one
+        shard at a time, so memory holds one shard of rows, never a copy of all of them. Rows
+        refused by :func:`validate_embeddings` (NaN/Inf, squares beyond float32) stop the write:
+        the message names the first and counts them all; nothing is written.
       metadata: table with ``N`` rows in the same order (``id`` is added if absent).
       attrs: extra JSON-able fields for ``store.json`` (encoder name, sample rate, ...).
       overwrite: replace an existing store at ``store_dir``. Only a folder that holds
         nothing but a store is replaced (:func:`jsae.safety.check_deletable`): never the
-        working directory, a folder that holds one of ``inputs``, or any other folder.
+        working directory, a folder that holds one of ``inputs``, or any other folder; and
+        only when every file in it is one a store writer makes (:func:`check_store_files`: a
+        file of the user's inside ``embeddings.zarr/`` or a link is refused, naming it).
       inputs: the files the store is made from (protected from ``overwrite``).
-    The store folder gets the permissions of any new folder (the umask), not ``0700``.
+    The rows go into a temporary sibling folder (:func:`jsae.safety.replace_folder`), which
+    takes the store's place only when complete: a full disk, a read-only folder or a signal
+    leaves no partial store and no temporary folder, and a store already at ``store_dir``
+    unchanged (the error is one line saying so). Temporary folders that killed runs left in the
+    same parent are removed first (:func:`_left_over`). The store folder gets the permissions of
+    any new folder (the umask).
     """
     store_dir = Path(store_dir)
-    x = validate_embeddings(embeddings)
-    if x.shape[0] == 0:
+    rows = _row_blocks(embeddings)
+    if rows.num_rows == 0:
         raise StoreError("no embeddings given (0 rows); an empty store is refused.")
-    table = validate_metadata(metadata if metadata is not None else pd.DataFrame(index=range(len(x))), len(x))
-    if (store_dir.exists() or store_dir.is_symlink()) and not overwrite:
+    n = rows.num_rows
+    table = validate_metadata(metadata if metadata is not None else pd.DataFrame(index=range(n)), n)
+    existed = store_dir.exists() or store_dir.is_symlink()
+    if existed and not overwrite:
         raise StoreError(f"{store_dir} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    # only a store is ever replaced: never the working directory, a folder holding an input, or user files
-    check_deletable(store_dir, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
-    store_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=store_dir.name + ".tmp-", dir=store_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a store is shared like any new folder
-        array = create_array(tmp, x.shape[0], x.shape[1], rows_per_shard=rows_per_shard,
-                             rows_per_chunk=rows_per_chunk)
-        for start in range(0, x.shape[0], rows_per_shard):
-            stop = min(start + rows_per_shard, x.shape[0])
-            array[start:stop, :].write(x[start:stop]).result()
-        finalize_store(tmp, table, {"rows_per_shard": rows_per_shard, **dict(attrs or {})})
-        if store_dir.exists():
-            check_deletable(store_dir, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
-            shutil.rmtree(store_dir)
-        os.replace(tmp, store_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # the temp folder this call made, nothing else
-        raise
+
+    def check_replaceable() -> None:
+        # only a store is ever replaced: never the working directory, a folder holding an input, or user files
+        check_deletable(store_dir, what="an embedding store", is_ours=is_store_dir, inputs=inputs)
+        check_store_files(store_dir, deleting=True)
+
+    check_replaceable()
+    what = f"the embedding store {store_dir}"
+    kept = (f"nothing of the new store is kept; the store already at {store_dir} is unchanged" if existed else
+            "nothing of the new store is kept (no partial store, no temporary folder)")
+    check_can_write(store_dir.parent, what, kept)   # a read-only or forbidden folder: one line, nothing drawn or read
+    with _one_line_storage(what, kept):
+        _clean_left_over(store_dir)
+    with replace_folder(store_dir, what=what) as tmp:
+        with _one_line_storage(what, kept):   # names the store, not a file of the temporary folder
+            _fill(tmp, rows, table, attrs, rows_per_shard, rows_per_chunk)
+        if store_dir.exists() or store_dir.is_symlink():
+            check_replaceable()   # again: it may have changed while the rows were written
     return open_store(store_dir)
 
 
-def _umask() -> int:
-    """The process umask (read without changing it where /proc allows)."""
+def _fill(tmp: Path, rows: RowBlocks, table: pd.DataFrame, attrs: Mapping[str, Any] | None,
+          rows_per_shard: int, rows_per_chunk: int) -> None:
+    """Write a whole store into the empty folder ``tmp``: the rows a shard at a time (each block
+    checked by :class:`_Refusals`; after a refused row the rest are only checked, to count them),
+    then the table and ``store.json``."""
+    n, m = rows.num_rows, rows.dim
+    array = create_array(tmp, n, m, rows_per_shard=rows_per_shard, rows_per_chunk=rows_per_chunk)
+    refusals = _Refusals(rows.what)
+    start = 0
+    for block in rows.blocks(rows_per_shard):
+        block = np.asarray(block)
+        _check_shape(block, m, start, rows.what)
+        stop = start + block.shape[0]
+        if stop > n:
+            raise StoreError(f"{rows.what} give more than the {n} rows announced; nothing was written.")
+        with np.errstate(over="ignore", invalid="ignore"):
+            x32 = block.astype(np.float32, copy=False)
+        if refusals.check(block, x32, np.arange(start, stop)):
+            array[start:stop, :].write(x32).result()
+        start = stop
+    refusals.raise_if_any()
+    if start != n:
+        raise StoreError(f"{rows.what} give {start} rows, not the {n} announced; nothing was written.")
+    finalize_store(tmp, table, {"rows_per_shard": rows_per_shard, **dict(attrs or {})})
+
+
+def check_can_write(path: str | os.PathLike, what: str, kept: str = "nothing was written") -> None:
+    """Refuse, before any work, to write ``what`` into ``path`` (or, when it does not exist yet,
+    into the nearest folder above it that does) on a read-only file system or in a folder this
+    user may not write: a one-line :class:`~jsae.errors.StorageError` naming ``what``, ``kept``
+    and the fix. A path that is no folder is left to the caller's own checks."""
+    folder = Path(path)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK):
+        return
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    code = errno.EROFS if read_only else errno.EACCES
+    raise storage_error(OSError(code, os.strerror(code), str(folder)), what, kept)
+
+
+@contextlib.contextmanager
+def _one_line_storage(what: str, kept: str) -> Iterator[None]:
+    """:func:`jsae.errors.writing_to` without the file name: it lies in a temporary folder that
+    is removed (a full disk while writing ``embeddings.zarr/c/3/0`` of the new store is one line
+    naming the store)."""
+    try:
+        yield
+    except JsaeError:
+        raise
+    except Exception as err:
+        found = storage_problem(err)
+        if found is None:
+            raise
+        raise storage_error(OSError(found[0], os.strerror(found[0])), what, kept) from err
+
+
+def npy_rows(path: str | os.PathLike) -> RowBlocks:
+    """The embeddings of a ``.npy`` file (checked by :func:`load_npy`) as :class:`RowBlocks` read
+    from the file a block at a time: memory holds one block, and no page of the file stays
+    mapped (a memory map of a 3 GB file would count 3 GB of resident memory once read). A
+    Fortran-ordered array is read through its memory map."""
+    path = Path(path)
+    x = load_npy(path)
+    n, m = (int(v) for v in x.shape)
+    if not isinstance(x, np.memmap) or not x.flags.c_contiguous or n * m == 0:
+        return RowBlocks(n, m, lambda k: (x[s:s + k] for s in range(0, n, k)), what=f"embeddings in {path}")
+    dtype, offset = x.dtype, int(x.offset)   # the map itself goes when this returns
+
+    def blocks(k: int) -> Iterator[np.ndarray]:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for start in range(0, n, k):
+                block = np.empty((min(k, n - start), m), dtype)
+                if f.readinto(block) != block.nbytes:
+                    raise StoreError(f"{path} ends before row {start + block.shape[0] - 1} of the {n} rows its "
+                                     "header announces (truncated); save the array again.")
+                yield block
+
+    return RowBlocks(n, m, blocks, what=f"embeddings in {path}")
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -758,13 +1145,42 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise StoreError(f"metadata table {path} does not exist (or is not a file).")
     try:
         table = readers[suffix]()
+        header = _csv_header(path) if suffix == ".csv" else None
     except (OSError, ValueError) as err:  # pandas' EmptyDataError/ParserError and pyarrow's errors are ValueErrors
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise StoreError(f"metadata table {path} cannot be read as {suffix[1:]} ({reason}); "
                          "give a table with a header row and one row per embedding.") from None
     if not isinstance(table, pd.DataFrame):
         raise StoreError(f"metadata table {path} is not a table; give one row per embedding.")
+    if header is not None:
+        _check_csv_header(path, header, table)
     return table
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file as written (pandas renames a repeated ``lang`` to ``lang.1``)."""
+    first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(v) for v in first.iloc[0].tolist()] if len(first) else []
+
+
+def _check_csv_header(path: Path, header: list[str], table: pd.DataFrame) -> None:
+    """Refuse a CSV whose header names a column twice, or that was read as one column whose name
+    holds another separator (a ``;``-separated file read as comma-separated)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in seen:
+            raise StoreError(f"metadata table {path}: columns {seen[name] + 1} and {i + 1} of the header are both "
+                             f"named {name!r}; column names must be unique (it would be read as {name!r} and "
+                             f"{name + '.1'!r}). Rename one of them and try again.")
+        seen[name] = i
+    if table.shape[1] == 1:
+        name = str(table.columns[0])
+        for sep, word in ((";", "`;`"), ("\t", "tab"), ("|", "`|`")):
+            if sep in name:
+                raise StoreError(f"metadata table {path} was read as one column named {name!r}: it looks "
+                                 f"{word}-separated; a .csv table is comma-separated. Save it with commas (e.g. "
+                                 "pandas: pd.read_csv(path, sep=None, engine='python').to_csv(new_path, index=False)) "
+                                 "and try again.")
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:

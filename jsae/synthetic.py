@@ -4,16 +4,21 @@
 codes ``c_b`` with ``active`` non-negative entries (|N(0,1)| + 0.5 scaled), offset
 ``μ`` and Gaussian noise. An SAE with ``k = active`` and ``L ≥ n_atoms`` should
 recover the rows of ``D`` as decoder directions.
+
+:func:`make_dictionary_data` returns every row (and the codes) at once;
+:func:`dictionary_blocks` gives the same rows, bit for bit, a block at a time, in memory
+proportional to the block (``jsae store synth`` of millions of rows).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["SyntheticData", "LabelledData", "make_dictionary_data", "make_labelled_data", "dictionary_recovery",
-           "synthetic_table"]
+__all__ = ["SyntheticData", "LabelledData", "make_dictionary_data", "dictionary_blocks", "make_labelled_data",
+           "dictionary_recovery", "synthetic_table"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,53 @@ def make_dictionary_data(n: int, dim: int = 192, n_atoms: int = 256, active: int
     mu = offset * rng.standard_normal(dim) / np.sqrt(dim)
     x = codes @ d + mu + noise * rng.standard_normal((n, dim))
     return SyntheticData(x.astype(np.float32), d, codes)
+
+
+def _fork(rng: np.random.Generator) -> np.random.Generator:
+    """A generator at the same point of the same stream as ``rng`` (which is not advanced)."""
+    bits = type(rng.bit_generator)()
+    bits.state = rng.bit_generator.state
+    return np.random.Generator(bits)
+
+
+def dictionary_blocks(n: int, dim: int = 192, n_atoms: int = 256, active: int = 8, noise: float = 0.02,
+                      offset: float = 1.0, seed: int = 0, rows_per_block: int = 8192) -> Iterator[np.ndarray]:
+    """The rows of ``make_dictionary_data(n, dim, n_atoms, active, noise, offset, seed).x``,
+    ``rows_per_block`` at a time (float32 ``[k, dim]`` blocks, in order), equal bit for bit.
+
+    :func:`make_dictionary_data` draws, from one generator, the dictionary, then all ``n ×
+    n_atoms`` uniforms that pick each row's support, then all ``n × active`` code values, the
+    offset and all ``n × dim`` noise values. Here each of those streams is read block by block
+    from a copy of the generator placed at its start (the uniforms take one draw each, so the
+    generator skips them with ``advance``; the code values are drawn once to be skipped), so
+    memory is one float32 block and the float64 temporaries of :data:`_DRAW_ROWS` rows, not
+    ``O(n × n_atoms)``.
+    """
+    if rows_per_block < 1:
+        raise ValueError(f"rows_per_block must be >= 1; got {rows_per_block}")
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((n_atoms, dim))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    uniforms = _fork(rng)                      # the support stream: n × n_atoms doubles, one draw each
+    rng.bit_generator.advance(n * n_atoms)
+    values = _fork(rng)                        # the code values: n × active normals (a varying number of draws)
+    for start in range(0, n, rows_per_block):
+        rng.standard_normal(min(rows_per_block, n - start) * active)
+    mu = offset * rng.standard_normal(dim) / np.sqrt(dim)
+    for start in range(0, n, rows_per_block):  # rng now draws the noise
+        block = np.empty((min(rows_per_block, n - start), dim), np.float32)
+        for a in range(0, block.shape[0], _DRAW_ROWS):   # float64 temporaries for _DRAW_ROWS rows at a time
+            k = min(_DRAW_ROWS, block.shape[0] - a)
+            codes = np.zeros((k, n_atoms))
+            support = np.argsort(uniforms.random((k, n_atoms)), axis=1)[:, :active]
+            np.put_along_axis(codes, support, np.abs(values.standard_normal((k, active))) + 0.5, axis=1)
+            block[a:a + k] = codes @ d + mu + noise * rng.standard_normal((k, dim))
+        yield block
+
+
+#: rows :func:`dictionary_blocks` draws at once (its float64 temporaries: about ``_DRAW_ROWS × (4 n_atoms +
+#: 4 dim) × 8`` bytes)
+_DRAW_ROWS = 1024
 
 
 def dictionary_recovery(true_dirs: np.ndarray, learned_dirs: np.ndarray, threshold: float = 0.9) -> tuple[float, float]:

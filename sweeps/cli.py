@@ -41,7 +41,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(config_path(args.config), args.overrides)  # a file, else a bundled name (jsae.resources)
     check_run_dir(args.out)          # empty, absent or a jsae run: never the user's own files
     check_validation_rows(cfg)       # refuse before training, not after
-    records = train_sweep(cfg, args.out, stop_after=args.stop_after)
+    # the memory estimate is one line on stdout before training (stderr keeps errors one line)
+    records = train_sweep(cfg, args.out, stop_after=args.stop_after, say=lambda line: print(line, flush=True))
     _print_metrics(records)
     print(f"run directory: {Path(args.out).resolve()}")
     return 0
@@ -55,27 +56,48 @@ def _print_metrics(records: Sequence[dict]) -> None:
 
 
 def _cmd_store_import(args: argparse.Namespace) -> int:
-    import numpy as np
+    from jsae.store import npy_rows, read_table, write_store
 
-    from jsae.store import load_npy, read_table, write_store
-
-    x = load_npy(args.embeddings)
+    rows = npy_rows(args.embeddings)   # read from the file a shard at a time, never all in memory
     table = read_table(args.metadata) if args.metadata else None
     inputs = [args.embeddings] + ([args.metadata] if args.metadata else [])
-    store = write_store(args.out, np.asarray(x), table, overwrite=args.overwrite, inputs=inputs,
-                        attrs={"encoder": {"name": args.encoder or "imported", "dim": int(x.shape[1])},
+    store = write_store(args.out, rows, table, overwrite=args.overwrite, inputs=inputs,
+                        attrs={"encoder": {"name": args.encoder or "imported", "dim": rows.dim},
                                "source": str(args.embeddings)})
     print(f"wrote {store.num_rows} × {store.dim} embeddings to {store.path}")
     return 0
 
 
-def _cmd_store_synth(args: argparse.Namespace) -> int:
-    from jsae.store import write_store
-    from jsae.synthetic import make_dictionary_data, synthetic_table
+def _check_synth_args(args: argparse.Namespace) -> None:
+    """Refuse synth settings that give no rows or rows no store takes, before anything is drawn."""
+    import math
 
-    data = make_dictionary_data(args.rows, dim=args.dim, n_atoms=args.atoms, active=args.active,
-                                noise=args.noise, seed=args.seed)
-    store = write_store(args.out, data.x, synthetic_table(args.rows, args.seed), overwrite=args.overwrite,
+    from jsae.errors import BadValueError
+    from jsae.store import MAX_SQUARED_NORM
+
+    for option, value in (("--rows", args.rows), ("--dim", args.dim), ("--atoms", args.atoms),
+                          ("--active", args.active)):
+        if value < 1:
+            raise BadValueError(f"{option} must be >= 1; got {value}.")
+    if args.active > args.atoms:
+        raise BadValueError(f"--active {args.active} is more than --atoms {args.atoms}; a row uses at most every "
+                            "atom once: lower --active or raise --atoms.")
+    if not math.isfinite(args.noise) or args.noise < 0:
+        raise BadValueError(f"--noise must be a finite number >= 0; got {args.noise}.")
+    if (4 * args.noise) ** 2 * args.dim > MAX_SQUARED_NORM:  # 4 σ of noise in every value: squares beyond float32
+        raise BadValueError(f"--noise {args.noise:g} makes rows whose squared norm overflows float32 (Inf in "
+                            f"training); give --noise below {math.sqrt(MAX_SQUARED_NORM / args.dim) / 4:.3g}.")
+
+
+def _cmd_store_synth(args: argparse.Namespace) -> int:
+    from jsae.store import RowBlocks, write_store
+    from jsae.synthetic import dictionary_blocks, synthetic_table
+
+    _check_synth_args(args)
+    rows = RowBlocks(args.rows, args.dim, lambda k: dictionary_blocks(  # drawn a shard at a time, as written
+        args.rows, dim=args.dim, n_atoms=args.atoms, active=args.active, noise=args.noise, seed=args.seed,
+        rows_per_block=k), what="synthetic embeddings")
+    store = write_store(args.out, rows, synthetic_table(args.rows, args.seed), overwrite=args.overwrite,
                         attrs={"encoder": {"name": "synthetic", "dim": args.dim},
                                "synthetic": {"atoms": args.atoms, "active": args.active, "noise": args.noise,
                                              "seed": args.seed}})
