@@ -7,6 +7,10 @@ it); choices are ``Literal`` fields; each section checks its own values in
 :class:`ConfigError` that names the key, the value and the fix. Lists become tuples: a
 config is immutable and hashable.
 
+Config files and overrides are plain YAML: anchors and aliases (``&a`` / ``*a``, which can
+expand a few lines into billions of values) and nesting deeper than :data:`MAX_YAML_DEPTH`
+are refused before anything is built, naming the file (or the override) and the line.
+
 >>> cfg = load_config("configs/default.yaml", ["grid.k=[5,20]", "train.steps=4000"])
 >>> cfg.train.num_steps(n_train=100_000)
 4000
@@ -17,7 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import io
 import math
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +37,13 @@ from .core.kinds import TOPK, ActivationKind
 from .errors import JsaeError
 
 __all__ = ["ConfigError", "GridConfig", "SAEConfig", "OptimConfig", "TrainConfig", "DataConfig", "SweepConfig",
-           "load_config", "config_from_dict", "config_to_dict", "config_to_yaml", "choices"]
+           "load_config", "config_from_dict", "config_to_dict", "config_to_yaml", "choices", "check_plain_yaml",
+           "MAX_SEED", "MAX_YAML_DEPTH"]
+
+#: the largest ``train.seed`` (the seeds of JAX and NumPy are 64-bit signed integers here)
+MAX_SEED = 2**63 - 1
+#: the deepest nesting of lists / mappings a config file or an override may have
+MAX_YAML_DEPTH = 32
 
 Normalization = Literal["none", "scale", "center_scale", "standardize"]
 BPreInit = Literal["geometric_median", "mean", "zeros"]
@@ -191,7 +204,7 @@ class TrainConfig(_Section):
     epochs: float = 0.0
     """Passes over the training rows, used when ``steps`` ≤ 0."""
     seed: int = 0
-    """Seed of the initialisation, the validation split and the batches."""
+    """Seed of the initialisation, the validation split and the batches (0 … 2⁶³ − 1)."""
     val_fraction: float = 0.05
     """Share of the rows held out for the validation metrics."""
     steps_per_call: int = 50
@@ -219,6 +232,9 @@ class TrainConfig(_Section):
                               f"got {self.val_fraction}.")
         if self.steps_per_call <= 0 or self.checkpoint_every <= 0 or self.keep_checkpoints <= 0:
             raise ConfigError("train.steps_per_call, train.checkpoint_every and train.keep_checkpoints must be > 0.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train.seed={self.seed} is out of range; give a whole number from 0 to {MAX_SEED} "
+                              "(2^63 - 1), e.g. train.seed=0.")
 
     def num_steps(self, n_train: int) -> int:
         """``steps``, or ``ceil(epochs · n_train / batch_size)`` when ``steps`` ≤ 0."""
@@ -236,8 +252,8 @@ class DataConfig(_Section):
     """A jsae embedding store (a relative path is relative to the working directory)."""
     splits: tuple[str, ...] = ()
     """If not empty, only rows whose ``split`` column is one of these values (validation is a share of them)."""
-    max_rows: int = 0
-    """Use at most this many rows; 0: all."""
+    max_rows: int | None = None
+    """Use at most this many rows (a positive number); null: all (0, the old spelling of all, reads as null)."""
     stream: bool = False
     """Read each host call's batches from the store (stores larger than memory)."""
     fit_rows: int = 200_000
@@ -246,6 +262,11 @@ class DataConfig(_Section):
     def check(self) -> None:
         if self.fit_rows <= 0:
             raise ConfigError(f"data.fit_rows must be > 0; got {self.fit_rows}.")
+        if self.max_rows is not None and self.max_rows < 0:
+            raise ConfigError(f"data.max_rows={self.max_rows} is not a number of rows; give a positive whole number "
+                              "(e.g. data.max_rows=100000) or null for all rows (data.max_rows=null).")
+        if self.max_rows == 0:  # written by configs from before null: all rows
+            object.__setattr__(self, "max_rows", None)
 
 
 @dataclass(frozen=True)
@@ -270,10 +291,28 @@ def _key_hint(cls: type, name: str) -> str:
     return (f"; did you mean '{close[0]}'?" if close else "") + f" Valid keys here: {', '.join(valid)}"
 
 
+#: how a missing value (an ``X | None`` field) may be written
+_NULL_WORDS = ("null", "none", "~")
+
+
+def _optional(want: Any) -> Any:
+    """``X`` when ``want`` is ``X | None`` (or ``Optional[X]``), else None."""
+    if typing.get_origin(want) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(want) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(want)) == 2:
+            return args[0]
+    return None
+
+
 def _scalar(value: Any, want: Any, key: str) -> Any:
-    """``value`` as the scalar type ``want`` (int, float, bool, str or a Literal), or a ConfigError."""
+    """``value`` as the scalar type ``want`` (int, float, bool, str, a Literal or ``X | None``), or a ConfigError."""
     if typing.get_origin(want) is Literal:
         return value  # checked by the section, with its choices in the message
+    inner = _optional(want)
+    if inner is not None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NULL_WORDS):
+            return None
+        return _scalar(value, inner, key)
     if isinstance(value, str) and want in (int, float):  # "nan", "1e-3" given as text
         try:
             value = want(value)
@@ -284,8 +323,8 @@ def _scalar(value: Any, want: Any, key: str) -> Any:
           or (want is float and isinstance(value, (int, float)) and not isinstance(value, bool))
           or (want is str and isinstance(value, (str, int, float)) and not isinstance(value, bool)))
     if not ok:
-        raise _ShapeError(f"{key}={value!r} could not be converted to {want.__name__} [key: {key}]. "
-                          "See configs/default.yaml for every key and its type.")
+        raise _ShapeError(f"{key}={value!r} could not be converted to {getattr(want, '__name__', want)} "
+                          f"[key: {key}]. See configs/default.yaml for every key and its type.")
     return want(value)
 
 
@@ -339,23 +378,80 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file {path} does not exist.")
         sources.append(_load_yaml(path))
         where = str(path)
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} is not of the form key=value (e.g. train.steps=2000).")
     if overrides:
-        sources.append(OmegaConf.from_dotlist(list(overrides)))
+        sources += [_parse_override(str(o)) for o in overrides]
         where += " + overrides " + " ".join(overrides)
     return _merge(sources, where)
 
 
+#: a dotted key of an override: ``train.steps``, ``grid.k``
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _parse_override(override: str) -> Any:
+    """One ``KEY=VALUE`` override as a config fragment; a missing ``=``, a bad key or a value that
+    is not plain YAML is a one-line ConfigError naming this override (and the column)."""
+    import yaml
+
+    key, eq, value = override.partition("=")
+    if not eq:
+        raise ConfigError(f"override {override!r} is not KEY=VALUE; give a value, e.g. {override}=VALUE "
+                          "(train.steps=2000, grid.k=[5,10]).")
+    if not _KEY_RE.match(key.strip()):
+        raise ConfigError(f"override {override!r}: {key.strip()!r} is not a config key; write KEY=VALUE with a "
+                          "dotted key, e.g. train.steps=2000 (see configs/default.yaml).")
+    try:
+        check_plain_yaml(value, f"override {override!r}")
+        return OmegaConf.from_dotlist([f"{key.strip()}={value}"])
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        column = f" at column {len(key) + 2 + mark.column}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or type(err).__name__).split())
+        raise ConfigError(f"override {override!r} is not KEY=VALUE with a YAML value{column}: {problem}; write "
+                          "e.g. grid.k=[5,10] or train.steps=2000 (quote text with spaces).") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"override {override!r} cannot be read: {str(err).strip().splitlines()[0]}; write "
+                          "KEY=VALUE, e.g. grid.k=[5,10] or train.steps=2000.") from None
+
+
+def check_plain_yaml(text: str, what: str) -> None:
+    """Refuse YAML anchors / aliases and nesting deeper than :data:`MAX_YAML_DEPTH` in ``text``.
+
+    Reads the parser's events only (linear in the text: nothing is built or expanded), so a
+    "billion laughs" file — nine lines of ``b: &b [*a, *a, …]`` that expand to 10⁹ values — is
+    refused at once instead of hanging the loader. A syntax error is left to the loader's
+    message (a ``yaml.YAMLError``). Raises a one-line ConfigError naming ``what`` and the line.
+    """
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(io.StringIO(text), Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            mark = ("*" if isinstance(event, yaml.AliasEvent) else "&") + str(event.anchor)
+            raise ConfigError(f"{what} uses a YAML anchor or alias ({mark}) at line {line}; anchors and aliases are "
+                              "not accepted in sweep configs (they can expand to billions of values): write the "
+                              "values out in full.")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{what} nests lists / mappings more than {MAX_YAML_DEPTH} deep at line {line}; "
+                                  "a sweep config is a few flat sections (see configs/default.yaml).")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
 def _load_yaml(path: Path) -> Any:
-    """Parse a YAML config safely (no Python tags); a syntax error or an unsafe tag is a ConfigError."""
+    """Parse a YAML config safely (no Python tags, no anchors or aliases); a syntax error, an
+    unsafe tag or an alias is a one-line ConfigError naming the file and the line."""
     import yaml
 
     if not path.is_file():
         raise ConfigError(f"config {path} is not a file; give a sweep YAML such as configs/default.yaml.")
     try:
-        data = OmegaConf.load(path)  # a yaml.SafeLoader: Python tags are refused, never constructed
+        text = path.read_text(encoding="utf-8")
+        check_plain_yaml(text, f"config {path}")
+        data = OmegaConf.load(io.StringIO(text))  # a yaml.SafeLoader: Python tags are refused, never constructed
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

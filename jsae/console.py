@@ -108,7 +108,14 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         args, extra = parser.parse_known_args(argv)
         command_parser = getattr(args, "command_parser", parser)
         dest = getattr(args, "overrides_dest", None)
-        if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
+        if extra and dest:
+            options = [e for e in extra if e.startswith("-")]
+            if options:  # only what is not an override is unrecognised
+                command_parser.error(f"unrecognized arguments: {' '.join(options)}")
+            bare = [e for e in extra if "=" not in e]
+            if bare:  # a word after the options is an override missing its value: name it, not the valid ones
+                command_parser.error(f"override {bare[0]!r} is not KEY=VALUE; give it a value, e.g. "
+                                     f"{bare[0]}=VALUE (train.steps=2000, grid.k=[5,10])")
             setattr(args, dest, [*getattr(args, dest), *extra])
         elif extra:
             command_parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -91,7 +91,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path | None = None, *, f
     check_run_dir(out)
     check_validation_rows(cfg)
     stage(f"sweep: {len(cfg.grid.k) * len(cfg.grid.latent_size)} models on {cfg.data.store}")
-    train_sweep(cfg, out)
+    train_sweep(cfg, out, say=print)
     probes = {}
     for store, label, positive, negative in FEATURES:
         stage(f"probe {label}={positive} vs {negative}")

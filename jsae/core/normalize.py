@@ -10,6 +10,10 @@
 
 A scalar ``s`` leaves the normalised MSE unchanged between the two spaces.
 Every public function of a loaded sweep takes and returns raw embeddings.
+
+The statistics are float64 sums over blocks of rows (:func:`row_moments`, two passes:
+the mean, then the squared deviations from it), so fitting ``[N, M]`` float32 rows holds
+one float64 block at a time, never a float64 copy of the rows.
 """
 from __future__ import annotations
 
@@ -20,7 +24,11 @@ import numpy as np
 
 from ..errors import BadValueError
 
-__all__ = ["Normalizer", "fit_normalizer", "geometric_median"]
+__all__ = ["Normalizer", "RowMoments", "row_moments", "fit_normalizer", "normalizer_from_moments",
+           "geometric_median", "BLOCK_ROWS"]
+
+#: rows per float64 block of :func:`row_moments` (8192 × 192 × 8 B = 12 MiB)
+BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -45,23 +53,70 @@ class Normalizer:
         return cls(kind=d["kind"], mean=np.asarray(d["mean"], np.float64), scale=np.asarray(d["scale"], np.float64))
 
 
-def fit_normalizer(x: np.ndarray, kind: str = "center_scale") -> Normalizer:
-    """Fit a :class:`Normalizer` on training rows ``x [N, M]`` (float64 statistics)."""
-    x = np.asarray(x, np.float64)
-    m = x.shape[1]
+@dataclass(frozen=True)
+class RowMoments:
+    """Per-dimension statistics of rows ``x [N, M]`` (float64): what a normaliser and the
+    variance checks need, from one read of the rows in blocks.
+
+    ``mean = Σ_b x_b / N``; ``sq_dev = Σ_b (x_b − mean)²`` (the centred sum of squares,
+    from a second pass, not ``Σx² − N·mean²``, which cancels catastrophically);
+    ``sq = Σ_b x_b²``.
+    """
+
+    n: int
+    mean: np.ndarray  # [M]
+    sq_dev: np.ndarray  # [M]
+    sq: np.ndarray  # [M]
+
+    @property
+    def variance_sum(self) -> float:
+        """``Σ_b ‖x_b − mean‖²``: the total variance times N."""
+        return float(np.sum(self.sq_dev))
+
+
+def row_moments(x: np.ndarray, block_rows: int = BLOCK_ROWS) -> RowMoments:
+    """:class:`RowMoments` of ``x [N, M]``, in float64 blocks of ``block_rows`` rows (two passes)."""
+    n, m = int(x.shape[0]), int(x.shape[1])
+    total, sq = np.zeros(m), np.zeros(m)
+    for start in range(0, n, block_rows):
+        b = np.asarray(x[start:start + block_rows], np.float64)
+        total += b.sum(axis=0)
+        sq += np.einsum("bm,bm->m", b, b)
+    b = None  # the block is not kept through the second pass
+    mean = total / max(n, 1)
+    sq_dev = np.zeros(m)
+    for start in range(0, n, block_rows):
+        d = np.asarray(x[start:start + block_rows], np.float64) - mean
+        sq_dev += np.einsum("bm,bm->m", d, d)
+    return RowMoments(n, mean, sq_dev, sq)
+
+
+def normalizer_from_moments(mom: RowMoments, kind: str = "center_scale") -> Normalizer:
+    """The :class:`Normalizer` of ``kind`` for rows with moments ``mom`` (see the module doc)."""
+    m = len(mom.mean)
+    n = max(mom.n, 1)
     zeros, ones = np.zeros(m), np.ones(m)
     if kind == "none":
         return Normalizer(kind, zeros, ones)
-    if kind == "scale":
-        s = np.sqrt(np.mean(np.sum(x * x, axis=1)) / m)
+    if kind == "scale":  # mean_b ‖x_b‖² / M
+        s = float(np.sqrt(np.sum(mom.sq) / n / m))
         return Normalizer(kind, zeros, np.full(m, max(s, 1e-12)))
-    mu = x.mean(axis=0)
-    if kind == "center_scale":
-        s = np.sqrt(np.mean(np.sum((x - mu) ** 2, axis=1)) / m)
-        return Normalizer(kind, mu, np.full(m, max(s, 1e-12)))
+    if kind == "center_scale":  # mean_b ‖x_b − μ‖² / M
+        s = float(np.sqrt(np.sum(mom.sq_dev) / n / m))
+        return Normalizer(kind, mom.mean.copy(), np.full(m, max(s, 1e-12)))
     if kind == "standardize":
-        return Normalizer(kind, mu, np.maximum(x.std(axis=0), 1e-12))
+        return Normalizer(kind, mom.mean.copy(), np.maximum(np.sqrt(mom.sq_dev / n), 1e-12))
     raise BadValueError(f"unknown normalisation {kind!r}; use none, scale, center_scale or standardize.")
+
+
+def fit_normalizer(x: np.ndarray, kind: str = "center_scale", *, moments: RowMoments | None = None) -> Normalizer:
+    """Fit a :class:`Normalizer` on training rows ``x [N, M]`` (float64 statistics, in blocks).
+
+    ``moments``: :func:`row_moments` of ``x`` when already computed (the rows are then not read).
+    """
+    if kind not in ("none", "scale", "center_scale", "standardize"):
+        raise BadValueError(f"unknown normalisation {kind!r}; use none, scale, center_scale or standardize.")
+    return normalizer_from_moments(moments if moments is not None else row_moments(x), kind)
 
 
 def geometric_median(x: np.ndarray, iters: int = 100, tol: float = 1e-7) -> np.ndarray:

@@ -34,16 +34,11 @@ def _sweep_json_is_ours(path: Path) -> bool:
 
 
 def _config_yaml_is_ours(path: Path) -> bool:
-    import yaml
+    from ..config import ConfigError, load_config
 
-    from ..config import ConfigError, config_from_dict
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            return False
-        config_from_dict(data)
-    except (OSError, ValueError, yaml.YAMLError, ConfigError):
+    try:  # plain YAML only: an alias bomb in a folder's config.yaml is refused, never expanded
+        load_config(path)
+    except (OSError, ValueError, ConfigError):
         return False
     return True
 

@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ..errors import JsaeError
+from ..jsonio import to_jsonable
 from .layout import CHECKPOINT_DIR, CORRUPT_DIR
 
 __all__ = ["CHECKPOINT_DIR", "CORRUPT_DIR", "CheckpointError", "abstract_state_of", "open_manager", "save_checkpoint",
@@ -96,6 +97,21 @@ def _record_text(record: logging.LogRecord) -> str:
     return " ".join(parts)
 
 
+def _is_orbax_coroutine(obj: Any, exc: BaseException | None) -> bool:
+    """Whether an unraisable report is about an orbax/tensorstore coroutine (``Exception ignored
+    in: <coroutine object _read_array_index_and_device_put …>``): the same failure reaches the
+    caller as one :class:`CheckpointError`; each array's coroutine would print its spec again."""
+    code = getattr(obj, "cr_code", None)
+    if code is not None and any(mark in code.co_filename for mark in ("orbax", "tensorstore")):
+        return True
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _quiet_orbax_threads() -> None:
     """Install the filter on the ``absl`` and ``asyncio`` loggers and skip the
     ``RuntimeError('Event loop is closed')`` that tensorstore callbacks report as
@@ -109,6 +125,8 @@ def _quiet_orbax_threads() -> None:
     def hook(unraisable, previous=previous):
         exc = unraisable.exc_value
         if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        if _is_orbax_coroutine(unraisable.object, exc):  # a failed read's coroutine, collected unawaited
             return
         previous(unraisable)
 
@@ -168,8 +186,7 @@ def abstract_state_of(run_dir: str | Path, step: int) -> Any:
     try:
         tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
     except Exception as err:  # noqa: BLE001 - unreadable metadata means an unusable step
-        raise CheckpointError(f"checkpoint step {step} of {run_dir} cannot be read ({_first_line(err)}); "
-                              "the checkpoint is corrupt.") from err
+        raise _unreadable(Path(run_dir), step, err) from err
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree,
                         is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
@@ -183,16 +200,48 @@ def meta_checksum(meta: dict[str, Any]) -> str:
 
 def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Save ``state`` (a pytree of arrays) and ``meta`` (JSON) at ``step``, with checksums of both."""
-    meta = json.loads(json.dumps(meta))  # what JsonRestore will give back (tuples → lists, …)
+    # what JsonRestore will give back (tuples → lists, …); strict JSON: NaN / Inf become null, never `NaN`
+    meta = json.loads(json.dumps(to_jsonable(meta), allow_nan=False))
     meta["checksums"] = {"state": state_checksums(state), "meta": meta_checksum(meta)}
     manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()
 
 
+#: where a library's message turns into a dump of its internals (TensorStore specs, pybind signatures)
+_INTERNALS = re.compile(r"(See full TensorStore details|<bound method|\[source locations=|TensorStore\(\{|"
+                        r"pybind11)")
+#: the array a TensorStore spec in a message reads (the one relative path among its ``'path'`` entries)
+_ARRAY_PATH = re.compile(r"'path': '([A-Za-z_][^'/]*(?:\.[^'/]+)*)/?'")
+
+
 def _first_line(err: BaseException) -> str:
+    """``Type: text`` of ``err`` on one line, cut before any dump of library internals, at most 200 characters."""
     text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+    cut = _INTERNALS.search(text)
+    text = text[:cut.start()].rstrip(" .:;,(") if cut else text
+    text = text if len(text) <= 200 else text[:199] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _unreadable(run_dir: Path, step: int, err: BaseException) -> CheckpointError:
+    """The one line of a checkpoint step that orbax cannot read: the folder (and the array, when
+    the library's message names it), a short reason, and what to do."""
+    folder = Path(run_dir) / CHECKPOINT_DIR / str(step)
+    texts = []
+    e: BaseException | None = err
+    while e is not None and len(texts) < 8:
+        texts.append(str(e))
+        e = e.__cause__ or e.__context__
+    found = [m for t in texts for m in _ARRAY_PATH.findall(t)]
+    why = f"its array {found[0]} does not read back" if found else _first_line(err)
+    problem = (f"checkpoint step {step} of {run_dir} cannot be read ({why}): a file under {folder} is truncated or "
+               "damaged, the checkpoint is corrupt")
+    error = CheckpointError(
+        f"{problem}; re-run the `jsae sweep` command that made the run (it moves the step to {CORRUPT_DIR}/ and "
+        "resumes from the newest checkpoint that verifies), or load its model files: load_sweep(run, source='models').")
+    error.problem = problem + "."  # what a sweep that already moves the step aside says
+    return error
 
 
 def _verify(run_dir: Path, step: int, state: Any, meta: Any) -> None:
@@ -239,8 +288,7 @@ def restore_checkpoint(run_dir: str | Path, abstract_state: Any = None, step: in
         restored = manager.restore(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as err:  # noqa: BLE001 - any failure to read a step means it is unusable
-        raise CheckpointError(f"checkpoint step {step} of {run_dir} cannot be read ({_first_line(err)}); "
-                              "the checkpoint is corrupt.") from err
+        raise _unreadable(run_dir, int(step), err) from err
     _verify(run_dir, int(step), restored["state"], restored["meta"])
     return restored["state"], restored["meta"], int(step)
 

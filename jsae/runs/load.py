@@ -102,7 +102,7 @@ def load_sweep(run_dir: str | Path, step: int | None = None, *, source: str = "a
     if not info_path.is_file():
         raise MissingPathError(f"{run_dir}: sweep.json is missing (the run never reached a checkpoint); re-run "
                                "the `jsae sweep` command that made it.")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = _read_sweep_json(info_path)
     have_models = has_model_files(run_dir)
     if source == "auto":
         index_step = model_files_step(run_dir) if have_models else None
@@ -129,6 +129,24 @@ def load_sweep(run_dir: str | Path, step: int | None = None, *, source: str = "a
     run = RunInfo(run_dir=run_dir, step=got, total_steps=None if total is None else int(total),
                   data_source=(meta.get("data") or {}).get("source"))
     return Sweep(specs, params, normalizer, run, config=cfg, metrics=metrics, meta=meta, source=source)
+
+
+def _read_sweep_json(path: Path) -> dict[str, Any]:
+    """``RUN/sweep.json`` as a dict; a truncated, non-JSON or non-object file is one :class:`RunDirError`
+    line naming it and the fix (re-running the sweep command rewrites it from the checkpoints)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        problem = f"{type(err).__name__} at line {err.lineno}, column {err.colno}" \
+            if isinstance(err, json.JSONDecodeError) else type(err).__name__
+        raise RunDirError(f"{path} is not readable JSON ({problem}): the file is truncated or damaged; re-run the "
+                          "`jsae sweep` command that made the run (same config and --out: it resumes from its "
+                          "newest checkpoint and rewrites sweep.json), or restore the file from a copy of the "
+                          "run.") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{path} holds a JSON {type(info).__name__}, not the run's record (an object); re-run the "
+                          "`jsae sweep` command that made the run to rewrite it, or restore it from a copy.")
+    return info
 
 
 def _from_checkpoint(run_dir: Path, cfg: SweepConfig, info: dict[str, Any], step: int | None):

@@ -64,7 +64,7 @@ from .layout import SWEEP_FILE
 
 __all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
            "INDEX_FORMAT", "VERSION", "PARAM_NAMES", "write_model_files", "write_model_file", "read_model_file",
-           "read_models", "has_model_files", "model_files_step", "models_dir", "recorded_run_id",
+           "read_models", "check_model_files", "has_model_files", "model_files_step", "models_dir", "recorded_run_id",
            "model_definition", "safetensors_bytes", "RUN_ID_KEY"]
 
 FORMAT = "jsae-sae"
@@ -87,6 +87,13 @@ _DEFINITION_KEY = "jsae_model"
 RUN_ID_KEY = "run_id"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _usable_name(name: Any) -> bool:
+    """Whether ``name`` can be a model folder under ``models/``: not empty, no path separator, no
+    ``..``, no leading dot (letters, digits, ``_ . + = -``); what the writer accepts, checked on reading too."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and ".." not in name
 
 _REWRITE = "re-run the `jsae sweep` command that made the run to write them"
 _MIXED = ("model files are from different steps (an interrupted write); re-run the sweep command, or load "
@@ -161,7 +168,7 @@ def _check_spec(spec: Any, latent_size: int, where: str) -> dict:
     if missing:
         raise BadValueError(f"{where}: the model spec lacks {', '.join(missing)}; pass ModelSpec.to_dict().")
     name = spec["name"]
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+    if not _usable_name(name):
         raise BadValueError(f"{where}: model name {name!r} is not usable as a folder name (letters, digits, "
                             "_ . + = - only).")
     if spec["activation"] not in _ACTIVATIONS:
@@ -368,9 +375,14 @@ def read_model_file(folder: str | os.PathLike) -> ModelFile:
             raise MissingPathError(f"{p} is missing; {_REWRITE}, or load from the checkpoints: "
                                    "load_sweep(run, source='checkpoint').")
     cfg = _read_json(cfg_path, FORMAT)
+    recorded = cfg.get("sha256")
+    if not isinstance(recorded, str) or not _SHA256_RE.match(recorded):
+        what = "lacks its 'sha256' field" if recorded is None else f"has a 'sha256' of {str(recorded)[:20]!r}"
+        raise ModelFileError(f"{cfg_path} {what} (the checksum of {WEIGHTS_FILE}, 64 hex digits), so the weights "
+                             f"cannot be verified: {_DAMAGED}")
     blob = w_path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != cfg.get("sha256"):
+    if digest != recorded:
         raise ModelFileError(f"{w_path}: sha256 {digest[:12]}… does not match the {str(cfg.get('sha256'))[:12]}… "
                              f"recorded in {cfg_path.name}: {_DAMAGED}")
     try:
@@ -461,6 +473,11 @@ def _read_index(run_dir: Path) -> dict:
     names = index.get("models")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ModelFileError(f"{path}: 'models' is not a list of model names; {_DAMAGED}")
+    bad = [n for n in names if not _usable_name(n)]
+    if bad:  # a tampered index must not lead reads outside models/ (../x, /etc, .hidden)
+        raise ModelFileError(f"{path}: model name {bad[0]!r} is not a model folder name (letters, digits, _ . + = - "
+                             "only; no path separator, no '..', no leading dot): the index was edited or damaged; "
+                             f"{_DAMAGED}")
     try:
         int(index["step"]), int(index["dim"])
     except (KeyError, TypeError, ValueError) as err:
@@ -506,6 +523,15 @@ def read_models(run_dir: str | os.PathLike, names: Sequence[str] | None = None) 
                                  f"{SWEEP_FILE}) — a model folder copied in from another run; {_WRONG_RUN}.")
         files.append(mf)
     return index, files
+
+
+def check_model_files(run_dir: str | os.PathLike) -> dict:
+    """Verify every model of ``RUN/models`` as :func:`read_models` does, one model at a time (only
+    one model's weights in memory); returns the index. Raises what :func:`read_models` raises."""
+    index = _read_index(Path(run_dir))
+    for name in index["models"]:
+        read_models(run_dir, [name])
+    return index
 
 
 def recorded_run_id(run_dir: str | os.PathLike) -> str | None:

@@ -1,8 +1,14 @@
 """The training rows of a sweep: which rows, the validation split, batches, and a fingerprint.
 
 * :func:`select_rows` — the store rows a config trains on (``data.splits``, ``data.max_rows``);
+* :func:`planned_shape` — how many training and validation rows of which dimension, without
+  reading them (what :mod:`jsae.training.memory` needs before anything is read or compiled);
 * :func:`prepare_data` — those rows split into training and validation (a random
-  ``train.val_fraction`` of them, drawn from the seed), in memory or streamed;
+  ``train.val_fraction`` of them, drawn from the seed), in memory or streamed. Rows are read
+  in blocks straight into one float32 array each (training, validation): in memory the
+  process holds one host copy of the rows, never a float64 or a second full copy;
+* :func:`check_rows_vary` — refuses rows that are all identical (variance 0: nothing to learn,
+  and the fraction of variance explained would be 0 / 0);
 * :func:`batch_indices` — the rows of each step's batch, a function of ``(seed, step)`` only,
   so a resumed run sees the batches an uninterrupted one sees;
 * :func:`data_fingerprint` — what a run was trained on, checked when it is resumed.
@@ -18,19 +24,26 @@ import numpy as np
 from ..config import ConfigError, DataConfig, SweepConfig
 from ..store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
-__all__ = ["TrainingData", "select_rows", "prepare_data", "validation_row_count", "check_validation_rows",
-           "batch_indices", "data_fingerprint", "fingerprint_text", "FINGERPRINT_VERSION"]
+__all__ = ["TrainingData", "select_rows", "open_training_store", "planned_shape", "prepare_data", "read_rows",
+           "check_rows_vary", "all_identical", "validation_row_count", "check_validation_rows", "batch_indices",
+           "data_fingerprint", "fingerprint_text", "FINGERPRINT_VERSION", "BLOCK_ROWS", "READ_SPAN_ROWS"]
+
+#: rows per block when reading, fitting and hashing (8192 × 192 float32 = 6 MiB)
+BLOCK_ROWS = 8192
+#: the most store rows one read may span: the store decodes every chunk a read touches at once, so
+#: a read of rows spread over the whole store (a streamed batch) would hold all of it decoded
+READ_SPAN_ROWS = 65536
 
 
 def select_rows(data: DataConfig, store: EmbeddingStore) -> np.ndarray:
     """The store rows a sweep trains on (before the validation split): rows whose ``split``
-    is one of ``data.splits`` (all when empty), the first ``data.max_rows`` of them (all when 0)."""
+    is one of ``data.splits`` (all when empty), the first ``data.max_rows`` of them (all when null)."""
     rows = np.arange(store.num_rows)
     if data.splits:
         if "split" not in store.metadata.columns:
             raise StoreError(f"data.splits={list(data.splits)} but store {store.path} has no 'split' column.")
         rows = rows[store.metadata["split"].astype(str).isin(data.splits).to_numpy()]
-    if data.max_rows > 0:
+    if data.max_rows:
         rows = rows[: data.max_rows]
     return rows
 
@@ -62,30 +75,82 @@ class TrainingData:
             return self.train[idx]
         rows = self.train_rows[idx.ravel()]
         uniq, inverse = np.unique(rows, return_inverse=True)
-        return self.store.read(uniq)[inverse].reshape(idx.shape + (-1,))
+        return read_rows(self.store, uniq)[inverse].reshape(idx.shape + (-1,))
 
 
-def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingData:
+def open_training_store(cfg: SweepConfig, data: np.ndarray | None = None) -> EmbeddingStore | None:
+    """The configured store, opened (metadata only, no rows read); ``None`` when ``data`` is given."""
+    return None if data is not None else open_store(cfg.data.store)
+
+
+def planned_shape(cfg: SweepConfig, data: np.ndarray | None = None,
+                  store: EmbeddingStore | None = None) -> tuple[int, int, int]:
+    """``(n_train, n_val, dim)`` that :func:`prepare_data` will give, without reading a row.
+
+    ``store``: the opened store (default: :func:`open_training_store`). When the rows are too
+    few for the validation split this counts none for validation; prepare_data says why.
+    """
+    if data is not None:
+        shape = np.shape(data)
+        n, dim = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (0, 0)
+    else:
+        store = store if store is not None else open_training_store(cfg)
+        n, dim = len(select_rows(cfg.data, store)), store.dim
+    n_val = int(round(cfg.train.val_fraction * n))
+    n_val = n_val if 0 < n_val < n else 0
+    return n - n_val, n_val, dim
+
+
+def read_pieces(rows: np.ndarray, block_rows: int = BLOCK_ROWS,
+                span_rows: int = READ_SPAN_ROWS) -> list[tuple[int, int]]:
+    """``[(start, stop), …]`` cutting ascending store rows ``rows`` into pieces of at most
+    ``block_rows`` entries that each span fewer than ``span_rows`` store rows (one entry at least)."""
+    pieces, start, n = [], 0, len(rows)
+    while start < n:
+        stop = min(start + block_rows, n, int(np.searchsorted(rows, rows[start] + span_rows, side="left")))
+        stop = max(stop, start + 1)
+        pieces.append((start, stop))
+        start = stop
+    return pieces
+
+
+def read_rows(store: EmbeddingStore, rows: np.ndarray, block_rows: int = BLOCK_ROWS,
+              span_rows: int = READ_SPAN_ROWS) -> np.ndarray:
+    """Store rows ``rows [n]`` (ascending) as one float32 ``[n, M]`` array, read piece by piece
+    (:func:`read_pieces`).
+
+    Reading in pieces into the result keeps the peak at the result plus one piece: one
+    ``store.read`` of every row would hold the rows twice plus its checks, and a read of rows
+    spread over the store decodes every chunk it touches at once (a streamed batch of random
+    rows: the whole store). A piece spans fewer than ``span_rows`` store rows.
+    """
+    out = np.empty((len(rows), store.dim), np.float32)
+    for start, stop in read_pieces(rows, block_rows, span_rows):
+        out[start:stop] = store.read(rows[start:stop])
+    return out
+
+
+def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None, *,
+                 store: EmbeddingStore | None = None) -> TrainingData:
     """Load the configured store (or take ``data [N, M]``) and split off validation rows.
 
-    A ``train.val_fraction`` that leaves no validation row (or no training row) of the
+    ``store``: the opened store (default: :func:`open_training_store`). A
+    ``train.val_fraction`` that leaves no validation row (or no training row) of the
     rows found is a one-line :class:`~jsae.config.ConfigError` naming the value and the
-    row count (:func:`validation_row_count`), raised before any training.
+    row count (:func:`validation_row_count`), raised before any training. In memory,
+    ``fit`` is ``train`` (the same array: the rows are held once).
     """
-    store = None
+    x = None
     if data is not None:
         x = validate_embeddings(data, what="training data")
         rows = np.arange(len(x))
         source = "array"
         where = "the data array"
-        dim = x.shape[1]
     else:
-        store = open_store(cfg.data.store)
+        store = store if store is not None else open_training_store(cfg)
         rows = select_rows(cfg.data, store)
-        x = None if cfg.data.stream else (store.read(rows) if len(rows) else np.zeros((0, store.dim), np.float32))
         source = str(store.path)
         where = source
-        dim = store.dim
     if len(rows) == 0:
         raise StoreError(f"no training rows in {source} (after data.splits / data.max_rows); nothing to train on.")
     perm = np.random.default_rng([cfg.train.seed, 7]).permutation(len(rows))
@@ -96,12 +161,47 @@ def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None) -> TrainingDa
             f"train.batch_size={cfg.train.batch_size} is larger than the {len(train_idx)} training rows; "
             f"lower it, e.g. train.batch_size={max(1, len(train_idx) // 4)}."
         )
-    if x is not None:
-        return TrainingData(x[train_idx], x[val_idx], rows[train_idx], rows[val_idx], source, fit=x[train_idx])
+    if x is not None:  # an array: its rows, once each
+        train = x[train_idx]
+        return TrainingData(train, x[val_idx], rows[train_idx], rows[val_idx], source, fit=train)
+    val = read_rows(store, rows[val_idx])
+    if not cfg.data.stream:
+        train = read_rows(store, rows[train_idx])
+        return TrainingData(train, val, rows[train_idx], rows[val_idx], source, fit=train, store=store)
     fit_idx = np.sort(np.random.default_rng([cfg.train.seed, 5]).permutation(len(train_idx))[: cfg.data.fit_rows])
-    val = store.read(rows[val_idx]) if len(val_idx) else np.zeros((0, dim), np.float32)
-    return TrainingData(None, val, rows[train_idx], rows[val_idx], source, fit=store.read(rows[train_idx][fit_idx]),
-                        store=store)
+    fit = read_rows(store, rows[train_idx][fit_idx])
+    return TrainingData(None, val, rows[train_idx], rows[val_idx], source, fit=fit, store=store)
+
+
+def all_identical(x: np.ndarray, block_rows: int = BLOCK_ROWS) -> bool:
+    """Whether every row of ``x [N, M]`` equals the first (variance exactly 0), compared block by
+    block; stops at the first block that differs (for real data: the first)."""
+    if len(x) == 0:
+        return False
+    first = x[:1]
+    return all(np.array_equal(x[s:s + block_rows], np.broadcast_to(first, x[s:s + block_rows].shape))
+               for s in range(0, len(x), block_rows))
+
+
+def check_rows_vary(td: TrainingData) -> None:
+    """Refuse training (or validation) rows that are all identical: one :class:`~jsae.store.StoreError` line.
+
+    With variance 0 there is nothing for a model to learn, every latent ends up dead, and the
+    fraction of variance explained ``1 − Σ‖x̂ − x‖² / Σ‖x − x̄‖²`` is 0 / 0 (it used to read 1.000).
+    Streamed, the training rows checked are those that fit the normaliser (``td.fit``).
+    """
+    if all_identical(td.fit):
+        n = len(td.fit)
+        which = (f"all {n} training rows" if td.train is not None
+                 else f"the {n} training rows sampled to fit the normaliser (data.fit_rows)")
+        raise StoreError(f"{which} of {td.source} are identical (variance 0): there is nothing to learn and the "
+                         "fraction of variance explained would be undefined (0 / 0); check the store (`jsae store "
+                         "info`: an encoder that returned one constant vector?) or choose other rows "
+                         "(data.splits, data.max_rows).")
+    if len(td.val) > 1 and all_identical(td.val):
+        raise StoreError(f"the {len(td.val)} validation rows of {td.source} are identical (variance 0): the "
+                         "fraction of variance explained would be undefined (0 / 0); raise train.val_fraction or "
+                         "change train.seed so that validation draws varied rows.")
 
 
 def validation_row_count(val_fraction: float, n: int, source: str) -> int:
@@ -140,7 +240,7 @@ def check_validation_rows(cfg: "SweepConfig") -> None:
 FINGERPRINT_VERSION = 1
 
 
-def data_fingerprint(td: TrainingData, block_rows: int = 65536) -> dict[str, Any]:
+def data_fingerprint(td: TrainingData, block_rows: int = BLOCK_ROWS) -> dict[str, Any]:
     """What the run was trained on: ``{"n_train", "n_val", "dim", "blake2b"}``.
 
     ``blake2b`` (128-bit) is over the float32 little-endian bytes of the training
@@ -162,7 +262,8 @@ def data_fingerprint(td: TrainingData, block_rows: int = 65536) -> dict[str, Any
     for start in range(0, td.n_train, block_rows):
         stop = min(start + block_rows, td.n_train)
         feed(td.train[start:stop] if td.train is not None else td.store.read(td.train_rows[start:stop]))
-    feed(td.val)
+    for start in range(0, len(td.val), block_rows):
+        feed(td.val[start:start + block_rows])
     return {"n_train": int(td.n_train), "n_val": int(len(td.val)), "dim": dim, "blake2b": h.hexdigest()}
 
 

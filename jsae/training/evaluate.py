@@ -1,17 +1,21 @@
-"""Validation metrics of every model of a grid (:func:`evaluate`)."""
+"""Validation metrics of every model of a grid (:func:`evaluate`), checked to be finite (:func:`check_finite`)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.normalize import Normalizer
+from ..core.normalize import Normalizer, row_moments
 from ..errors import BadValueError
 from .grid import GridState, GridTrainer
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "METRIC_KEYS", "first_non_finite"]
+
+#: the numbers of a metric record (:func:`evaluate`)
+METRIC_KEYS = ("val_nmse", "fraction_variance_explained", "dead_fraction", "train_dead_fraction", "mean_l0")
 
 
 def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer: Normalizer,
@@ -21,17 +25,21 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     ``val_nmse = Σ‖x̂ − x‖² / Σ‖x − mean(x)‖²`` in the raw space (= fraction of
     variance unexplained); ``mean_l0``; ``dead_fraction``: latents that never fired
     on the validation set; ``train_dead_fraction``: dead by the training criterion.
+
+    The raw-space error is ``Σ_d s_d² Σ_b (x̂ − x)²_bd`` with the per-dimension sums of the
+    normalised space (float32 per block on the device) combined in float64 here, and the
+    variance comes from float64 block sums (:func:`~jsae.core.normalize.row_moments`): rows
+    near float32's limit (±3.4e38) give finite metrics instead of an overflow to ``inf``.
     """
     if len(val) == 0:  # train_sweep never gets here: prepare_data refuses a val_fraction that leaves none
         raise BadValueError("evaluate() was given 0 validation rows; the metrics need at least one: pass a "
                             "non-empty val (train_sweep takes round(train.val_fraction × the training rows)).")
     state = trainer.unpad(state)
-    scale = jnp.asarray(normalizer.scale, jnp.float32)
     fn = jax.jit(trainer.eval_sums)
     totals = None
     for start in range(0, len(val), block):
         xb = jnp.asarray(normalizer.apply(val[start:start + block]), jnp.float32)
-        sums = jax.device_get(fn(state, xb, scale))
+        sums = jax.device_get(fn(state, xb))
         if totals is None:
             totals = [[np.asarray(a, np.float64) for a in g] for g in sums]
         else:
@@ -39,13 +47,14 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
                 t[0] += g[0]
                 t[1] += g[1]
                 t[2] = np.logical_or(t[2], g[2])
-    v64 = val.astype(np.float64)
-    var = float(np.sum((v64 - v64.mean(axis=0)) ** 2))
+    var = row_moments(val).variance_sum
+    scale_sq = np.square(np.asarray(normalizer.scale, np.float64))  # [M]
     records = []
     for g, gs, (err, l0, fired) in zip(trainer.groups, state.groups, totals):
         train_dead = np.asarray(gs.since_fired) >= trainer.sae_cfg.dead_after_samples
+        raw_err = err @ scale_sq  # [n]: Σ_d s_d² e_d
         for i, spec in enumerate(g.models):
-            nmse = float(err[i]) / max(var, 1e-12)
+            nmse = float(raw_err[i]) / max(var, 1e-12)
             records.append({
                 **spec.to_dict(),
                 "val_nmse": nmse,
@@ -56,3 +65,13 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
                 "steps": int(state.step),
             })
     return records
+
+
+def first_non_finite(records: list[dict[str, Any]]) -> tuple[str, str, float] | None:
+    """``(model name, metric, value)`` of the first metric of :data:`METRIC_KEYS` that is NaN or ±Inf, else None."""
+    for r in records:
+        for key in METRIC_KEYS:
+            value = r.get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                return str(r.get("name")), key, value
+    return None

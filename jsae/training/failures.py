@@ -2,8 +2,10 @@
 
 * a full disk (ENOSPC/EDQUOT, also inside orbax/tensorstore's wrappers) becomes one
   :class:`DiskFullError` line naming what was being written and the last good checkpoint
-  (:func:`writing` marks what is being written);
-* a loss that stops being finite is a :class:`TrainingDivergedError` naming the model;
+  (:func:`writing` marks what is being written); a read-only file system or a denied
+  permission (EROFS/EACCES/EPERM) one :class:`~jsae.errors.StorageError` line, likewise;
+* a loss, or any training or validation metric, that stops being finite is a
+  :class:`TrainingDivergedError` naming the model, the metric and the step;
 * a run that fails before its first checkpoint leaves no ``config.yaml``/``sweep.json``
   behind (:func:`cleanup_failed_start`), so the corrected command starts it afresh;
 * temporary folders of interrupted orbax saves are removed (:func:`remove_partial_saves`).
@@ -16,12 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import JsaeError, storage_problem
+from ..errors import JsaeError, StorageError, storage_error, storage_problem
 from ..runs.checkpoint import checkpoint_steps
 from ..runs.layout import CHECKPOINT_DIR, CONFIG_FILE, LOCK_NAME, SWEEP_FILE
 
-__all__ = ["DiskFullError", "TrainingDivergedError", "is_disk_full", "writing", "disk_full_error", "diverged",
-           "cleanup_failed_start", "remove_partial_saves"]
+__all__ = ["DiskFullError", "TrainingDivergedError", "is_disk_full", "writing", "disk_full_error",
+           "not_writable_error", "diverged", "cleanup_failed_start", "remove_partial_saves"]
 
 
 class DiskFullError(JsaeError):
@@ -52,25 +54,47 @@ def disk_full_error(run_dir: Path, doing: str, err: BaseException) -> DiskFullEr
     return DiskFullError(f"{what} while {doing} in {run_dir}; {left}.")
 
 
+def not_writable_error(run_dir: Path, doing: str, err: BaseException) -> StorageError | None:
+    """One :class:`~jsae.errors.StorageError` line for a read-only file system or a denied
+    permission (any storage problem but a full disk) met while ``doing``; None for other errors."""
+    steps = checkpoint_steps(run_dir)
+    kept = (f"the last good checkpoint is step {steps[-1]}" if steps
+            else "no checkpoint was saved yet")
+    return storage_error(err, f"{run_dir} ({doing})", kept=kept,
+                         finish=f"give a --out on a writable file system (or make {run_dir} writable for you) and "
+                                "run the command again")
+
+
 @contextlib.contextmanager
 def writing(run_dir: Path, what: str):
-    """Run the block; a full disk inside it becomes :class:`DiskFullError` ``… while <what> …``."""
+    """Run the block; a full disk inside it becomes :class:`DiskFullError` ``… while <what> …``, a
+    read-only file system or a denied permission a one-line :class:`~jsae.errors.StorageError`."""
     try:
         yield
     except Exception as err:
-        if not isinstance(err, JsaeError) and is_disk_full(err):
+        if isinstance(err, JsaeError):
+            raise
+        if is_disk_full(err):
             raise disk_full_error(run_dir, what, err) from err
+        converted = not_writable_error(run_dir, what, err)
+        if converted is not None:
+            raise converted from err
         raise
 
 
-def diverged(run_dir: Path, model: str, step: int) -> TrainingDivergedError:
+def diverged(run_dir: Path, model: str, step: int, metric: str = "loss", value: float | None = None,
+             ) -> TrainingDivergedError:
+    """The one line of a ``metric`` of ``model`` that is NaN / ±Inf at ``step`` (training loss or a
+    validation metric), with what the run keeps and how to go on."""
     saved = checkpoint_steps(run_dir)
     if saved:
-        fix = (f"lower optim.lr; {run_dir} keeps this config's checkpoints up to step {saved[-1]}, so train the "
-               f"corrected config into a new --out (or delete {run_dir})")
+        fix = (f"lower optim.lr (or rescale the embeddings if their values are huge); {run_dir} keeps this "
+               f"config's checkpoints up to step {saved[-1]}, so train the corrected config into a new --out "
+               f"(or delete {run_dir})")
     else:
         fix = f"lower optim.lr and re-run: nothing was saved, so {run_dir} starts afresh with the corrected config"
-    return TrainingDivergedError(f"model {model}: loss is not finite at step {step}; {fix}.")
+    shown = "" if value is None else f" ({value})"
+    return TrainingDivergedError(f"model {model}: {metric} is not finite{shown} at step {step}; {fix}.")
 
 
 def remove_partial_saves(run_dir: Path, tries: int = 1) -> None:

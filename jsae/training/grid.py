@@ -289,10 +289,12 @@ class GridTrainer:
         return jax.jit(self.run_steps, donate_argnums=0)
 
     # ------------------------------------------------------------ evaluation
-    def eval_sums(self, state: GridState, x: jax.Array, scale: jax.Array):
+    def eval_sums(self, state: GridState, x: jax.Array):
         """Per-model sums over a validation block ``x [B, M]`` (normalised).
 
-        Returns per group: squared error in the raw space (``Σ ((x̂ − x)·s)²``),
+        Returns per group: the squared error per dimension in the normalised space
+        (``[n, M]``: ``e_d = Σ_b (x̂_bd − x_bd)²``; the raw-space error ``Σ_d s_d² e_d`` is
+        formed on the host in float64, so raw values near float32's limit cannot overflow it),
         number of active latents, and ``[n, L]`` bool of latents that fired.
         """
         out = []
@@ -301,7 +303,7 @@ class GridTrainer:
 
             def one(p, act, g=g):
                 v = sae.encode(p, x, act, g.k_max or None, matmul_dtype=self.matmul_dtype)
-                err = jnp.sum(jnp.square((sae.decode(p, v) - x) * scale))
+                err = jnp.sum(jnp.square(sae.decode(p, v) - x), axis=0)
                 return err, jnp.sum(v > 0), jnp.any(v > self.sae_cfg.fire_threshold, axis=0)
 
             out.append(jax.vmap(one)(params, jax.tree.map(jnp.asarray, g.activations())))

@@ -5,18 +5,24 @@ it runs after every host call that ends on a multiple of ``N`` steps, and after 
 call. The sweep's hooks, in the order :func:`jsae.training.loop.train_sweep` adds them:
 
 * :func:`record_history` — mean loss / NMSE / dead fraction per model, for the loss curves;
-* :func:`show_progress` — the progress bar (samples per second, best and worst loss);
-* :func:`stop_if_diverged` — a loss that is not finite stops the sweep naming the model;
+* :func:`show_progress` — the progress bar (samples per second, best and worst loss): a
+  tqdm bar on a terminal; without one (a log file, a pipe, a batch job) one plain line
+  every :data:`PROGRESS_ENV` seconds (default 30) instead of a bar's redraws
+  (:func:`progress_bar`);
+* :func:`stop_if_diverged` — a loss or any other training metric that is not finite stops
+  the sweep naming the model, the metric and the step;
 * :meth:`RunRecorder.checkpoint` — every ``train.checkpoint_every`` steps: the orbax
   checkpoint, the model files (what analyses read) and ``sweep.json``.
 """
 from __future__ import annotations
 
-import json
+import os
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import jax
 import numpy as np
@@ -24,7 +30,8 @@ import numpy as np
 from .. import __version__
 from ..config import SweepConfig, config_to_dict
 from ..core.normalize import Normalizer
-from ..jsonio import atomic_write_text
+from ..errors import BadValueError
+from ..jsonio import atomic_write_bytes, json_bytes, to_jsonable
 from ..runs.checkpoint import checkpoint_steps, save_checkpoint
 from ..runs.layout import SWEEP_FILE
 from ..runs.modelfiles import PARAM_NAMES, RUN_ID_KEY, recorded_run_id, write_model_files
@@ -33,7 +40,15 @@ from .failures import diverged, writing
 from .grid import GridState, GridTrainer
 
 __all__ = ["CallResult", "Hook", "RunRecorder", "record_history", "show_progress", "stop_if_diverged",
-           "flat_metric"]
+           "flat_metric", "progress_bar", "progress_seconds", "LineProgress", "PROGRESS_ENV", "PROGRESS_SECONDS",
+           "STEP_METRICS"]
+
+#: environment variable: seconds between the plain progress lines written when stderr is not a terminal
+PROGRESS_ENV = "JSAE_PROGRESS_SECONDS"
+#: its default
+PROGRESS_SECONDS = 30.0
+#: the per-step metrics of a host call, checked to be finite (the loss first)
+STEP_METRICS = ("loss", "nmse", "auxk", "l0", "dead_fraction")
 
 
 @dataclass(frozen=True)
@@ -69,23 +84,100 @@ def record_history(history: dict[str, list], grid: GridTrainer) -> Hook:
     return hook
 
 
+class LineProgress:
+    """A progress display for a log: one plain line ``DESC: step S/T (P%), key value, …`` on ``file``
+    at most every ``every`` seconds (none for a sweep shorter than that), instead of the
+    carriage-return redraws of a bar, which fill a log file with tens of kilobytes a minute.
+
+    The subset of tqdm's interface the sweep uses: ``update(n)``, ``set_postfix(**kw)``, ``close()``.
+    """
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", every: float = PROGRESS_SECONDS,
+                 file: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.n, self.desc, self.every = int(total), int(initial), desc, float(every)
+        self.file, self.clock = file, clock
+        self.postfix: dict[str, Any] = {}
+        self._last = clock()
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        self.postfix = values
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        now = self.clock()
+        if now - self._last >= self.every:
+            self._last = now
+            self.write_line()
+
+    def line(self) -> str:
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+        return f"{self.desc}: step {self.n}/{self.total}{share}{extra}"
+
+    def write_line(self) -> None:
+        print(self.line(), file=self.file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_seconds(environ: dict[str, str] | None = None) -> float:
+    """Seconds between plain progress lines: ``$JSAE_PROGRESS_SECONDS`` (> 0), default :data:`PROGRESS_SECONDS`."""
+    text = (os.environ if environ is None else environ).get(PROGRESS_ENV, "").strip()
+    if not text:
+        return PROGRESS_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise BadValueError(f"{PROGRESS_ENV}={text!r} is not a number of seconds > 0; unset it or give e.g. "
+                            f"{PROGRESS_ENV}=30.")
+    return value
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool, file: TextIO | None = None):
+    """The sweep's progress display: a tqdm bar when ``file`` (default stderr) is a terminal, else a
+    :class:`LineProgress` (one line every :func:`progress_seconds`); a disabled bar when not ``enabled``."""
+    from tqdm.auto import tqdm
+
+    stream = file or sys.stderr
+    if enabled and not _is_terminal(stream):
+        return LineProgress(total, initial, desc, every=progress_seconds(), file=stream)
+    return tqdm(total=total, initial=initial, unit="step", desc=desc, disable=not enabled, dynamic_ncols=True,
+                file=stream)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def show_progress(bar, grid: GridTrainer, batch_size: int) -> Hook:
-    """A hook advancing a tqdm ``bar`` with samples per second and the best / worst last loss."""
+    """A hook advancing ``bar`` (:func:`progress_bar`) with samples per second and the best / worst last loss."""
     def hook(call: CallResult) -> None:
         loss = flat_metric(call.metrics, grid, "loss")
-        bar.update(call.count)
-        bar.set_postfix(samples_s=f"{call.count * batch_size / call.seconds:,.0f}",
+        bar.set_postfix(refresh=False, samples_s=f"{call.count * batch_size / max(call.seconds, 1e-9):,.0f}",
                         loss_worst=f"{loss[-1].max():.4f}", loss_best=f"{loss[-1].min():.4f}")
+        bar.update(call.count)
     return hook
 
 
 def stop_if_diverged(run_dir: Path, grid: GridTrainer) -> Hook:
-    """A hook raising :class:`~jsae.training.failures.TrainingDivergedError` when a loss is not finite."""
+    """A hook raising :class:`~jsae.training.failures.TrainingDivergedError` when a loss (or another
+    metric of :data:`STEP_METRICS`) is not finite, naming the model, the metric and the step."""
     def hook(call: CallResult) -> None:
-        loss = flat_metric(call.metrics, grid, "loss")
-        if not np.all(np.isfinite(loss)):
-            bad = grid.specs[int(np.flatnonzero(~np.isfinite(loss).all(axis=0))[0])].name
-            raise diverged(run_dir, bad, call.step)
+        for key in STEP_METRICS:
+            if key not in call.metrics[0]:
+                continue
+            values = flat_metric(call.metrics, grid, key)
+            finite = np.isfinite(values)
+            if not finite.all():
+                slot, model = (int(i[0]) for i in np.nonzero(~finite))
+                step = call.step - call.count + slot + 1
+                raise diverged(run_dir, grid.specs[model].name, step, key, float(values[slot, model]))
     return hook
 
 
@@ -119,19 +211,20 @@ class RunRecorder:
     def meta(self, step: int) -> dict[str, Any]:
         """The run's metadata at ``step`` (``sweep.json`` and the checkpoint's meta)."""
         td = self.td
-        return {"step": step, "total_steps": self.total, "version": __version__, RUN_ID_KEY: self.run_id,
-                "config": config_to_dict(self.cfg),
-                "dim": int(td.fit.shape[1]), "models": [m.to_dict() for m in self.grid.specs],
-                "normalizer": self.normalizer.to_dict(), "history": self.history,
-                "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val),
-                         "fingerprint": self.fingerprint}}
+        return to_jsonable({"step": step, "total_steps": self.total, "version": __version__, RUN_ID_KEY: self.run_id,
+                            "config": config_to_dict(self.cfg),
+                            "dim": int(td.fit.shape[1]), "models": [m.to_dict() for m in self.grid.specs],
+                            "normalizer": self.normalizer.to_dict(), "history": self.history,
+                            "data": {"source": td.source, "n_train": td.n_train, "n_val": len(td.val),
+                                     "fingerprint": self.fingerprint}})
 
     def write_info(self, step: int, records: list[dict[str, Any]] | None = None) -> None:
-        """``sweep.json``: the meta, the metrics (when evaluated) and whether the run is complete."""
+        """``sweep.json``: the meta, the metrics (when evaluated) and whether the run is complete
+        (strict JSON: a NaN / Inf is written as null, never as ``NaN`` / ``Infinity``)."""
         with writing(self.run_dir, f"writing {SWEEP_FILE}"):
-            atomic_write_text(self.run_dir / SWEEP_FILE, json.dumps(self.meta(step) | {
+            atomic_write_bytes(self.run_dir / SWEEP_FILE, json_bytes(self.meta(step) | {
                 "metrics": records or [], "complete": records is not None and step >= self.total,
-                "total_steps": self.total}, indent=1))
+                "total_steps": self.total}))
 
     def write_models(self, step: int, state: GridState) -> None:
         """The model files of ``state`` (parameters + normaliser; no optimiser state)."""

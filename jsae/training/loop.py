@@ -11,6 +11,15 @@ history, progress bar, divergence check, and the checkpoint + model-file writer 
 ``train.checkpoint_every`` steps). Another writer or logger is one more
 ``trainer.add_hook(fn, every=N)``.
 
+Before anything is read or compiled, the grid's memory is estimated and compared with what
+the machine has (:mod:`jsae.training.memory`): the estimate is one line at the start of
+every sweep (``say``), and a grid that cannot fit is refused in one line. In memory the
+process holds one host copy of the rows and one normalised copy on the device (filled
+block by block); the normaliser and the fingerprint read the rows in blocks. Rows that are
+all identical are refused before training (nothing to learn; the fraction of variance
+explained would be 0 / 0), and a loss or a validation metric that is not finite stops the
+sweep naming the model, the metric and the step: every JSON file it writes is strict.
+
 Safeguards: one writer per run directory (:mod:`jsae.runs.lock`); resuming needs the same
 config *and* the same training data (:mod:`jsae.training.resume`); a checkpoint that
 fails its checksums is set aside and training resumes from the newest one that verifies;
@@ -23,33 +32,35 @@ the CLI); a second signal stops at once (:class:`~jsae.errors.StoppedAtOnce`).
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import SweepConfig, config_to_yaml
 from ..console import SignalStop
 from ..core.normalize import Normalizer, fit_normalizer, geometric_median
 from ..errors import Interrupted, JsaeError
-from ..jsonio import atomic_write_text
+from ..jsonio import atomic_write_bytes, atomic_write_text, json_bytes
 from ..plots import plot_sweep
 from ..runs.check import RunDirError, check_run_dir
 from ..runs.checkpoint import checkpoint_steps, open_manager, restore_newest_good, set_aside
 from ..runs.layout import CONFIG_FILE, METRICS_FILE
 from ..runs.lock import lock_holder, locked_error, run_lock
-from ..runs.modelfiles import model_files_step
-from .data import TrainingData, batch_indices, data_fingerprint, prepare_data
-from .evaluate import evaluate
-from .failures import DiskFullError, cleanup_failed_start, disk_full_error, is_disk_full, remove_partial_saves, writing
+from ..runs.modelfiles import RUN_ID_KEY, check_model_files, model_files_step
+from .data import (BLOCK_ROWS, TrainingData, batch_indices, check_rows_vary, data_fingerprint,
+                   open_training_store, planned_shape, prepare_data)
+from .evaluate import evaluate, first_non_finite
+from .failures import (DiskFullError, cleanup_failed_start, disk_full_error, diverged, is_disk_full,
+                       not_writable_error, remove_partial_saves, writing)
 from .grid import GridState, GridTrainer, make_groups, make_mesh
-from .hooks import CallResult, Hook, RunRecorder, record_history, show_progress, stop_if_diverged
+from .hooks import CallResult, Hook, RunRecorder, progress_bar, record_history, show_progress, stop_if_diverged
+from .memory import available_memory, check_memory, estimate_memory, memory_line
 from .resume import check_resumable, check_same_data, restored_normalizer
 
 __all__ = ["Trainer", "train_sweep", "CheckpointWarning"]
@@ -62,6 +73,26 @@ class CheckpointWarning(UserWarning):
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     """``a [S, ...]`` padded with zeros to ``rows`` along the first axis (slots that do not run)."""
     return a if len(a) == rows else np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
+
+
+def rows_on_device(x: np.ndarray, normalizer: Normalizer, block_rows: int = BLOCK_ROWS) -> jax.Array:
+    """``normalizer.apply(x)`` as one float32 device array ``[N, M]``, filled ``block_rows`` rows at a time.
+
+    Each block is normalised on the host (the same float32 arithmetic as ``normalizer.apply``)
+    and written into the device buffer in place (a jitted ``dynamic_update_slice`` whose buffer
+    is donated), so the peak is the rows on the host, their copy on the device and one block —
+    not a normalised host copy of every row on top. The last block is the last ``block_rows``
+    rows (overlapping the one before it with the same values), so one program serves all blocks.
+    """
+    n, m = x.shape
+    block = max(1, min(block_rows, n))
+    out = jnp.zeros((n, m), jnp.float32)
+    put = jax.jit(lambda buf, b, start: jax.lax.dynamic_update_slice(buf, b, (start, 0)), donate_argnums=0)
+    for start in range(0, n, block):
+        start = min(start, n - block)
+        out = put(out, jnp.asarray(normalizer.apply(x[start:start + block]).astype(np.float32, copy=False)),
+                  np.int32(start))
+    return out
 
 
 class Trainer:
@@ -102,8 +133,7 @@ class Trainer:
         :attr:`step` is the step reached.
         """
         td, spc = self.td, self.steps_per_call
-        x_dev = None if td.train is None else jnp.asarray(
-            self.normalizer.apply(td.fit).astype(np.float32) if td.fit is td.train else self.normalizer.apply(td.train))
+        x_dev = None if td.train is None else rows_on_device(td.train, self.normalizer)
         run = self.grid.jit_run_steps()
         step = self.step = start
         call, ran = None, [start] * len(self._hooks)  # the step after which each hook last ran
@@ -132,7 +162,7 @@ class Trainer:
 
 
 def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | None = None,
-                stop_after: int | None = None) -> list[dict[str, Any]]:
+                stop_after: int | None = None, say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Train (or resume) every model of ``cfg.grid`` in one compiled program.
 
     Args:
@@ -141,18 +171,25 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
         ``[N, M]`` embeddings used instead of ``cfg.data.store``.
       stop_after: stop (after checkpointing) once this step is reached — for
         tests and time-boxed jobs; a later call continues.
+      say: where the sweep's one-line notes go (the memory estimate when it starts), e.g.
+        ``print``; None: nowhere.
     Returns:
       the per-model metric records (also written to ``RUN_DIR/metrics.json``).
     Raises (one-line :class:`~jsae.errors.JsaeError` messages):
       :class:`~jsae.runs.check.RunDirError`: ``run_dir`` is neither absent, empty nor a jsae
         run; nothing is written or deleted there.
       :class:`~jsae.runs.lock.RunLockedError`: another process is writing to ``run_dir``.
+      :class:`~jsae.training.memory.NotEnoughMemoryError`: the grid (and the rows held in memory)
+        would not fit in the memory available; raised before anything is read or compiled.
+      :class:`~jsae.store.StoreError`: the training rows are all identical (variance 0).
+      :class:`~jsae.errors.StorageError`: ``run_dir`` is on a read-only file system or not writable.
       ``ConfigError``: the run's checkpoints are of another config, its saved
         ``config.yaml`` is damaged, or ``train.val_fraction`` leaves no validation row.
       :class:`~jsae.training.resume.DataChangedError`: the training data's fingerprint is not the run's.
       :class:`~jsae.runs.checkpoint.CheckpointError`: no checkpoint of the run verifies.
       :class:`~jsae.training.failures.DiskFullError`: ENOSPC/EDQUOT while writing.
-      :class:`~jsae.training.failures.TrainingDivergedError`: a loss became NaN/Inf.
+      :class:`~jsae.training.failures.TrainingDivergedError`: a loss, another training metric or a
+        validation metric became NaN/Inf (named with its model and step).
       :class:`~jsae.errors.Interrupted`: SIGINT / SIGTERM (in the main thread) stopped the
         sweep after the current host call, with a checkpoint and model files at the step
         reached; its ``exit_status`` is 130 / 143. A second signal raises
@@ -164,13 +201,13 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)  # before anything is created there
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with SignalStop() as signals, run_lock(run_dir):
+    _make_run_dir(run_dir)
+    with SignalStop() as signals, _locked(run_dir):
         # Again under the lock, and outside the try below: cleanup_failed_start deletes
         # config.yaml, sweep.json and checkpoints/, which is only safe in a run folder of ours.
         check_run_dir(run_dir)
         try:
-            return _train_locked(cfg, run_dir, data, stop_after, signals)
+            return _train_locked(cfg, run_dir, data, stop_after, signals, say)
         except BaseException as err:
             unmarked = isinstance(err, Exception) and not isinstance(err, JsaeError) and is_disk_full(err)
             if isinstance(err, DiskFullError) or unmarked:
@@ -181,6 +218,36 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
                 raise
             cleanup_failed_start(run_dir, created)
             raise
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir``; a folder that cannot be made (read-only, forbidden, under a file, in
+    /proc) is one :class:`~jsae.runs.check.RunDirError` line naming it."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        converted = not_writable_error(run_dir, "creating the run directory", err)
+        if converted is not None:
+            raise converted from None
+        reason = err.strerror or type(err).__name__
+        raise RunDirError(f"--out {run_dir} cannot be created ({reason}: {err.filename or run_dir}); choose a new "
+                          "folder on a writable file system, e.g. --out runs/NAME.") from None
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """:func:`jsae.runs.lock.run_lock`; a lock file that cannot be written is one StorageError line."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(run_dir))
+        except JsaeError:
+            raise
+        except OSError as err:
+            converted = not_writable_error(run_dir, "taking the run's lock", err)
+            if converted is None:
+                raise
+            raise converted from None
+        yield
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -200,20 +267,35 @@ def _resume(run_dir: Path, grid: GridTrainer, manager) -> tuple[GridState, dict[
     state, meta, step, bad = restore_newest_good(run_dir, grid.abstract_state(), manager)
     for bad_step, err in bad:
         dest = set_aside(run_dir, bad_step)
-        warnings.warn(f"{err} Moved it to {dest}; resuming from step {step}, the newest checkpoint that verifies.",
+        warnings.warn(f"{getattr(err, 'problem', err)} Moved it to {dest}; resuming from step {step}, the newest "
+                      "checkpoint that verifies.",
                       CheckpointWarning, stacklevel=5)
     if bad:
         manager.reload()
     return state, meta, step
 
 
-def _init_state(cfg: SweepConfig, grid: GridTrainer, x_fit: np.ndarray) -> GridState:
-    """A fresh grid: ``b_pre`` from a sample of the (normalised) fit rows, per ``sae.b_pre_init``."""
+def _init_state(cfg: SweepConfig, grid: GridTrainer, x_fit: np.ndarray, normalizer: Normalizer) -> GridState:
+    """A fresh grid: ``b_pre`` from a sample of the fit rows ``x_fit`` (raw), normalised, per
+    ``sae.b_pre_init`` (only the sample is normalised, not every row)."""
     rng = np.random.default_rng([cfg.train.seed, 3])
     sample = x_fit[rng.permutation(len(x_fit))[: cfg.sae.b_pre_init_samples]]
+    sample = normalizer.apply(sample).astype(np.float32)
     b_pre = {"geometric_median": geometric_median, "mean": lambda s: s.mean(axis=0),
              "zeros": lambda s: np.zeros(grid.dim)}[cfg.sae.b_pre_init](sample.astype(np.float64))
     return grid.init(jax.random.key(cfg.train.seed), np.asarray(b_pre, np.float32))
+
+
+def _model_files_current(run_dir: Path, step: int, total: int) -> bool:
+    """Whether ``RUN/models`` holds this step's models for ``total`` steps, every one verifying (a
+    damaged ``cfg.json`` or weights file is rewritten by running the same sweep command again)."""
+    if model_files_step(run_dir, with_total=True) != (step, total):
+        return False
+    try:
+        check_model_files(run_dir)
+    except JsaeError:
+        return False
+    return True
 
 
 def _interrupted(run_dir: Path, step: int, total: int, exit_status: int) -> Interrupted:
@@ -230,12 +312,26 @@ def _interrupted(run_dir: Path, step: int, total: int, exit_status: int) -> Inte
     return Interrupted(message, exit_status)
 
 
+def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[str], None] | None) -> None:
+    """Estimate the sweep's memory, say it in one line, and refuse a sweep that cannot fit."""
+    devices = jax.devices()
+    est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform)
+    avail = available_memory(devices)
+    if say is not None:
+        say(memory_line(est, avail))
+    check_memory(cfg, est, avail, len(devices))
+
+
 def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
-                  stop_after: int | None, signals: SignalStop | None = None) -> list[dict[str, Any]]:
+                  stop_after: int | None, signals: SignalStop | None = None,
+                  say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     check_resumable(run_dir, cfg)
-    td = prepare_data(cfg, data)
+    store = open_training_store(cfg, data)
+    _check_memory(cfg, planned_shape(cfg, data, store), say)  # before a row is read or a program compiled
+    td = prepare_data(cfg, data, store=store)
     fingerprint = data_fingerprint(td)
-    normalizer = fit_normalizer(td.fit, cfg.sae.normalize)
+    check_rows_vary(td)
+    normalizer = fit_normalizer(td.fit, cfg.sae.normalize)  # float64 statistics, in blocks
     grid = GridTrainer(make_groups(cfg.grid), td.fit.shape[1], cfg.sae, cfg.optim,
                        mesh=make_mesh(cfg.train.shard_models), matmul_dtype=cfg.train.matmul_dtype,
                        topk_path=cfg.train.topk_path)
@@ -246,6 +342,7 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
     manager = open_manager(run_dir, keep=cfg.train.keep_checkpoints)
     try:
         history: dict[str, list] = {"step": [], "loss": [], "nmse": [], "dead_fraction": []}
+        run_id = None
         if manager.all_steps():
             with writing(run_dir, "restoring the newest checkpoint"):
                 state, meta, step = _resume(run_dir, grid, manager)
@@ -253,15 +350,16 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
             if "normalizer" in meta:  # the space the models were trained in; checked against the re-fit
                 normalizer = restored_normalizer(meta["normalizer"], normalizer, run_dir)
             history = meta["history"]
+            run_id = meta.get(RUN_ID_KEY)  # also when sweep.json was damaged: the checkpoint keeps it
         else:
-            state, step = _init_state(cfg, grid, normalizer.apply(td.fit).astype(np.float32)), 0
-        recorder = RunRecorder(run_dir, cfg, grid, normalizer, td, fingerprint, total, history, manager)
+            state, step = _init_state(cfg, grid, td.fit, normalizer), 0
+        recorder = RunRecorder(run_dir, cfg, grid, normalizer, td, fingerprint, total, history, manager,
+                               run_id=run_id if isinstance(run_id, str) and run_id else None)
         recorder.write_info(step)
         stop = total if stop_after is None else min(total, stop_after)
         trainer = Trainer(grid, td, normalizer, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                           steps_per_call=cfg.train.steps_per_call)
-        bar = tqdm(total=total, initial=step, unit="step", desc=f"sweep {len(grid.specs)} models",
-                   disable=not cfg.train.progress, dynamic_ncols=True)
+        bar = progress_bar(total, step, f"sweep {len(grid.specs)} models", cfg.train.progress)
         trainer.add_hook(record_history(history, grid))
         trainer.add_hook(show_progress(bar, grid, cfg.train.batch_size))
         trainer.add_hook(stop_if_diverged(run_dir, grid))
@@ -274,12 +372,15 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
         if trainer.step < stop:  # SIGINT / SIGTERM: the step reached is saved (the hooks of a last call)
             raise _interrupted(run_dir, trainer.step, total, signals.exit_status)
         step = max(step, stop)
-        if model_files_step(run_dir, with_total=True) != (step, total):  # resumed at its end (total changed:
-            recorder.write_models(step, state)  # train.steps set to the step reached), or from before model files
+        if not _model_files_current(run_dir, step, total):  # resumed at its end (total changed: train.steps set
+            recorder.write_models(step, state)  # to the step reached), from before model files, or damaged ones
         records = evaluate(grid, state, td.val, normalizer)
+        bad = first_non_finite(records)
+        if bad is not None:  # never `Infinity` in metrics.json: the run keeps its checkpoints, not the numbers
+            raise diverged(run_dir, bad[0], step, f"validation {bad[1]}", bad[2])
         recorder.write_info(step, records)
         with writing(run_dir, f"writing {METRICS_FILE}"):
-            atomic_write_text(run_dir / METRICS_FILE, json.dumps(records, indent=1))
+            atomic_write_bytes(run_dir / METRICS_FILE, json_bytes(records))
         if step >= total:
             with writing(run_dir, "writing the plots"):
                 plot_sweep(run_dir, records, history, [m.name for m in grid.specs])
