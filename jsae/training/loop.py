@@ -14,8 +14,9 @@ history, progress bar, divergence check, and the checkpoint + model-file writer 
 Before anything is read or compiled, the grid's memory is estimated and compared with what
 the machine has (:mod:`jsae.training.memory`): the estimate is one line at the start of
 every sweep (``say``), and a grid that cannot fit is refused in one line. In memory the
-process holds one host copy of the rows and one normalised copy on the device (filled
-block by block); the normaliser and the fingerprint read the rows in blocks. Rows that are
+process reads the rows once into one host array, fits the normaliser and the fingerprint on
+it in blocks, fills the normalised copy on the device block by block and then lets the host
+copy go: the peak is the two copies, training holds one. Rows that are
 all identical are refused before training (nothing to learn; the fraction of variance
 explained would be 0 / 0), and a loss or a validation metric that is not finite stops the
 sweep naming the model, the metric and the step: every JSON file it writes is strict.
@@ -33,6 +34,7 @@ the CLI); a second signal stops at once (:class:`~jsae.errors.StoppedAtOnce`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -104,11 +106,13 @@ class Trainer:
         normalised rows live on the device and each step gathers its batch there; streamed
         (``td.train is None``), each host call's batches are read from the store.
       seed, batch_size, steps_per_call: as in :class:`~jsae.config.TrainConfig`.
+      rows: the normalised training rows already on the device (:func:`rows_on_device`), when
+        the caller dropped its host copy; else they are put there from ``td.train``.
     """
 
     def __init__(self, grid: GridTrainer, td: TrainingData, normalizer: Normalizer, *, seed: int, batch_size: int,
-                 steps_per_call: int):
-        self.grid, self.td, self.normalizer = grid, td, normalizer
+                 steps_per_call: int, rows: jax.Array | None = None):
+        self.grid, self.td, self.normalizer, self.rows = grid, td, normalizer, rows
         self.seed, self.batch_size, self.steps_per_call = seed, batch_size, steps_per_call
         self._hooks: list[tuple[Hook, int]] = []
         self.step = 0  # the step reached by the last :meth:`train`
@@ -133,7 +137,9 @@ class Trainer:
         :attr:`step` is the step reached.
         """
         td, spc = self.td, self.steps_per_call
-        x_dev = None if td.train is None else rows_on_device(td.train, self.normalizer)
+        x_dev = self.rows
+        if x_dev is None and td.train is not None:
+            x_dev = rows_on_device(td.train, self.normalizer)
         run = self.grid.jit_run_steps()
         step = self.step = start
         call, ran = None, [start] * len(self._hooks)  # the step after which each hook last ran
@@ -353,12 +359,16 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
             run_id = meta.get(RUN_ID_KEY)  # also when sweep.json was damaged: the checkpoint keeps it
         else:
             state, step = _init_state(cfg, grid, td.fit, normalizer), 0
+        rows = None
+        if td.train is not None:  # in memory: keep the normalised device copy only, not the host rows too
+            rows = rows_on_device(td.train, normalizer)
+            td = dataclasses.replace(td, train=None, fit=np.empty((0, td.fit.shape[1]), np.float32))
         recorder = RunRecorder(run_dir, cfg, grid, normalizer, td, fingerprint, total, history, manager,
                                run_id=run_id if isinstance(run_id, str) and run_id else None)
         recorder.write_info(step)
         stop = total if stop_after is None else min(total, stop_after)
         trainer = Trainer(grid, td, normalizer, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
-                          steps_per_call=cfg.train.steps_per_call)
+                          steps_per_call=cfg.train.steps_per_call, rows=rows)
         bar = progress_bar(total, step, f"sweep {len(grid.specs)} models", cfg.train.progress)
         trainer.add_hook(record_history(history, grid))
         trainer.add_hook(show_progress(bar, grid, cfg.train.batch_size))
