@@ -14,6 +14,7 @@ The options the ``jsae`` commands share live in :mod:`sweeps.conventions`.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -96,6 +97,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     130 / 143 when SIGINT / SIGTERM stopped it (one line on stderr)."""
     try:
         status = _parse_and_run(parser, list(sys.argv[1:] if argv is None else map(str, argv)))
+        # Free what the command left (tables, store handles) while the libraries are whole: a native
+        # thread pool torn down during interpreter shutdown can abort the finished process with
+        # "terminate called without an active exception" (Arrow's shutdown race, apache/arrow#34314).
+        gc.collect()
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
     except BrokenPipeError:
