@@ -8,6 +8,8 @@ into a run copy it first.
 Nothing here imports torch, NeMo or another extra: ``pytest -m "not embed"`` collects and
 runs with the ``dev`` extra only.
 """
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,3 +112,27 @@ def tiny_run(tmp_path_factory, tiny_store) -> Path:
     from safety_helpers import train_tiny_run
 
     return train_tiny_run(tmp_path_factory.mktemp("safety-run") / "run", tiny_store)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, options)`` mounts a tmpfs (``options``: e.g. ``"size=1m"``, ``"size=1m,ro"``) at
+    ``tmp_path/name`` and returns that path: a real full or read-only disk. Skipped, saying why,
+    without root or when mounting fails; everything mounted is unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("a real full or read-only disk is a small tmpfs, and mounting one needs root")
+        point = tmp_path / name
+        point.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

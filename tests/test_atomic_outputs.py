@@ -115,37 +115,15 @@ def run_killed(tmp_path: Path, patch: str, argv: list) -> int:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs mounted at ``tmp_path/disk`` (unmounted afterwards); skipped without root."""
-    if os.geteuid() != 0:
-        pytest.skip("a real full disk needs a small tmpfs, and mounting one needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(tmpfs):
+    """A 2 MiB tmpfs: a disk that fills up."""
+    return tmpfs("disk", "size=2m")
 
 
 @pytest.fixture
-def read_only_disk(tmp_path):
-    """An empty read-only tmpfs at ``tmp_path/ro`` (unmounted afterwards); skipped without root."""
-    if os.geteuid() != 0:
-        pytest.skip("a read-only folder that root cannot write needs a read-only mount, which needs root")
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def read_only_disk(tmpfs):
+    """An empty read-only tmpfs."""
+    return tmpfs("ro", "ro,size=1m")
 
 
 def fill(disk: Path) -> Path:

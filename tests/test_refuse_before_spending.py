@@ -422,24 +422,10 @@ def test_line_progress_waits_n_seconds_between_lines():
 
 # ---------------------------------------------------------------------------------- 6. --out
 
-def _mount_read_only(path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(path)], capture_output=True,
-                         text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-
-
-def test_a_read_only_out_is_one_line(tmp_path, capsys, store):
-    mnt = tmp_path / "ro"
-    _mount_read_only(mnt)
-    try:
-        rc, err = cli(capsys, "sweep", DEFAULT, "--out", mnt / "run", f"data.store={store}", *TINY)
-        _one_line(rc, err, "read-only file system", str(mnt / "run"))
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+def test_a_read_only_out_is_one_line(tmpfs, capsys, store):
+    mnt = tmpfs("ro", "size=1m,ro")
+    rc, err = cli(capsys, "sweep", DEFAULT, "--out", mnt / "run", f"data.store={store}", *TINY)
+    _one_line(rc, err, "read-only file system", str(mnt / "run"))
 
 
 def test_a_permission_denied_while_saving_names_the_run_and_what_is_kept(tmp_path, capsys, store, monkeypatch):

@@ -45,32 +45,16 @@ def one_line(rc: int, err: list[str], *needles: str) -> str:
     return line
 
 
-def _mount(point: Path, options: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a real full or read-only disk) needs root")
-    point.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
-                          text=True)
-    if proc.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
-
-
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A 1 MB tmpfs: a disk that fills up."""
-    point = tmp_path / "disk"
-    _mount(point, "size=1m")
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True)
+    return tmpfs("disk", "size=1m")
 
 
 @pytest.fixture
-def read_only_disk(tmp_path):
+def read_only_disk(tmpfs):
     """A read-only tmpfs."""
-    point = tmp_path / "ro"
-    _mount(point, "size=1m,ro")
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True)
+    return tmpfs("ro", "size=1m,ro")
 
 
 @pytest.fixture
