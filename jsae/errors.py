@@ -127,32 +127,35 @@ def storage_problem(err: BaseException | None) -> tuple[int, str | None] | None:
 
 
 def storage_error(err: BaseException, what: str, kept: str | None = None,
-                  finish: str | None = None) -> "StorageError | None":
+                  finish: str | None = None, *, name_file: bool = True) -> "StorageError | None":
     """A one-line :class:`StorageError` for ``err`` if it is a storage problem (see
     :func:`storage_problem`), else ``None``. ``what``: what was being written (``"the
     report /x/report.html"``); ``kept``: what is unchanged or complete; ``finish``: how to
-    finish (default: fix the cause and run the same command again)."""
+    finish (default: fix the cause and run the same command again); ``name_file=False``: leave out
+    the file the error names (one inside a temporary folder that is removed)."""
     found = storage_problem(err)
     if found is None:
         return None
     code, filename = found
     words, fix = _STORAGE_ERRNOS[code]
-    where = f" ({filename})" if filename and filename not in what else ""
+    where = f" ({filename})" if name_file and filename and filename not in what else ""
     kept = kept or "files written before are unchanged (every file is replaced only when complete)"
     finish = finish or f"{fix} and run the same command again"
     return StorageError(f"{words} while writing {what}{where}; {kept}; {finish}")
 
 
 @contextlib.contextmanager
-def writing_to(what: str | os.PathLike, kept: str | None = None, finish: str | None = None) -> Iterator[None]:
+def writing_to(what: str | os.PathLike, kept: str | None = None, finish: str | None = None, *,
+               name_file: bool = True) -> Iterator[None]:
     """Run the block; a storage problem inside it (:func:`storage_problem`) becomes a one-line
-    :class:`StorageError` ``… while writing <what>; <kept>; <finish>``."""
+    :class:`StorageError` ``… while writing <what>; <kept>; <finish>`` (``name_file``: as in
+    :func:`storage_error`)."""
     try:
         yield
     except JsaeError:
         raise
     except Exception as err:
-        converted = storage_error(err, os.fspath(what), kept, finish)
+        converted = storage_error(err, os.fspath(what), kept, finish, name_file=name_file)
         if converted is None:
             raise
         raise converted from err

@@ -51,7 +51,6 @@ deletes through a symbolic link inside a store.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
@@ -69,7 +68,7 @@ import numpy as np
 import pandas as pd
 import tensorstore as ts
 
-from .errors import JsaeError, storage_error, storage_problem
+from .errors import JsaeError, storage_error, writing_to
 from .safety import STORE_ENTRIES, UnsafeDeleteError, check_deletable, clean_staged, is_store_dir, replace_folder
 
 __all__ = [
@@ -1029,10 +1028,10 @@ def write_store(store_dir: str | os.PathLike, embeddings: "np.ndarray | RowBlock
     kept = (f"nothing of the new store is kept; the store already at {store_dir} is unchanged" if existed else
             "nothing of the new store is kept (no partial store, no temporary folder)")
     check_can_write(store_dir.parent, what, kept)   # a read-only or forbidden folder: one line, nothing drawn or read
-    with _one_line_storage(what, kept):
+    with writing_to(what, kept, name_file=False):
         _clean_left_over(store_dir)
     with replace_folder(store_dir, what=what) as tmp:
-        with _one_line_storage(what, kept):   # names the store, not a file of the temporary folder
+        with writing_to(what, kept, name_file=False):   # names the store, not a file of the temporary folder
             _fill(tmp, rows, table, attrs, rows_per_shard, rows_per_chunk)
         if store_dir.exists() or store_dir.is_symlink():
             check_replaceable()   # again: it may have changed while the rows were written
@@ -1081,22 +1080,6 @@ def check_can_write(path: str | os.PathLike, what: str, kept: str = "nothing was
         read_only = False
     code = errno.EROFS if read_only else errno.EACCES
     raise storage_error(OSError(code, os.strerror(code), str(folder)), what, kept)
-
-
-@contextlib.contextmanager
-def _one_line_storage(what: str, kept: str) -> Iterator[None]:
-    """:func:`jsae.errors.writing_to` without the file name: it lies in a temporary folder that
-    is removed (a full disk while writing ``embeddings.zarr/c/3/0`` of the new store is one line
-    naming the store)."""
-    try:
-        yield
-    except JsaeError:
-        raise
-    except Exception as err:
-        found = storage_problem(err)
-        if found is None:
-            raise
-        raise storage_error(OSError(found[0], os.strerror(found[0])), what, kept) from err
 
 
 def npy_rows(path: str | os.PathLike) -> RowBlocks:
