@@ -9,8 +9,9 @@ For each row count N (``N × --dim`` float32 rows: ``4·N·dim`` bytes), in one 
 
 Each process reports its own peak resident set (``VmHWM``); the table gives the peaks,
 ``(sweep − baseline) / row bytes`` and the grid's estimate (:mod:`jsae.training.memory`).
-The grid is small (its models take a few MiB), so the ratio is what the rows cost: one host
-copy plus the normalised copy on the device makes 2.0 in memory. Processes run one after
+The grid is small (its models take a few MiB), so the ratio is what the rows cost: in memory
+the normalised training copy on the device (0.95 of the rows; on a CPU, host RAM) and one
+block of reads, the training rows never being held on the host. Processes run one after
 another (never two large ones at once). Linux only (``/proc/self/status``).
 
     python benchmarks/peak_rss_sweep.py                         # 1 M and 4 M rows × 192

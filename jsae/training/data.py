@@ -4,9 +4,11 @@
 * :func:`planned_shape` — how many training and validation rows of which dimension, without
   reading them (what :mod:`jsae.training.memory` needs before anything is read or compiled);
 * :func:`prepare_data` — those rows split into training and validation (a random
-  ``train.val_fraction`` of them, drawn from the seed), in memory or streamed. Rows are read
-  in blocks straight into one float32 array each (training, validation): in memory the
-  process holds one host copy of the rows, never a float64 or a second full copy;
+  ``train.val_fraction`` of them, drawn from the seed). The validation rows are read into one
+  float32 array; the training rows of a store stay in the store as :class:`StoreRows`, an
+  array-like that reads the rows a slice asks for: the normaliser, the fingerprint and the
+  variance check read them in blocks, and in memory (``data.stream=false``) they are read
+  block by block straight into the device copy, so the host never holds every row;
 * :func:`check_rows_vary` — refuses rows that are all identical (variance 0: nothing to learn,
   and the fraction of variance explained would be 0 / 0);
 * :func:`batch_indices` — the rows of each step's batch, a function of ``(seed, step)`` only,
@@ -24,7 +26,7 @@ import numpy as np
 from ..config import ConfigError, DataConfig, SweepConfig
 from ..store import EmbeddingStore, StoreError, open_store, validate_embeddings
 
-__all__ = ["TrainingData", "select_rows", "open_training_store", "planned_shape", "prepare_data", "read_rows",
+__all__ = ["TrainingData", "StoreRows", "select_rows", "open_training_store", "planned_shape", "prepare_data", "read_rows",
            "check_rows_vary", "all_identical", "validation_row_count", "check_validation_rows", "batch_indices",
            "data_fingerprint", "fingerprint_text", "FINGERPRINT_VERSION", "BLOCK_ROWS", "READ_SPAN_ROWS"]
 
@@ -48,34 +50,70 @@ def select_rows(data: DataConfig, store: EmbeddingStore) -> np.ndarray:
     return rows
 
 
-@dataclass
-class TrainingData:
-    """Raw embeddings split into train/val (float32), with the store rows they came from.
+class StoreRows:
+    """Rows ``rows [n]`` (ascending store row indices) of ``store`` as a read-only float32
+    array-like ``[n, M]``: indexing reads them (``view[a:b]``, ``view[idx]`` for integer indices
+    of any shape, giving ``idx.shape + (M,)``) with :func:`read_rows`, each distinct row once.
 
-    ``train`` is ``None`` when streaming (``data.stream``): batches are then read
-    from ``store`` by row; ``fit`` holds the rows that fit the normalisation and
-    ``b_pre`` (all training rows when they are in memory).
+    Nothing is held but the indices: code written for a host array that reads it in slices
+    (:func:`~jsae.core.normalize.row_moments`, :func:`all_identical`, :func:`data_fingerprint`,
+    :func:`~jsae.training.loop.rows_on_device`) reads the store block by block instead.
     """
 
-    train: np.ndarray | None  # [N_train, M]
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray):
+        self.store, self.rows = store, np.asarray(rows)
+        self.shape = (len(self.rows), int(store.dim))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            want = self.rows[key]
+        else:
+            key = np.asarray(key)
+            if key.dtype.kind not in "iu":
+                raise TypeError(f"StoreRows takes a slice or integer indices, not {key.dtype}")
+            want = self.rows[key.ravel()]
+        uniq, inverse = np.unique(want, return_inverse=True)
+        out = read_rows(self.store, uniq)
+        out = out if len(uniq) == len(want) and np.array_equal(uniq, want) else out[inverse]
+        return out if isinstance(key, slice) else out.reshape(key.shape + (self.shape[1],))
+
+
+@dataclass
+class TrainingData:
+    """Embeddings split into train/val (float32), with the store rows they came from.
+
+    ``train``: the training rows — a host array when the rows came as an array, a
+    :class:`StoreRows` view of the store when they come from one and are held in memory
+    (``data.stream=false``: the sweep reads them into the device), ``None`` when streaming
+    (batches are then read from ``store`` by row). ``fit`` holds the rows that fit the
+    normalisation and ``b_pre`` (``train`` itself unless streaming: a sample of
+    ``data.fit_rows`` rows).
+    """
+
+    train: np.ndarray | StoreRows | None  # [N_train, M]
     val: np.ndarray  # [N_val, M]
     train_rows: np.ndarray  # [N_train] store row indices
     val_rows: np.ndarray  # [N_val]
     source: str
-    fit: np.ndarray  # [N_fit, M]
+    fit: np.ndarray | StoreRows  # [N_fit, M]
     store: EmbeddingStore | None = None
 
     @property
     def n_train(self) -> int:
         return len(self.train_rows)
 
+    def training_rows(self) -> np.ndarray | StoreRows:
+        """Every training row, in order: ``train``, or a :class:`StoreRows` view when streaming."""
+        return self.train if self.train is not None else StoreRows(self.store, self.train_rows)
+
     def read_batches(self, idx: np.ndarray) -> np.ndarray:
-        """Raw rows for batch positions ``idx [S, B]`` (indices into the training rows)."""
-        if self.train is not None:
-            return self.train[idx]
-        rows = self.train_rows[idx.ravel()]
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        return read_rows(self.store, uniq)[inverse].reshape(idx.shape + (-1,))
+        """Raw rows for batch positions ``idx [S, B]`` (indices into the training rows): ``[S, B, M]``."""
+        return self.training_rows()[idx]
 
 
 def open_training_store(cfg: SweepConfig, data: np.ndarray | None = None) -> EmbeddingStore | None:
@@ -137,8 +175,9 @@ def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None, *,
     ``store``: the opened store (default: :func:`open_training_store`). A
     ``train.val_fraction`` that leaves no validation row (or no training row) of the
     rows found is a one-line :class:`~jsae.config.ConfigError` naming the value and the
-    row count (:func:`validation_row_count`), raised before any training. In memory,
-    ``fit`` is ``train`` (the same array: the rows are held once).
+    row count (:func:`validation_row_count`), raised before any training. Reads only the
+    validation rows (and, streaming, the ``data.fit_rows`` sample); the training rows of a store
+    are a :class:`StoreRows` view, and ``fit`` is ``train`` unless streaming.
     """
     x = None
     if data is not None:
@@ -166,7 +205,7 @@ def prepare_data(cfg: SweepConfig, data: np.ndarray | None = None, *,
         return TrainingData(train, x[val_idx], rows[train_idx], rows[val_idx], source, fit=train)
     val = read_rows(store, rows[val_idx])
     if not cfg.data.stream:
-        train = read_rows(store, rows[train_idx])
+        train = StoreRows(store, rows[train_idx])
         return TrainingData(train, val, rows[train_idx], rows[val_idx], source, fit=train, store=store)
     fit_idx = np.sort(np.random.default_rng([cfg.train.seed, 5]).permutation(len(train_idx))[: cfg.data.fit_rows])
     fit = read_rows(store, rows[train_idx][fit_idx])
@@ -246,9 +285,9 @@ def data_fingerprint(td: TrainingData, block_rows: int = BLOCK_ROWS) -> dict[str
     ``blake2b`` (128-bit) is over the float32 little-endian bytes of the training
     rows, then the validation rows, in the order training uses them (after
     ``data.splits``/``data.max_rows`` and the validation split), preceded by the row
-    counts and dimension. Streaming (``data.stream``) reads the training rows from
-    the store ``block_rows`` at a time, so nothing is loaded at once; both modes
-    give the same fingerprint for the same rows.
+    counts and dimension. Rows in a store are read ``block_rows`` at a time (nothing
+    is loaded at once); in memory, streamed or from an array, the same rows give the
+    same fingerprint.
     """
     dim = int(td.fit.shape[1])
     h = hashlib.blake2b(digest_size=16)
@@ -259,9 +298,9 @@ def data_fingerprint(td: TrainingData, block_rows: int = BLOCK_ROWS) -> dict[str
         if block.size:
             h.update(block.reshape(-1).view(np.uint8))
 
+    train = td.training_rows()
     for start in range(0, td.n_train, block_rows):
-        stop = min(start + block_rows, td.n_train)
-        feed(td.train[start:stop] if td.train is not None else td.store.read(td.train_rows[start:stop]))
+        feed(train[start:start + block_rows])
     for start in range(0, len(td.val), block_rows):
         feed(td.val[start:start + block_rows])
     return {"n_train": int(td.n_train), "n_val": int(len(td.val)), "dim": dim, "blake2b": h.hexdigest()}

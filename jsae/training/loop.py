@@ -13,10 +13,11 @@ history, progress bar, divergence check, and the checkpoint + model-file writer 
 
 Before anything is read or compiled, the grid's memory is estimated and compared with what
 the machine has (:mod:`jsae.training.memory`): the estimate is one line at the start of
-every sweep (``say``), and a grid that cannot fit is refused in one line. In memory the
-process reads the rows once into one host array, fits the normaliser and the fingerprint on
-it in blocks, fills the normalised copy on the device block by block and then lets the host
-copy go: the peak is the two copies, training holds one. Rows that are
+every sweep (``say``), and a grid that cannot fit is refused in one line. In memory
+(``data.stream=false``) the training rows are read from the store in blocks — for the
+fingerprint, the normaliser, and then normalised straight into the device copy — so the
+process never holds a host copy of them: the rows cost one device copy (on a CPU, the
+host's RAM) and one block. Rows that are
 all identical are refused before training (nothing to learn; the fraction of variance
 explained would be 0 / 0), and a loss or a validation metric that is not finite stops the
 sweep naming the model, the metric and the step: every JSON file it writes is strict.
@@ -55,7 +56,7 @@ from ..runs.checkpoint import checkpoint_steps, open_manager, restore_newest_goo
 from ..runs.layout import CONFIG_FILE, METRICS_FILE
 from ..runs.lock import lock_holder, locked_error, run_lock
 from ..runs.modelfiles import RUN_ID_KEY, check_model_files, model_files_step
-from .data import (BLOCK_ROWS, TrainingData, batch_indices, check_rows_vary, data_fingerprint,
+from .data import (BLOCK_ROWS, StoreRows, TrainingData, batch_indices, check_rows_vary, data_fingerprint,
                    open_training_store, planned_shape, prepare_data)
 from .evaluate import evaluate, first_non_finite
 from .failures import (DiskFullError, cleanup_failed_start, disk_full_error, diverged, is_disk_full,
@@ -77,13 +78,14 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     return a if len(a) == rows else np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
-def rows_on_device(x: np.ndarray, normalizer: Normalizer, block_rows: int = BLOCK_ROWS) -> jax.Array:
+def rows_on_device(x: np.ndarray | StoreRows, normalizer: Normalizer, block_rows: int = BLOCK_ROWS) -> jax.Array:
     """``normalizer.apply(x)`` as one float32 device array ``[N, M]``, filled ``block_rows`` rows at a time.
 
-    Each block is normalised on the host (the same float32 arithmetic as ``normalizer.apply``)
-    and written into the device buffer in place (a jitted ``dynamic_update_slice`` whose buffer
-    is donated), so the peak is the rows on the host, their copy on the device and one block —
-    not a normalised host copy of every row on top. The last block is the last ``block_rows``
+    ``x``: a host array or a :class:`~jsae.training.data.StoreRows` view (each block is then
+    read from the store). Each block is normalised on the host (the same float32 arithmetic as
+    ``normalizer.apply``) and written into the device buffer in place (a jitted
+    ``dynamic_update_slice`` whose buffer is donated), so the peak is the device copy and one
+    block (plus ``x`` when it is a host array) — never a normalised host copy of every row. The last block is the last ``block_rows``
     rows (overlapping the one before it with the same values), so one program serves all blocks.
     """
     n, m = x.shape
@@ -106,8 +108,8 @@ class Trainer:
         normalised rows live on the device and each step gathers its batch there; streamed
         (``td.train is None``), each host call's batches are read from the store.
       seed, batch_size, steps_per_call: as in :class:`~jsae.config.TrainConfig`.
-      rows: the normalised training rows already on the device (:func:`rows_on_device`), when
-        the caller dropped its host copy; else they are put there from ``td.train``.
+      rows: the normalised training rows already on the device (:func:`rows_on_device`); else
+        they are put there from ``td.train`` (a host array or a store view).
     """
 
     def __init__(self, grid: GridTrainer, td: TrainingData, normalizer: Normalizer, *, seed: int, batch_size: int,
@@ -318,10 +320,11 @@ def _interrupted(run_dir: Path, step: int, total: int, exit_status: int) -> Inte
     return Interrupted(message, exit_status)
 
 
-def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[str], None] | None) -> None:
+def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[str], None] | None,
+                  from_array: bool) -> None:
     """Estimate the sweep's memory, say it in one line, and refuse a sweep that cannot fit."""
     devices = jax.devices()
-    est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform)
+    est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform, from_array=from_array)
     avail = available_memory(devices)
     if say is not None:
         say(memory_line(est, avail))
@@ -333,7 +336,7 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
                   say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     check_resumable(run_dir, cfg)
     store = open_training_store(cfg, data)
-    _check_memory(cfg, planned_shape(cfg, data, store), say)  # before a row is read or a program compiled
+    _check_memory(cfg, planned_shape(cfg, data, store), say, from_array=data is not None)  # before a row is read or a program compiled
     td = prepare_data(cfg, data, store=store)
     fingerprint = data_fingerprint(td)
     check_rows_vary(td)
@@ -360,7 +363,7 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
         else:
             state, step = _init_state(cfg, grid, td.fit, normalizer), 0
         rows = None
-        if td.train is not None:  # in memory: keep the normalised device copy only, not the host rows too
+        if td.train is not None:  # in memory: the normalised device copy only (an array's host copy goes)
             rows = rows_on_device(td.train, normalizer)
             td = dataclasses.replace(td, train=None, fit=np.empty((0, td.fit.shape[1]), np.float32))
         recorder = RunRecorder(run_dir, cfg, grid, normalizer, td, fingerprint, total, history, manager,

@@ -11,10 +11,13 @@ group, dimension ``M``, latent size ``L``, batch ``B``, ``S`` = ``train.steps_pe
 * **activations** ``n·B·L·4·c``: the encoder's pre-activations, the TopK codes and their
   gradients for every model of the batch (``c`` = :data:`ACTIVATION_COPIES` on the dense
   path, :data:`SPARSE_ACTIVATION_COPIES` on the sparse CPU path);
-* **training rows**: in memory one host copy of every row and the normalised training rows
-  on the device, ``(N + N_train)·M·4``; streamed (``data.stream=true``) only the rows that
-  fit the normaliser, the validation rows, ``S`` batches and the chunks one read of the
-  store decodes (:data:`~jsae.training.data.READ_SPAN_ROWS` rows).
+* **training rows**: in memory the normalised training rows on the device ``N_train·M·4``,
+  the validation rows on the host and the chunks one read of the store decodes
+  (:data:`~jsae.training.data.READ_SPAN_ROWS` rows) — the training rows are read from the
+  store block by block into the device copy, never held on the host; rows given as an array
+  (``train_sweep(data=…)``, ``from_array``) add their host copy ``N·M·4``; streamed
+  (``data.stream=true``) only the rows that fit the normaliser, the validation rows, ``S``
+  batches and the store's reads.
 
 Checkpoints copy the state to the host while it is saved: :data:`CHECKPOINT_COPIES` of the
 state is added for that, and :data:`RUNTIME_BYTES` for what compiling the step, checkpointing
@@ -131,7 +134,7 @@ def _group_parts(g: GroupSpec, n_pad: int, dim: int, batch: int, sparse: bool) -
 
 def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, devices: int = 1,
                     platform: str = "cpu", groups: Sequence[GroupSpec] | None = None,
-                    sparse: Sequence[bool] | None = None) -> MemoryEstimate:
+                    sparse: Sequence[bool] | None = None, from_array: bool = False) -> MemoryEstimate:
     """The :class:`MemoryEstimate` of ``cfg``'s grid on ``n_train`` + ``n_val`` rows of dimension ``dim``.
 
     ``devices``: the devices the model axis is sharded over (``train.shard_models``); each
@@ -139,6 +142,7 @@ def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, dev
     ``groups`` (default: ``make_groups(cfg.grid)``) and ``sparse`` (per group, whether it trains
     on the sparse CPU path; default: :func:`~jsae.training.grid.prefers_sparse` with
     ``train.topk_path``) are those of the :class:`~jsae.training.grid.GridTrainer` that will train.
+    ``from_array``: the rows come as a host array (``train_sweep(data=…)``), not from a store.
     """
     groups = tuple(groups if groups is not None else make_groups(cfg.grid))
     sparse = tuple(sparse) if sparse is not None else tuple(prefers_sparse(g, cfg.train.topk_path) for g in groups)
@@ -151,13 +155,17 @@ def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, dev
     row = dim * _F32
     host: dict[str, int] = {"compiler and libraries": RUNTIME_BYTES}
     batches = 2 * cfg.train.steps_per_call * cfg.train.batch_size * row  # the host's and the device's
-    if cfg.data.stream:
+    if from_array:
+        host["training rows"] = (n_train + n_val) * row  # the array's training and validation copies
+        device["training rows on the device"] = n_train * row
+    elif cfg.data.stream:
         host["rows fitting the normaliser"] = min(cfg.data.fit_rows, n_train) * row
         host["validation rows"] = n_val * row
         host["streamed batches"] = batches
         host["store reads"] = min(READ_SPAN_ROWS, n_train + n_val) * row
-    else:
-        host["training rows"] = (n_train + n_val) * row  # one host copy of every row
+    else:  # the training rows go from the store to the device block by block
+        host["validation rows"] = n_val * row
+        host["store reads"] = min(READ_SPAN_ROWS, n_train + n_val) * row
         device["training rows on the device"] = n_train * row
     if platform != "cpu":  # the checkpoint's copies of the state are host memory
         host["checkpoint copies"] = device.pop("checkpoint copies", 0) * shard
