@@ -89,6 +89,8 @@ def test_train_sweep_refuses_a_val_fraction_without_validation_rows_before_train
                                                      "data array", "0 validation rows")),
         (["train.val_fraction=0.999"], None, ("train.val_fraction=0.999 of the 240 training rows",
                                               "leaves no training row")),
+        (["train.val_fraction=0.005"], None, ("train.val_fraction=0.005 of the 240 training rows",  # 1 row: FVE 0/0
+                                              "gives 1 validation row", "at least two")),
     ]:
         cfg = load_config(default, [f"data.store={tiny_store}", *TINY_SWEEP, *overrides])
         with pytest.raises(ConfigError) as info:

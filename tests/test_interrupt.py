@@ -192,6 +192,43 @@ def test_a_signalled_sweep_saves_its_step_and_resumes_to_the_uninterrupted_param
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_a_second_signal_stops_the_sweep_at_once_and_the_rerun_resumes_from_a_saved_checkpoint(
+        tmp_path, sweep_store, straight):
+    """SIGINT then SIGTERM, back to back: two different signals are two handler calls (two of
+    the same could merge into one while the process is inside a compiled call), so the first
+    asks to stop and the second stops at once — one line, exit 143, no checkpoint half-written
+    that the rerun would trust — and the same command ends with the uninterrupted parameters."""
+    from jsae.runs.checkpoint import checkpoint_steps
+
+    run = tmp_path / "run"
+    cmd = _sweep_cmd(run, sweep_store)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while _step(run) < 50:
+            assert proc.poll() is None, f"the sweep ended before it was signalled: {proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("jsae sweep: warning: ")]
+    assert lines == ["jsae sweep: stopped at once by a second signal (SIGTERM); only what was saved before is kept; "
+                     "run the same command to resume"], err[-3000:]
+    assert max(checkpoint_steps(run)) >= 50
+
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = _safetensors(run), _safetensors(straight)
+    assert a.keys() == b.keys() and any(k.endswith(".W_enc") for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 # ---------------------------------------------------------------- jsae embed
 
 def _embed_extra() -> None:

@@ -237,7 +237,7 @@ def check_rows_vary(td: TrainingData) -> None:
                          "fraction of variance explained would be undefined (0 / 0); check the store (`jsae store "
                          "info`: an encoder that returned one constant vector?) or choose other rows "
                          "(data.splits, data.max_rows).")
-    if len(td.val) > 1 and all_identical(td.val):
+    if all_identical(td.val):
         raise StoreError(f"the {len(td.val)} validation rows of {td.source} are identical (variance 0): the "
                          "fraction of variance explained would be undefined (0 / 0); raise train.val_fraction or "
                          "change train.seed so that validation draws varied rows.")
@@ -246,15 +246,17 @@ def check_rows_vary(td: TrainingData) -> None:
 def validation_row_count(val_fraction: float, n: int, source: str) -> int:
     """The validation rows ``round(val_fraction × n)`` of ``n`` training rows of ``source``;
     a :class:`~jsae.config.ConfigError` (one line naming ``train.val_fraction`` and ``n``)
-    when that leaves no validation row or no training row."""
+    when that leaves fewer than two validation rows (the fraction of variance explained
+    divides by their spread about their mean: one row has none) or no training row."""
     frac = val_fraction
     n_val = int(round(frac * n))
-    if n_val == 0:
-        need = 0.5 / n
+    if n_val < 2:
+        need = 1.5 / n
         raise ConfigError(
-            f"train.val_fraction={frac:g} of the {n} training rows of {source} gives 0 validation rows "
-            f"(round({frac:g} × {n}) = 0); metrics need at least one: raise train.val_fraction above {need:.3g} "
-            "or use a store with more rows."
+            f"train.val_fraction={frac:g} of the {n} training rows of {source} gives {n_val} validation "
+            f"row{'' if n_val == 1 else 's'} (round({frac:g} × {n}) = {n_val}); metrics need at least two (the "
+            "fraction of variance explained divides by their spread about their mean): raise "
+            f"train.val_fraction above {need:.3g} or use a store with more rows."
         )
     if n_val >= n:
         raise ConfigError(
