@@ -41,11 +41,7 @@ GRID = ["grid.k=[8,16]", "grid.latent_size=[256,512]", "train.batch_size=1024", 
 
 _CHILD = r"""
 import json, sys, time
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+from jsae.rss import proc_status
 mode, run, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 import jax.numpy as jnp
 from jsae.config import load_config
@@ -53,7 +49,7 @@ from jsae.store import open_store
 cfg = load_config(None, overrides)
 store = open_store(cfg.data.store)
 jnp.zeros(1).block_until_ready()
-out = {"start_rss": status("VmRSS")}
+out = {"start_rss": proc_status("VmRSS")}
 if mode == "sweep":
     from jsae.training.data import planned_shape
     from jsae.training.grid import GridTrainer, make_groups
@@ -68,7 +64,7 @@ if mode == "sweep":
     t0 = time.perf_counter()
     train_sweep(cfg, run)
     out["seconds"] = time.perf_counter() - t0
-out["peak"] = status("VmHWM")
+out["peak"] = proc_status("VmHWM")
 print(json.dumps(out))
 """
 

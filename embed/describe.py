@@ -164,6 +164,7 @@ import pandas as pd
 
 from jsae.audioroots import audio_roots, locate_audio
 from jsae.errors import JsaeError, MissingPathError
+from jsae.jsonio import finite_number
 
 from embed.audio import AudioInfo, AudioReadError, audio_info, load_audio, resample
 
@@ -466,14 +467,6 @@ def describe_waves(waves: Sequence[np.ndarray], sample_rate: int, *, batch_size:
 
 # ----------------------------------------------------------------------------- a store's audio
 
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def segment_spans(row: dict[str, Any]) -> list[tuple[float, float | None]]:
     """A metadata row's source spans in seconds of its file: ``spans`` (JSON ``[[start, end],
     ...]``, written by ``jsae embed``), else ``[offset, offset + duration)`` (``end`` None:
@@ -488,8 +481,8 @@ def segment_spans(row: dict[str, Any]) -> list[tuple[float, float | None]]:
         if not pairs or not all(math.isfinite(a) and math.isfinite(b) and 0 <= a < b for a, b in pairs):
             raise DescribeError(f"spans {spans[:60]!r} are not increasing [start, end] pairs in seconds")
         return list(pairs)
-    start = _finite(row.get("offset")) or 0.0
-    duration = _finite(row.get("duration"))
+    start = finite_number(row.get("offset"), None) or 0.0
+    duration = finite_number(row.get("duration"), None)
     if start < 0 or (duration is not None and duration <= 0):
         raise DescribeError(f"offset {row.get('offset')!r} / duration {row.get('duration')!r} give no audio")
     return [(start, None if duration is None else start + duration)]

@@ -7,6 +7,8 @@
   the error — e.g. ``OSError(ENOSPC)`` — propagates; the old file is intact).
 * :func:`to_jsonable`: numpy scalars/arrays → Python, NaN/Inf → ``None`` (strict JSON),
   paths → str, DataFrames → records; :func:`json_bytes`: strict JSON of that.
+* :func:`finite_number`: a value as a finite float, or a default (a NaN/Inf or a value
+  that is no number is missing, as in strict JSON).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "to_jsonable", "json_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "to_jsonable", "json_bytes", "finite_number"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -96,3 +98,12 @@ def to_jsonable(obj: Any) -> Any:
 def json_bytes(obj: Any, *, indent: int | None = 1) -> bytes:
     """Strict JSON of :func:`to_jsonable` ``(obj)`` with a final newline, UTF-8."""
     return (json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + "\n").encode("utf-8")
+
+
+def finite_number(value: Any, default: float | None) -> float | None:
+    """``float(value)`` when it is a finite number, else ``default``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default

@@ -50,20 +50,29 @@ def grid_matrix(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray
     return m, rows, cols
 
 
+#: the height of one line of an axes title (12 pt at 1.2 line spacing), inches
+_TITLE_LINE_IN = 0.2
+#: the narrowest heatmap, inches: a line of 24 title characters fits (one or two latent sizes)
+_MIN_WIDTH_IN = 2.6
+
+
 def plot_heatmap(records: Sequence[dict[str, Any]], key: str, path: str | Path, *, title: str | None = None,
                  fmt: str = ".3f", cmap: str = "viridis") -> Path:
     """A K × latent-size heatmap of ``key`` with the values written in the cells."""
     plt = pyplot()
     m, rows, cols = grid_matrix(records, key)
     axis = "k" if all(r["activation"] == TOPK for r in records) else "l1_coef"
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.5 * len(rows)))
+    width = max(_MIN_WIDTH_IN, 1.0 + 0.7 * len(cols))
+    # Wrapped to the figure's width (a long title would be cut off at both sides); the figure is
+    # as much taller as the title has lines, or a few rows leave no room for the axes below it.
+    wrapped = textwrap.fill(title or key, max(24, int(width * 9)))
+    fig, ax = plt.subplots(figsize=(width, 1.0 + 0.5 * len(rows) + _TITLE_LINE_IN * wrapped.count("\n")))
     im = ax.imshow(m, cmap=cmap, aspect="auto", origin="lower")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
     ax.set_xlabel("latent size L")
     ax.set_ylabel("K" if axis == "k" else "L1 coefficient")
-    # Wrapped to the figure's width: a long title would be cut off at both sides.
-    ax.set_title(textwrap.fill(title or key, max(24, int(fig.get_figwidth() * 9))))
+    ax.set_title(wrapped)
     if m.size <= 200:
         finite = m[np.isfinite(m)]
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0

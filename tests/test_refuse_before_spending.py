@@ -97,11 +97,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 _PEAK = r"""
 import json, sys
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+from jsae.rss import proc_status
 import jax.numpy as jnp
 from jsae.config import load_config
 from jsae.store import open_store
@@ -115,11 +111,11 @@ grid = GridTrainer(make_groups(cfg.grid), shape[2], cfg.sae, cfg.optim, topk_pat
 estimate = estimate_memory(cfg, *shape, groups=grid.groups, sparse=grid.sparse).total
 open_store(cfg.data.store)
 jnp.zeros(1).block_until_ready()
-base = status("VmRSS")
+base = proc_status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM) to the memory in use now
 train_sweep(cfg, sys.argv[1])
-print(json.dumps({"estimate": estimate, "measured": status("VmHWM") - base}))
+print(json.dumps({"estimate": estimate, "measured": proc_status("VmHWM") - base}))
 """
 
 

@@ -284,41 +284,27 @@ def test_a_locked_run_dir_is_left_untouched(tmp_path, store):
 
 # ---------------------------------------------------------------- full disk
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                         text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-
-
-def test_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, store, straight):
+def test_full_disk_is_one_line_and_the_same_command_resumes(tmpfs, store, straight):
     ckpt_kib = int(subprocess.run(["du", "-sk", str(straight / "checkpoints" / "20")], capture_output=True,
                                   text=True, check=True).stdout.split()[0])
     # room for config.yaml, sweep.json and one checkpoint, not two
     size_kib = int(ckpt_kib * 1.5) + 48
-    mnt = tmp_path / "small"
-    _mount_tmpfs(mnt, f"{size_kib}k")
-    try:
-        args = ["sweep", DEFAULT, "--out", str(mnt / "run"), f"data.store={store}", *TINY]
-        out = _cli(*args)
-        assert out.returncode != 0
-        lines = _stderr_lines(out)
-        assert len(lines) == 1, out.stderr[-3000:]
-        assert "no space left on device" in lines[0] and "re-run the same command" in lines[0], lines[0]
-        saved = checkpoint_steps(mnt / "run")
-        assert saved, f"the tmpfs of {size_kib} KiB did not fit one checkpoint: {lines[0]}"
-        assert f"the last good checkpoint is step {saved[-1]}" in lines[0]
-        assert not list((mnt / "run" / "checkpoints").glob("*tmp*"))  # the partial save was removed
+    mnt = tmpfs("small", f"size={size_kib}k")
+    args = ["sweep", DEFAULT, "--out", str(mnt / "run"), f"data.store={store}", *TINY]
+    out = _cli(*args)
+    assert out.returncode != 0
+    lines = _stderr_lines(out)
+    assert len(lines) == 1, out.stderr[-3000:]
+    assert "no space left on device" in lines[0] and "re-run the same command" in lines[0], lines[0]
+    saved = checkpoint_steps(mnt / "run")
+    assert saved, f"the tmpfs of {size_kib} KiB did not fit one checkpoint: {lines[0]}"
+    assert f"the last good checkpoint is step {saved[-1]}" in lines[0]
+    assert not list((mnt / "run" / "checkpoints").glob("*tmp*"))  # the partial save was removed
 
-        subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)  # space freed
-        out = _cli(*args)
-        assert out.returncode == 0, out.stderr[-3000:]
-        _assert_identical(mnt / "run", straight)
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+    subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)  # space freed
+    out = _cli(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _assert_identical(mnt / "run", straight)
 
 
 def test_orbax_failures_that_asyncio_reports_at_gc_are_dropped_and_nothing_else():

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..jsonio import finite_number  # re-exported: report and atlas modules import it from here
+
 __all__ = ["Cell", "fmt", "table", "drop_defaults", "only_models", "finite_number"]
 
 
@@ -24,15 +26,6 @@ class Cell:
 
     kind: str
     value: Any
-
-
-def finite_number(value: Any, default: float | None) -> float | None:
-    """``float(value)`` when it is a finite number, else ``default``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return default
-    return v if math.isfinite(v) else default
 
 
 def fmt(value: Any) -> str:
