@@ -23,6 +23,7 @@ accepted with it), a missing store as one line with exit status 2.
 """
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -496,3 +497,93 @@ def test_an_interrupted_first_build_is_resumed_and_its_clips_reused(corpus, run,
     assert is_atlas_output(out)
     summary = build_site(run, corpus.store, out, audio=False, progress=False)
     assert summary.index.is_file() and not (out / ".build-999999999-deadbeef").exists()
+
+
+# ----------------------------------------------------------------------------- a clip that cannot be written
+
+
+def _disk_full(*args, **kwargs):
+    """Stands in for the function writing a clip (``encode_opus(samples, sr, dest)`` or
+    ``_copy(src, dest)``) on a full disk."""
+    raise OSError(errno.ENOSPC, "No space left on device", str(args[2] if len(args) > 2 else args[1]))
+
+
+def _storage_line(message: str, out: Path) -> None:
+    """The one-line StorageError of a clip that could not be written."""
+    assert "\n" not in message and ".tmp" not in message, message
+    assert message.startswith(f"no space left on device while writing the audio clips of the atlas {out / 'audio'}")
+    assert "the previous atlas is unchanged" in message and "run the same command again" in message, message
+
+
+@pytest.mark.parametrize("writer", ["encode_opus", "_copy"])
+def test_a_clip_that_cannot_be_written_stops_the_build_as_one_storage_line_not_undecodable(corpus, run, tmp_path,
+                                                                                            monkeypatch, writer):
+    """A full disk while writing a cut (``encode_opus``) or copied (``_copy``) clip is the
+    disk's problem: one StorageError line naming the audio folder and how to finish, never
+    "cannot be decoded" / "file not found" on the row; with space the same build finishes."""
+    import jsae.atlas.clips as clips
+    from jsae.atlas.site import build_site
+    from jsae.errors import StorageError
+
+    out = tmp_path / "atlas"
+    monkeypatch.setattr(clips, writer, _disk_full)
+    with pytest.raises(StorageError) as info:
+        build_site(run, corpus.store, out, progress=False, workers=1)
+    _storage_line(str(info.value), out)
+    assert not (out / "index.html").exists()                      # no atlas whose players were blamed on the audio
+    monkeypatch.undo()
+    summary = build_site(run, corpus.store, out, progress=False, workers=1)
+    assert summary.clips["reasons"]["cannot be decoded"] == 1     # bad.wav only
+    if writer == "encode_opus":   # the copies written before the full disk were recorded and are reused
+        assert summary.clips["copied"] == 0 and summary.clips["reused"] == 4, summary.clips
+
+
+def test_the_command_exits_2_with_one_line_when_a_clip_cannot_be_written(capsys, corpus, run, tmp_path,
+                                                                          monkeypatch):
+    import jsae.atlas.clips as clips
+
+    out = tmp_path / "atlas"
+    monkeypatch.setattr(clips, "POOL_MIN", 10 ** 9)               # cut in this process, where the stand-in is
+    monkeypatch.setattr(clips, "encode_opus", _disk_full)
+    rc, _, err = _jsae(capsys, "atlas", run, "--data", corpus.store, "--out", out)
+    assert rc == 2 and len(err) == 1 and err[0].startswith("jsae atlas: error: "), err
+    _storage_line(err[0][len("jsae atlas: error: "):], out)
+
+
+def test_a_real_full_disk_while_cutting_is_one_storage_line(corpus, run, tmp_path, tmpfs):
+    """A real full disk (a small tmpfs; needs root, else skipped), clips cut in the process
+    pool: one StorageError line naming the audio clips; with space the same build finishes."""
+    from jsae.atlas.site import build_site
+    from jsae.errors import StorageError
+
+    disk = tmpfs("disk", "size=1m")
+    out = disk / "atlas"
+    ballast = disk / "ballast"
+    with open(ballast, "wb", buffering=0) as f:                    # fill the disk to the last byte ...
+        try:
+            while f.write(bytes(1 << 12)):
+                pass
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+        f.truncate(max(f.tell() - (1 << 16), 0))                   # ... but room for the index and a few clips
+    with pytest.raises(StorageError) as info:
+        build_site(run, corpus.store, out, progress=False)
+    _storage_line(str(info.value), out)
+    ballast.unlink()
+    summary = build_site(run, corpus.store, out, progress=False)
+    assert summary.index.is_file() and summary.clips["reasons"]["cannot be decoded"] == 1
+
+
+def test_a_corrupt_audio_file_is_still_undecodable_and_the_others_are_cut(corpus, tmp_path):
+    """Audio that cannot be decoded is reported in its row and the other clips are cut (no error)."""
+    from jsae.atlas.clips import REASONS, make_clips, read_index
+    from jsae.store import open_store
+
+    store = open_store(corpus.store)
+    assert corpus.table.loc[47, "source"] == "bad.wav"
+    report = make_clips(store, [0, 1, 47], tmp_path, workers=1, progress=False)
+    bad = report.clips[47]
+    assert bad.status == "unavailable" and bad.reason == REASONS["undecodable"] == "cannot be decoded" and not bad.file
+    assert [report.clips[r].status for r in (0, 1)] == ["cut", "cut"]
+    assert report.counts()["reasons"] == {"cannot be decoded": 1}
+    assert sorted(read_index(tmp_path / "audio")) == sorted(report.clips[r].key for r in (0, 1))

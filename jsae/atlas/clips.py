@@ -21,11 +21,18 @@ none. For each row, in this order:
 * **unavailable**: a source outside the roots, missing, undecodable or empty gets no file
   but a reason (:data:`REASONS`); never an error.
 
-Every file is written to a temporary name in ``audio/`` and renamed into place.
+Every file is written to a temporary name in ``audio/`` and renamed into place. A clip that
+cannot be *written* (a full disk, a read-only folder, no permission: any ``OSError`` while
+writing) is never blamed on its audio: the ``OSError`` propagates (naming the clip, never its
+temporary name) and stops the build, which the atlas site reports as one
+:class:`~jsae.errors.StorageError` line; the clips written before it stay recorded in the
+index for the next build.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -34,7 +41,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -225,10 +232,32 @@ def opus_level(kbps: float) -> float:
     return float(min(1.0, max(0.0, (256.0 - kbps) / 250.0)))
 
 
+def _write_atomic(dest: Path, fill: Callable[[BinaryIO], Any]) -> None:
+    """Write ``dest`` through a temporary file in its folder, filled by ``fill(file)`` and
+    renamed into place. An ``OSError`` propagates naming ``dest`` (not the temporary file,
+    which is removed)."""
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            fill(f)
+        os.replace(tmp, dest)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (str(tmp), None):
+            err.filename = str(dest)
+        raise
+
+
 def encode_opus(samples: np.ndarray, sr: int, dest: Path, *, compression_level: float = COMPRESSION_LEVEL) -> float:
     """Write ``samples`` (``[n]`` or ``[n, channels]``, float) as a mono Ogg/Opus file
     ``dest`` (through a temporary file renamed into place) at ``compression_level``
-    (:func:`opus_level`); returns its duration in seconds."""
+    (:func:`opus_level`); returns its duration in seconds.
+
+    The file is encoded in memory first, so the two failures stay apart: samples libsndfile
+    cannot encode raise ``RuntimeError`` / ``ValueError``; writing the file raises
+    ``OSError`` (with its ``errno``, naming ``dest``), which libsndfile writing to a path
+    would have hidden in a ``RuntimeError``."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
@@ -240,18 +269,18 @@ def encode_opus(samples: np.ndarray, sr: int, dest: Path, *, compression_level: 
         g = math.gcd(rate, int(sr))
         x = resample_poly(x, rate // g, int(sr) // g).astype(np.float32)
     x = np.clip(x, -1.0, 1.0)
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        sf.write(str(tmp), x, rate, format="OGG", subtype="OPUS", compression_level=compression_level)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="OGG", subtype="OPUS", compression_level=compression_level)
+    data = buf.getvalue()
+    _write_atomic(Path(dest), lambda f: f.write(data))
     return len(x) / rate
 
 
 def _cut(job: tuple[str, str, Any, Any, Any, str]) -> tuple[str, str, float]:
-    """Cut one segment (in a pool worker): ``(key, reason key or "", seconds)``."""
+    """Cut one segment (in a pool worker): ``(key, reason key or "", seconds)``.
+
+    Audio that cannot be read or encoded is ``undecodable``; an ``OSError`` writing the clip
+    (:func:`encode_opus`) is the disk's, not the audio's, and propagates."""
     key, source, offset, duration, spans, dest = job
     try:
         samples, sr = segment_audio(Path(source), offset, duration, spans, max_seconds=MAX_SECONDS)
@@ -261,19 +290,21 @@ def _cut(job: tuple[str, str, Any, Any, Any, str]) -> tuple[str, str, float]:
         return key, "empty", 0.0
     try:
         seconds = encode_opus(samples, sr, Path(dest))
-    except (OSError, ValueError, RuntimeError):
+    except (ValueError, RuntimeError):  # encoding; an OSError is writing, and propagates
         return key, "undecodable", 0.0
     return key, "", seconds
 
 
-def _copy(src: Path, dest: Path) -> None:
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+def _copy(src: Path, dest: Path) -> bool:
+    """Copy ``src`` to ``dest`` byte for byte (a temporary file renamed into place); ``False``
+    when ``src`` cannot be opened. An ``OSError`` writing ``dest`` propagates."""
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fsrc = open(src, "rb")
+    except OSError:
+        return False
+    with fsrc:
+        _write_atomic(dest, lambda f: shutil.copyfileobj(fsrc, f))
+    return True
 
 
 def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: str | Path | None = None,
@@ -285,10 +316,10 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
     ``audio_root``: another folder audio may be read from (``--audio-root``); relative
     ``source`` paths are relative to a root. ``workers``: processes cutting (default
     ``min(cpu_count, 4)``). ``progress``: the progress bar (``None``: on a terminal only).
+    An ``OSError`` writing a clip propagates (the module docstring).
     """
-    from tqdm import tqdm
-
     audio_dir = Path(out_dir) / AUDIO_DIR
+    new = not audio_dir.exists()
     audio_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(audio_dir, ".*.tmp", _tmp_pid)  # the temporary files of a killed build
     store_dir = Path(store.path)
@@ -296,6 +327,16 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
     meta = store.metadata
     cols = set(meta.columns)
     index = read_index(audio_dir)
+    if not (audio_dir / INDEX_NAME).is_file():
+        # the index first: a first build stopped by a full disk leaves a folder the next build
+        # knows as its own (``audio/`` with its index), or none at all
+        try:
+            _write_index(audio_dir, index)
+        except BaseException:
+            if new:
+                with contextlib.suppress(OSError):
+                    audio_dir.rmdir()
+            raise
     report = ClipReport(roots=roots)
     copies: list[tuple[Clip, Path, dict[str, Any]]] = []
     cuts: list[tuple[Clip, tuple, dict[str, Any]]] = []
@@ -338,16 +379,33 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
         record["file"] = name
         (copies if record["mode"] == "copy" else cuts).append((clip, job, record))
     todo = len(copies) + len(cuts)
+    try:
+        _make(audio_dir, index, copies, cuts, workers, progress)
+    except BaseException:  # e.g. a full disk: record the clips written so far for the next build (if it can)
+        if todo:
+            with contextlib.suppress(OSError):
+                _write_index(audio_dir, index)
+        raise
+    if todo or not (audio_dir / INDEX_NAME).is_file():
+        _write_index(audio_dir, index)
+    return report
+
+
+def _make(audio_dir: Path, index: dict[str, dict[str, Any]], copies: list[tuple[Clip, Path, dict[str, Any]]],
+          cuts: list[tuple[Clip, tuple, dict[str, Any]]], workers: int | None, progress: bool | None) -> None:
+    """Copy and cut the clips of :func:`make_clips`, recording each one written in ``index``;
+    an ``OSError`` writing a clip propagates (pending cuts are cancelled)."""
+    from tqdm import tqdm
+
+    todo = len(copies) + len(cuts)
     disable = True if not todo or progress is False else (None if progress is None else False)  # None: a tty only
     with tqdm(total=todo, desc="atlas audio", unit="clip", disable=disable) as bar:
         for clip, src, record in copies:
-            try:
-                _copy(src, audio_dir / record["file"])
-            except OSError:
-                clip.reason = REASONS["missing"]
-            else:
+            if _copy(src, audio_dir / record["file"]):
                 clip.file, clip.status = record["file"], "copied"
                 index[clip.key] = record
+            else:
+                clip.reason = REASONS["missing"]
             bar.update(1)
         by_key = {clip.key: (clip, record) for clip, _, record in cuts}
 
@@ -371,17 +429,19 @@ def make_clips(store, rows: Iterable[int], out_dir: str | Path, *, audio_root: s
             try:
                 with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                     futures = [pool.submit(_cut, job) for job in left.values()]
-                    for f in as_completed(futures):
-                        key, why, sec = f.result()
-                        left.pop(key, None)
-                        done(key, why, sec)
+                    try:
+                        for f in as_completed(futures):
+                            key, why, sec = f.result()  # a worker's OSError (writing its clip) is raised here
+                            left.pop(key, None)
+                            done(key, why, sec)
+                    except BaseException:
+                        for f in futures:  # cut no more: only the cuts already running finish
+                            f.cancel()
+                        raise
             except BrokenProcessPool:  # workers could not start (e.g. a script without a __main__ guard)
                 pass
         for job in list(left.values()):  # few clips, or what a broken pool left
             done(*_cut(job))
-    if todo or not (audio_dir / INDEX_NAME).is_file():
-        _write_index(audio_dir, index)
-    return report
 
 
 def prune_clips(out_dir: str | Path, keep: Iterable[str]) -> int:
