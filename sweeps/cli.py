@@ -1,6 +1,7 @@
 """The ``jsae`` command: thin wrappers over the library.
 
     jsae sweep CONFIG --out RUN [key=value ...]   (CONFIG: a YAML file or a bundled name, e.g. paper_grid)
+    jsae launch -n N [--devices-per-process D] -- jsae sweep ...   (one sweep as N processes)
     jsae store import X.npy [--metadata T.csv|.parquet|.jsonl] --out STORE [--overwrite]
     jsae store synth --out STORE [--rows N --dim M ...] [--overwrite]
     jsae store info STORE
@@ -20,7 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from jsae import __version__
 from sweeps import conventions as cli
@@ -32,6 +33,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from jsae.cluster import initialize, is_primary
     from jsae.config import load_config
     from jsae.resources import config_path
     from jsae.runs.check import check_run_dir
@@ -39,13 +41,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from jsae.training.loop import train_sweep
 
     cfg = load_config(config_path(args.config), args.overrides)  # a file, else a bundled name (jsae.resources)
-    check_run_dir(args.out)          # empty, absent or a jsae run: never the user's own files
+    # one of several processes (jsae launch, srun, --distributed): join the others before any device is used
+    initialize(True if args.distributed else None)
+    if is_primary():
+        check_run_dir(args.out)      # empty, absent or a jsae run: never the user's own files
     check_validation_rows(cfg)       # refuse before training, not after
     # the memory estimate is one line on stdout before training (stderr keeps errors one line)
     records = train_sweep(cfg, args.out, stop_after=args.stop_after, say=lambda line: print(line, flush=True))
-    _print_metrics(records)
-    print(f"run directory: {Path(args.out).resolve()}")
+    if is_primary():
+        _print_metrics(records)
+        print(f"run directory: {Path(args.out).resolve()}")
     return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from jsae.launch import launch
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return launch(args.processes, command, devices_per_process=args.devices_per_process, port=args.port)
 
 
 def _print_metrics(records: Sequence[dict]) -> None:
@@ -106,9 +119,7 @@ def _cmd_store_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_info(args: argparse.Namespace) -> int:
-    from jsae.store import open_store
-
-    from jsae.store import is_descriptor
+    from jsae.store import is_descriptor, open_store
 
     store = open_store(args.store)
     info = dict(store.info)
@@ -153,8 +164,33 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
                                   "(default, demo, paper_grid, relu_l1)")
     cli.add_out(p, "run directory (resumed if it holds checkpoints)", required=True, metavar="RUN")
     p.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step (resume later)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one of several processes found by JAX's cluster detection (e.g. SLURM's srun); "
+                        "automatic under `jsae launch` and in a SLURM job step of several tasks")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. grid.k=[5,10] train.steps=2000 (also after the options)")
+
+
+def _add_launch_command(sub: argparse._SubParsersAction) -> None:
+    p = cli.add_command(sub, "launch", _cmd_launch,
+                        "run a command as N processes of one distributed job on this machine, e.g. "
+                        "`jsae launch -n 2 -- jsae sweep default --out runs/x`")
+    p.add_argument("-n", "--processes", type=cli.number(int, lo=1), required=True, metavar="N",
+                   help="number of processes")
+    p.add_argument("--devices-per-process", type=cli.number(int, lo=1), metavar="D",
+                   help="on a CPU, the host devices each process simulates (default: JAX's, one)")
+    p.add_argument("--port", type=cli.number(int, lo=1, hi=65535), metavar="PORT",
+                   help="the coordinator's port on 127.0.0.1 (default: a free one)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="the command every process runs (`jsae …` runs with this installation)")
+
+
+def _add_store_command(store: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int],
+                       help: str) -> argparse.ArgumentParser:
+    """``jsae store NAME STORE``: a command on an existing store folder (``info``, ``verify``)."""
+    p = cli.add_command(store, name, func, help)
+    p.add_argument("store", metavar="STORE", help="store folder")
+    return p
 
 
 def _add_store_commands(sub: argparse._SubParsersAction) -> None:
@@ -182,13 +218,11 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (the dictionary, the rows, the metadata)")
     cli.add_overwrite(p, overwrite)
 
-    p = cli.add_command(store, "info", _cmd_store_info, "print a store's info and first metadata rows")
-    p.add_argument("store", metavar="STORE", help="store folder")
+    p = _add_store_command(store, "info", _cmd_store_info, "print a store's info and first metadata rows")
     p.add_argument("--head", type=int, default=5, metavar="N", help="metadata rows to print")
 
-    p = cli.add_command(store, "verify", _cmd_store_verify,
-                        "re-hash every shard and the metadata table against store.json; name the bad ones")
-    p.add_argument("store", metavar="STORE", help="store folder")
+    p = _add_store_command(store, "verify", _cmd_store_verify,
+                           "re-hash every shard and the metadata table against store.json; name the bad ones")
     p.add_argument("--record", action="store_true",
                    help="a store written before jsae recorded hashes: read every shard, then record them")
 
@@ -230,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version (jsae X.Y.Z) and exit")
     sub = cli.add_commands(parser, "command", "the command (`jsae COMMAND --help` for its options)")
     _add_sweep_command(sub)
+    _add_launch_command(sub)
     _add_store_commands(sub)
     _add_embed_command(sub)
     _add_describe_command(sub)

@@ -42,7 +42,7 @@ NAME = {path: " ".join(("jsae", *path)) for path in PARSERS}
 
 def test_the_commands_are_all_there():
     names = {" ".join(path) for path in COMMANDS}
-    assert names == {"sweep", "store import", "store synth", "store info", "store verify", "embed", "demo", "export", "probe",
+    assert names == {"sweep", "launch", "store import", "store synth", "store info", "store verify", "embed", "demo", "export", "probe",
                      "split", "steer", "universality", "consistency", "report", "describe", "atlas"}
 
 
@@ -83,6 +83,7 @@ def _labelled(tmp: Path) -> list:
 BAD_INPUT = {
     ("describe",): lambda tmp, empty: ["describe", tmp / "missing"],
     ("sweep",): lambda tmp, empty: ["sweep", tmp / "missing.yaml", "--out", tmp / "run"],
+    ("launch",): lambda tmp, empty: ["launch", "-n", "2", "--", tmp / "missing-program"],
     ("store", "import"): lambda tmp, empty: ["store", "import", tmp / "missing.npy", "--out", tmp / "store"],
     ("store", "synth"): lambda tmp, empty: ["store", "synth", "--out", empty, "--rows", "10", "--dim", "4"],
     ("store", "info"): lambda tmp, empty: ["store", "info", tmp / "missing"],

@@ -37,6 +37,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ..cluster import to_host
 from ..errors import JsaeError
 from ..jsonio import to_jsonable
 from .layout import CHECKPOINT_DIR, CORRUPT_DIR
@@ -159,7 +160,7 @@ def checkpoint_steps(run_dir: str | Path) -> list[int]:
 
 
 def _leaf_digest(a: Any) -> str:
-    a = np.ascontiguousarray(np.asarray(jax.device_get(a)))
+    a = np.ascontiguousarray(to_host(a))  # the whole array, also when other processes hold parts of it
     h = hashlib.sha256(f"{a.dtype.str}{list(a.shape)}".encode())
     h.update(a.tobytes())
     return h.hexdigest()

@@ -63,7 +63,7 @@ from ..core.normalize import Normalizer
 from .layout import SWEEP_FILE
 
 __all__ = ["ModelFileError", "ModelFile", "MODELS_DIR", "INDEX_FILE", "WEIGHTS_FILE", "CFG_FILE", "FORMAT",
-           "INDEX_FORMAT", "VERSION", "PARAM_NAMES", "write_model_files", "write_model_file", "read_model_file",
+           "INDEX_FORMAT", "VERSION", "PARAM_NAMES", "write_model_files", "write_model_index", "write_model_file", "read_model_file",
            "read_models", "check_model_files", "has_model_files", "model_files_step", "models_dir", "recorded_run_id",
            "model_definition", "safetensors_bytes", "RUN_ID_KEY"]
 
@@ -301,12 +301,14 @@ def _sorted_json_bytes(obj: Any) -> bytes:
 
 def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, dict[str, np.ndarray]]], *,
                       normalizer: Normalizer, step: int, total_steps: int | None, complete: bool,
-                      run: dict | None = None) -> Path:
+                      run: dict | None = None, index: bool = True) -> Path:
     """Write every model of a run into ``RUN/models/<name>/``, then ``RUN/models/index.json``.
 
     ``models``: ``(spec dict, params)`` pairs in the run's order (names must be distinct,
     all of one dimension M). Returns ``RUN/models``. An existing ``models/`` of the run is
-    rewritten in place (model by model, the index last).
+    rewritten in place (model by model, the index last). ``index=False``: the model folders
+    only — a process of a distributed sweep writes the models it holds, and process 0 the
+    index once all are written (:func:`write_model_index`).
     """
     out = models_dir(run_dir)
     models = list(models)
@@ -327,9 +329,19 @@ def write_model_files(run_dir: str | os.PathLike, models: Sequence[tuple[dict, d
     out.mkdir(parents=True, exist_ok=True)
     for spec, params in models:
         write_model_file(out / spec["name"], spec, params, normalizer=normalizer, step=step, run=run)
+    if index:
+        write_model_index(run_dir, names, dim=int(dim), step=step, total_steps=total_steps, complete=complete)
+    return out
+
+
+def write_model_index(run_dir: str | os.PathLike, names: Sequence[str], *, dim: int, step: int,
+                      total_steps: int | None, complete: bool) -> Path:
+    """``RUN/models/index.json``: the run's models in order, their dimension and step (written
+    atomically, after the model folders it names)."""
+    out = models_dir(run_dir)
     index = {"format": INDEX_FORMAT, "version": VERSION, "step": int(step),
              "total_steps": None if total_steps is None else int(total_steps), "complete": bool(complete),
-             "dim": int(dim), "models": names}
+             "dim": int(dim), "models": list(names)}
     atomic_write_bytes(out / INDEX_FILE, _sorted_json_bytes(index))
     return out
 

@@ -5,9 +5,9 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ..cluster import to_global, to_host
 from ..core.normalize import Normalizer, row_moments
 from ..errors import BadValueError
 from .grid import GridState, GridTrainer
@@ -38,8 +38,8 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     fn = jax.jit(trainer.eval_sums)
     totals = None
     for start in range(0, len(val), block):
-        xb = jnp.asarray(normalizer.apply(val[start:start + block]), jnp.float32)
-        sums = jax.device_get(fn(state, xb))
+        xb = to_global(normalizer.apply(val[start:start + block]).astype(np.float32), trainer.replicated)
+        sums = to_host(fn(state, xb))
         if totals is None:
             totals = [[np.asarray(a, np.float64) for a in g] for g in sums]
         else:
@@ -50,8 +50,9 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     var = row_moments(val).variance_sum
     scale_sq = np.square(np.asarray(normalizer.scale, np.float64))  # [M]
     records = []
-    for g, gs, (err, l0, fired) in zip(trainer.groups, state.groups, totals):
-        train_dead = np.asarray(gs.since_fired) >= trainer.sae_cfg.dead_after_samples
+    step, since_fired = to_host((state.step, [gs.since_fired for gs in state.groups]))
+    for g, since, (err, l0, fired) in zip(trainer.groups, since_fired, totals):
+        train_dead = since >= trainer.sae_cfg.dead_after_samples
         raw_err = err @ scale_sq  # [n]: Σ_d s_d² e_d
         for i, spec in enumerate(g.models):
             nmse = float(raw_err[i]) / max(var, 1e-12)
@@ -62,7 +63,7 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
                 "dead_fraction": float(1.0 - np.mean(fired[i])),
                 "train_dead_fraction": float(np.mean(train_dead[i])),
                 "mean_l0": float(l0[i]) / len(val),
-                "steps": int(state.step),
+                "steps": int(step),
             })
     return records
 

@@ -33,6 +33,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .. import kernels
+from ..cluster import is_multiprocess, to_global, to_host
 from ..config import GridConfig, OptimConfig, SAEConfig
 from ..core import loss, sae
 from ..core.activation import Activation, ReluL1, TopK, leading, stack_activations
@@ -181,7 +182,7 @@ class GridTrainer:
         """Shapes/dtypes of an unpadded state (for restoring a checkpoint)."""
         shapes = jax.eval_shape(lambda: self.init(jax.random.key(0), np.zeros(self.dim, np.float32)))
         if sharding is None:
-            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # each process: a copy
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
     def pad(self, state: GridState) -> GridState:
@@ -193,14 +194,21 @@ class GridTrainer:
                 gs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]), gs)
             groups.append(gs)
         state = state.replace(groups=tuple(groups))
-        if self.mesh is not None:
-            model_sharded = NamedSharding(self.mesh, P("model"))
-            replicated = NamedSharding(self.mesh, P())
-            state = GridState(
-                step=jax.device_put(state.step, replicated),
-                groups=jax.tree.map(lambda a: jax.device_put(a, model_sharded), state.groups),
-            )
+        if self.mesh is not None:  # from the host (the same on every process) onto the global mesh
+            state = to_host(state)
+            state = GridState(step=to_global(state.step, self.replicated),
+                              groups=jax.tree.map(lambda a: to_global(a, self.model_sharded), state.groups))
         return state
+
+    @property
+    def replicated(self) -> NamedSharding | None:
+        """Every device holds all of it (``None`` without a mesh)."""
+        return None if self.mesh is None else NamedSharding(self.mesh, P())
+
+    @property
+    def model_sharded(self) -> NamedSharding | None:
+        """The leading (model) axis split over the mesh's devices (``None`` without a mesh)."""
+        return None if self.mesh is None else NamedSharding(self.mesh, P("model"))
 
     def unpad(self, state: GridState) -> GridState:
         """Drop padding copies (the inverse of :meth:`pad`)."""
@@ -311,8 +319,13 @@ class GridTrainer:
 
 
 def make_mesh(shard_models: bool) -> Mesh | None:
-    """A 1-D mesh ``("model",)`` over all devices, or ``None`` for one device."""
+    """A 1-D mesh ``("model",)`` over all devices (of every process), or ``None`` for one device.
+
+    With several processes (:mod:`jsae.cluster`) the models are always sharded over all of
+    their devices, whatever ``shard_models`` says: that is what the processes are for."""
     devices = jax.devices()
+    if is_multiprocess():
+        return Mesh(np.array(devices), ("model",))
     if not shard_models or len(devices) == 1:
         return None
     return Mesh(np.array(devices), ("model",))

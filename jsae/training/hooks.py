@@ -24,22 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-import jax
 import numpy as np
 
 from .. import __version__
+from ..cluster import barrier, is_primary, text_from_primary
 from ..config import SweepConfig, config_to_dict
 from ..core.normalize import Normalizer
 from ..errors import BadValueError
 from ..jsonio import atomic_write_bytes, json_bytes, to_jsonable
 from ..runs.checkpoint import checkpoint_steps, save_checkpoint
 from ..runs.layout import SWEEP_FILE
-from ..runs.modelfiles import PARAM_NAMES, RUN_ID_KEY, recorded_run_id, write_model_files
+from ..runs.modelfiles import PARAM_NAMES, RUN_ID_KEY, recorded_run_id, write_model_files, write_model_index
 from .data import TrainingData
 from .failures import diverged, writing
 from .grid import GridState, GridTrainer
 
-__all__ = ["CallResult", "Hook", "RunRecorder", "record_history", "show_progress", "stop_if_diverged",
+__all__ = ["CallResult", "Hook", "RunRecorder", "local_models", "record_history", "show_progress", "stop_if_diverged",
            "flat_metric", "progress_bar", "progress_seconds", "LineProgress", "PROGRESS_ENV", "PROGRESS_SECONDS",
            "STEP_METRICS"]
 
@@ -206,7 +206,7 @@ class RunRecorder:
             return rid
         if checkpoint_steps(self.run_dir):  # a run from before run ids (or one whose sweep.json was lost)
             return None
-        return uuid.uuid4().hex  # the run starts here
+        return text_from_primary(uuid.uuid4().hex)  # the run starts here (one id for every process)
 
     def meta(self, step: int) -> dict[str, Any]:
         """The run's metadata at ``step`` (``sweep.json`` and the checkpoint's meta)."""
@@ -227,19 +227,45 @@ class RunRecorder:
                 "total_steps": self.total}))
 
     def write_models(self, step: int, state: GridState) -> None:
-        """The model files of ``state`` (parameters + normaliser; no optimiser state)."""
+        """The model files of ``state`` (parameters + normaliser; no optimiser state).
+
+        Each process writes the models its devices hold (:func:`local_models`: all of them
+        with one process); process 0 writes ``models/index.json`` once every process has."""
         with writing(self.run_dir, f"writing the model files of step {step}"):
-            params = jax.device_get(tuple(gs.params for gs in self.grid.unpad(state).groups))
-            models = [(spec.to_dict(), {k: np.asarray(getattr(p, k))[i] for k in PARAM_NAMES})
-                      for g, p in zip(self.grid.groups, params) for i, spec in enumerate(g.models)]
-            write_model_files(self.run_dir, models, normalizer=self.normalizer, step=step, total_steps=self.total,
-                              complete=step >= self.total, run={"id": self.run_id,
-                                                                "config": config_to_dict(self.cfg),
-                                                                "data": self.td.source, "version": __version__})
+            models = [(spec.to_dict(), params) for spec, params in local_models(self.grid, state)]
+            if models:
+                write_model_files(self.run_dir, models, normalizer=self.normalizer, step=step,
+                                  total_steps=self.total, complete=step >= self.total, index=False,
+                                  run={"id": self.run_id, "config": config_to_dict(self.cfg),
+                                       "data": self.td.source, "version": __version__})
+        barrier(f"jsae-sweep-models-{step}")
+        if is_primary():
+            with writing(self.run_dir, f"writing the model index of step {step}"):
+                write_model_index(self.run_dir, [m.name for m in self.grid.specs], dim=self.grid.dim, step=step,
+                                  total_steps=self.total, complete=step >= self.total)
 
     def checkpoint(self, call: CallResult) -> None:
-        """The checkpoint hook: orbax state + meta, then the model files, then ``sweep.json``."""
+        """The checkpoint hook: orbax state + meta, then the model files, then ``sweep.json``
+        (every process saves its part of the checkpoint and its models; process 0 the rest)."""
         with writing(self.run_dir, f"saving checkpoint step {call.step}"):
             save_checkpoint(self.manager, call.step, self.grid.unpad(call.state), self.meta(call.step))
         self.write_models(call.step, call.state)  # what analyses read
-        self.write_info(call.step)  # the step and completeness a reader of the run sees
+        if is_primary():
+            self.write_info(call.step)  # the step and completeness a reader of the run sees
+
+
+def local_models(grid: GridTrainer, state: GridState) -> list[tuple[Any, dict[str, np.ndarray]]]:
+    """``[(ModelSpec, {name: array})]`` of the models whose parameters this process's devices
+    hold, in the run's order, read from the local shards (nothing is gathered from another
+    process); padding copies are skipped. With one process: every model."""
+    out = []
+    for g, gs in zip(grid.groups, state.groups):
+        pieces: dict[str, dict[int, np.ndarray]] = {}
+        for name in PARAM_NAMES:
+            for shard in getattr(gs.params, name).addressable_shards:
+                start = (shard.index[0].start or 0) if shard.index else 0
+                pieces.setdefault(name, {}).setdefault(int(start), np.asarray(shard.data))
+        for start, first in sorted(pieces[PARAM_NAMES[0]].items()):
+            for i in range(start, min(start + len(first), g.size)):
+                out.append((g.models[i], {name: pieces[name][start][i - start] for name in PARAM_NAMES}))
+    return out

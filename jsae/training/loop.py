@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..cluster import any_process, barrier, is_primary, to_global, to_host
 from ..config import SweepConfig, config_to_yaml
 from ..console import SignalStop
 from ..core.normalize import Normalizer, fit_normalizer, geometric_median
@@ -78,7 +79,8 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
     return a if len(a) == rows else np.concatenate([a, np.zeros((rows - len(a),) + a.shape[1:], a.dtype)])
 
 
-def rows_on_device(x: np.ndarray | StoreRows, normalizer: Normalizer, block_rows: int = BLOCK_ROWS) -> jax.Array:
+def rows_on_device(x: np.ndarray | StoreRows, normalizer: Normalizer, block_rows: int = BLOCK_ROWS,
+                   sharding: jax.sharding.Sharding | None = None) -> jax.Array:
     """``normalizer.apply(x)`` as one float32 device array ``[N, M]``, filled ``block_rows`` rows at a time.
 
     ``x``: a host array or a :class:`~jsae.training.data.StoreRows` view (each block is then
@@ -87,16 +89,24 @@ def rows_on_device(x: np.ndarray | StoreRows, normalizer: Normalizer, block_rows
     ``dynamic_update_slice`` whose buffer is donated), so the peak is the device copy and one
     block (plus ``x`` when it is a host array) — never a normalised host copy of every row. The last block is the last ``block_rows``
     rows (overlapping the one before it with the same values), so one program serves all blocks.
+
+    ``sharding``: a replicated sharding over a mesh (:attr:`GridTrainer.replicated`): each of
+    this process's devices gets a copy (each block read once), and the result is one array over
+    the mesh of every process. ``None``: one uncommitted array on the default device.
     """
     n, m = x.shape
     block = max(1, min(block_rows, n))
-    out = jnp.zeros((n, m), jnp.float32)
+    devices = [None] if sharding is None else sorted(sharding.addressable_devices, key=lambda d: d.id)
+    outs = [jnp.zeros((n, m), jnp.float32, device=d) for d in devices]
     put = jax.jit(lambda buf, b, start: jax.lax.dynamic_update_slice(buf, b, (start, 0)), donate_argnums=0)
     for start in range(0, n, block):
         start = min(start, n - block)
-        out = put(out, jnp.asarray(normalizer.apply(x[start:start + block]).astype(np.float32, copy=False)),
-                  np.int32(start))
-    return out
+        b = normalizer.apply(x[start:start + block]).astype(np.float32, copy=False)
+        outs = [put(out, jnp.asarray(b) if d is None else jax.device_put(b, d), np.int32(start))
+                for out, d in zip(outs, devices)]
+    if sharding is None:
+        return outs[0]
+    return jax.make_array_from_single_device_arrays((n, m), sharding, outs)
 
 
 class Trainer:
@@ -138,24 +148,25 @@ class Trainer:
         the last call of a full run (so the checkpoint hook saves that step).
         :attr:`step` is the step reached.
         """
-        td, spc = self.td, self.steps_per_call
+        td, spc, grid = self.td, self.steps_per_call, self.grid
         x_dev = self.rows
         if x_dev is None and td.train is not None:
-            x_dev = rows_on_device(td.train, self.normalizer)
-        run = self.grid.jit_run_steps()
+            x_dev = rows_on_device(td.train, self.normalizer, sharding=grid.replicated)
+        run = grid.jit_run_steps()
         step = self.step = start
         call, ran = None, [start] * len(self._hooks)  # the step after which each hook last ran
-        while step < stop and not (stop_requested is not None and stop_requested()):
+        # with several processes, all stop at the same step: any one asked to stop asks them all
+        while step < stop and not any_process(stop_requested is not None and stop_requested()):
             count = self._call_length(step, stop)
             # Always steps_per_call slots, the first `count` of which run: one compiled program.
             idx = _pad_rows(batch_indices(self.seed, step, count, td.n_train, self.batch_size), spc)
             t0 = time.perf_counter()
             if x_dev is not None:
-                state, metrics = run(state, x_dev, jnp.asarray(idx), count=count)
+                state, metrics = run(state, x_dev, to_global(idx, grid.replicated), count=count)
             else:
                 batches = self.normalizer.apply(td.read_batches(idx[:count])).astype(np.float32)
-                state, metrics = run(state, jnp.asarray(_pad_rows(batches, spc)), count=count)
-            metrics = jax.tree.map(lambda a: a[:count], jax.device_get(metrics))
+                state, metrics = run(state, to_global(_pad_rows(batches, spc), grid.replicated), count=count)
+            metrics = jax.tree.map(lambda a: a[:count], to_host(metrics))
             step = self.step = step + count
             call = CallResult(step, count, state, metrics, time.perf_counter() - t0)
             for i, (fn, every) in enumerate(self._hooks):
@@ -207,16 +218,23 @@ def train_sweep(cfg: SweepConfig, run_dir: str | Path, *, data: np.ndarray | Non
     verifies (ending where an uninterrupted run ends).
     """
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir)  # before anything is created there
+    primary = is_primary()  # with several processes (jsae.cluster), process 0 checks, locks and cleans up
+    if primary:
+        _check_run_dir(run_dir)  # before anything is created there
     created = not run_dir.exists()
-    _make_run_dir(run_dir)
-    with SignalStop() as signals, _locked(run_dir):
+    if primary:
+        _make_run_dir(run_dir)
+    with SignalStop() as signals, (_locked(run_dir) if primary else contextlib.nullcontext()):
         # Again under the lock, and outside the try below: cleanup_failed_start deletes
         # config.yaml, sweep.json and checkpoints/, which is only safe in a run folder of ours.
-        check_run_dir(run_dir)
+        if primary:
+            check_run_dir(run_dir)
+        barrier("jsae-sweep-run-dir")  # the others read the run only once process 0 holds it
         try:
-            return _train_locked(cfg, run_dir, data, stop_after, signals, say)
+            return _train_locked(cfg, run_dir, data, stop_after, signals, say if primary else None)
         except BaseException as err:
+            if not primary:
+                raise
             unmarked = isinstance(err, Exception) and not isinstance(err, JsaeError) and is_disk_full(err)
             if isinstance(err, DiskFullError) or unmarked:
                 remove_partial_saves(run_dir, tries=10)
@@ -274,11 +292,14 @@ def _resume(run_dir: Path, grid: GridTrainer, manager) -> tuple[GridState, dict[
     """The newest checkpoint that verifies; newer ones that fail are set aside with a warning."""
     state, meta, step, bad = restore_newest_good(run_dir, grid.abstract_state(), manager)
     for bad_step, err in bad:
+        if not is_primary():  # process 0 moves it; every process found the same
+            continue
         dest = set_aside(run_dir, bad_step)
         warnings.warn(f"{getattr(err, 'problem', err)} Moved it to {dest}; resuming from step {step}, the newest "
                       "checkpoint that verifies.",
                       CheckpointWarning, stacklevel=5)
     if bad:
+        barrier("jsae-sweep-set-aside")
         manager.reload()
     return state, meta, step
 
@@ -325,7 +346,7 @@ def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[
     """Estimate the sweep's memory, say it in one line, and refuse a sweep that cannot fit."""
     devices = jax.devices()
     est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform, from_array=from_array)
-    avail = available_memory(devices)
+    avail = available_memory(jax.local_devices())  # with several processes: this process's devices
     if say is not None:
         say(memory_line(est, avail))
     check_memory(cfg, est, avail, len(devices))
@@ -341,13 +362,16 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
     fingerprint = data_fingerprint(td)
     check_rows_vary(td)
     normalizer = fit_normalizer(td.fit, cfg.sae.normalize)  # float64 statistics, in blocks
+    primary = is_primary()
     grid = GridTrainer(make_groups(cfg.grid), td.fit.shape[1], cfg.sae, cfg.optim,
                        mesh=make_mesh(cfg.train.shard_models), matmul_dtype=cfg.train.matmul_dtype,
                        topk_path=cfg.train.topk_path)
     total = cfg.train.num_steps(td.n_train)
-    with writing(run_dir, f"writing {CONFIG_FILE}"):
-        atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(cfg))
-    remove_partial_saves(run_dir)  # orbax would not reuse them; they are not checkpoints
+    if primary:
+        with writing(run_dir, f"writing {CONFIG_FILE}"):
+            atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(cfg))
+        remove_partial_saves(run_dir)  # orbax would not reuse them; they are not checkpoints
+    barrier("jsae-sweep-config")
     manager = open_manager(run_dir, keep=cfg.train.keep_checkpoints)
     try:
         history: dict[str, list] = {"step": [], "loss": [], "nmse": [], "dead_fraction": []}
@@ -364,15 +388,16 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
             state, step = _init_state(cfg, grid, td.fit, normalizer), 0
         rows = None
         if td.train is not None:  # in memory: the normalised device copy only (an array's host copy goes)
-            rows = rows_on_device(td.train, normalizer)
+            rows = rows_on_device(td.train, normalizer, sharding=grid.replicated)
             td = dataclasses.replace(td, train=None, fit=np.empty((0, td.fit.shape[1]), np.float32))
         recorder = RunRecorder(run_dir, cfg, grid, normalizer, td, fingerprint, total, history, manager,
                                run_id=run_id if isinstance(run_id, str) and run_id else None)
-        recorder.write_info(step)
+        if primary:
+            recorder.write_info(step)
         stop = total if stop_after is None else min(total, stop_after)
         trainer = Trainer(grid, td, normalizer, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                           steps_per_call=cfg.train.steps_per_call, rows=rows)
-        bar = progress_bar(total, step, f"sweep {len(grid.specs)} models", cfg.train.progress)
+        bar = progress_bar(total, step, f"sweep {len(grid.specs)} models", cfg.train.progress and primary)
         trainer.add_hook(record_history(history, grid))
         trainer.add_hook(show_progress(bar, grid, cfg.train.batch_size))
         trainer.add_hook(stop_if_diverged(run_dir, grid))
@@ -385,12 +410,17 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
         if trainer.step < stop:  # SIGINT / SIGTERM: the step reached is saved (the hooks of a last call)
             raise _interrupted(run_dir, trainer.step, total, signals.exit_status)
         step = max(step, stop)
-        if not _model_files_current(run_dir, step, total):  # resumed at its end (total changed: train.steps set
-            recorder.write_models(step, state)  # to the step reached), from before model files, or damaged ones
+        barrier("jsae-sweep-trained")
+        # resumed at its end (total changed: train.steps set to the step reached), from before model files, or
+        # damaged ones; with several processes, all decide alike (each writes the models its devices hold)
+        if any_process(not _model_files_current(run_dir, step, total)):
+            recorder.write_models(step, state)
         records = evaluate(grid, state, td.val, normalizer)
         bad = first_non_finite(records)
         if bad is not None:  # never `Infinity` in metrics.json: the run keeps its checkpoints, not the numbers
             raise diverged(run_dir, bad[0], step, f"validation {bad[1]}", bad[2])
+        if not primary:
+            return records
         recorder.write_info(step, records)
         with writing(run_dir, f"writing {METRICS_FILE}"):
             atomic_write_bytes(run_dir / METRICS_FILE, json_bytes(records))
