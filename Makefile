@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# JAX first: setup.py compiles jsae's CPU kernels against the FFI headers it ships (needs g++).
 	$(PIP) install -q 'jax>=0.6'
 	# webrtcvad (resemblyzer) builds from source and imports pkg_resources: no build isolation.
-	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer,export,describe]'
+	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer,export,describe,ray]'
 	-$(PY) -m jsae.kernels status
 	touch $@
 

@@ -16,6 +16,10 @@ Examples::
     done; wait
     jsae embed --merge --out S          # only needed if no worker merged (it reports)
 
+    # the shards on encoder actors of a Ray cluster (one per GPU; pip install 'jsae[ray]'), or,
+    # with no address, of a local Ray instance (one per CPU without a GPU)
+    jsae embed --manifest m.jsonl --model t.nemo --out S --ray auto
+
 Segmentation (``--segment-mode``): ``joined`` (default) removes the silences of a
 recording and cuts the joined non-silent audio into 4–8 s segments, as the paper's SoX
 step did, so speech made of short utterances is kept; a segment may then consist of
@@ -38,6 +42,11 @@ exported. They need the ``describe`` extra. ``jsae describe STORE [--audio-root 
 
 Under ``torchrun``, ``--num-shards``/``--shard-index`` default to ``WORLD_SIZE``/``RANK``
 and ``--device auto`` picks ``cuda:LOCAL_RANK``.
+
+``--ray [ADDRESS]`` (the ``ray`` extra) hands the shards to encoder actors on a Ray cluster
+instead of workers started by hand: the same plan, shards, markers and merge, the same store
+row for row (:mod:`embed.ray_export`). The store, audio and model must be at the same paths on
+every node.
 
 A killed export resumes when the same command is run again. Exit status: 0 when this
 worker's part is done (the store is complete, or other workers' shards are pending),
@@ -123,6 +132,13 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--plan-timeout", type=float, default=3600.0,
                      help="seconds workers other than 0 wait for worker 0's plan")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ray = p.add_argument_group("Ray (pip install 'jsae[ray]')")
+    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="embed the shards on encoder actors of a Ray cluster (one per GPU, else one per CPU); "
+                          "ADDRESS: auto, HEAD:6379 or ray://HEAD:10001; without it a new local Ray instance "
+                          "(or $RAY_ADDRESS). Store, audio and --model must be on a file system every node sees")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="number of encoder actors with --ray (default: the cluster's GPUs, or its CPUs)")
     run.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
 
@@ -206,10 +222,16 @@ def run_embed(args: argparse.Namespace) -> int:
         raise BadValueError("give one of --manifest or --audio-dir (or --merge / --status)")
     if args.encoder not in ENCODERS:
         raise BadValueError(f"--encoder {args.encoder!r}: choose one of {sorted(ENCODERS)}")
+    if args.ray is None and args.ray_workers is not None:
+        raise BadValueError("--ray-workers needs --ray")
+    if args.ray is not None and ((args.num_shards or 1) != 1 or (args.shard_index or 0) != 0):
+        raise BadValueError("--ray hands out every shard itself; drop --num-shards / --shard-index")
     num_shards = args.num_shards if args.num_shards is not None else (_env_int("WORLD_SIZE") or 1)
     shard_index = args.shard_index if args.shard_index is not None else (_env_int("RANK") or 0)
+    if args.ray is not None:
+        num_shards, shard_index = 1, 0
     device = args.device
-    if device == "auto" and _env_int("LOCAL_RANK") is not None:
+    if device == "auto" and args.ray is None and _env_int("LOCAL_RANK") is not None:
         import torch
 
         if torch.cuda.is_available():
@@ -225,7 +247,12 @@ def run_embed(args: argparse.Namespace) -> int:
         plan_timeout=args.plan_timeout, plan_only=args.plan_only, progress=not args.no_progress,
         describe=args.describe,
     )
-    result = run_export(cfg)
+    if args.ray is not None:
+        from embed.ray_export import run_ray_export
+
+        result = run_ray_export(cfg, address=args.ray or None, workers=args.ray_workers)
+    else:
+        result = run_export(cfg)
     if result["status"] == "complete":
         _print_summary(result["summary"])
     elif result["status"] == "planned":

@@ -15,6 +15,9 @@ One export is three steps, all in the store folder ``STORE/``:
    marker ``progress/shard-SSSSS.done`` written (JSON: rows, audio and wall seconds).
    On restart, shards with a marker are skipped and any other shard is recomputed and
    rewritten whole, so a killed run resumes with no duplicated or missing rows.
+   Every worker makes a shard with :func:`export_shard`; ``jsae embed --ray`` hands the
+   unfinished shards (:func:`pending_shards`) to encoder actors on a Ray cluster instead
+   (:mod:`embed.ray_export`), with the same plan before and the same merge after.
    A segment's waveform is the concatenation of its source spans (one span for a
    contiguous segment; several for a joined one, see :mod:`embed.segment`).
    With ``describe`` (the default) the same waveforms are described too
@@ -88,6 +91,10 @@ __all__ = [
     "run_export",
     "finalize",
     "export_status",
+    "export_shard",
+    "pending_shards",
+    "read_plan",
+    "ShardRunner",
     "PLAN_TABLE",
     "PLAN_INFO",
     "PROGRESS_DIR",
@@ -218,7 +225,8 @@ def _done_shards(out: Path, num_shards: int) -> set[int]:
     return {s for s in range(num_shards) if _marker(out, s).exists()}
 
 
-def _read_plan(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+def read_plan(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A planned store's ``plan.json`` and plan table (one row per segment, in store order)."""
     info = _read_json(out / PLAN_INFO)
     table = pd.read_parquet(out / PLAN_TABLE) if info["num_rows"] else pd.DataFrame()
     if len(table) and "short" not in table.columns:
@@ -466,21 +474,75 @@ def _finished_shards(cfg: ExportConfig, num_shards: int) -> set[int]:
     return done
 
 
+def pending_shards(cfg: ExportConfig, num_rows: int) -> list[int]:
+    """The shards of worker ``cfg.shard_index`` of ``cfg.num_shards`` (``s % num_shards ==
+    shard_index``) not finished yet (no marker, or no descriptors when ``cfg.describe``), in order."""
+    num_shards = len(shard_bounds(num_rows, cfg.rows_per_shard))
+    done = _finished_shards(cfg, num_shards)
+    return [s for s in range(num_shards) if s % cfg.num_shards == cfg.shard_index and s not in done]
+
+
+def export_shard(cfg: ExportConfig, encoder: Encoder, table: pd.DataFrame, shard: int, *, array=None,
+                 waves: list[np.ndarray] | None = None, bar=None, check_stop: Callable[[], None] = lambda: None,
+                 worker: str | None = None, started: float | None = None) -> dict[str, Any]:
+    """Embed shard ``shard`` of the plan ``table`` and write its rows (one :func:`jsae.store.write_rows`),
+    then its descriptors (``cfg.describe``), then its marker; returns the marker.
+
+    The one way a shard is made, by every worker: :func:`run_export`'s loop here and the encoder
+    actors of :mod:`embed.ray_export`. ``array``: the store's array opened for writing (else opened
+    here); ``waves``: the shard's waveforms when already read (else read here); ``bar``: a progress
+    bar updated per batch; ``check_stop`` runs before each batch and before the write and raises to
+    abandon the shard (no marker: it is computed again); ``worker``: who made it (the marker's
+    ``worker``, default ``shard_index/num_shards``); ``started``: when the shard's work began
+    (its ``wall_seconds`` count from there; default now).
+    """
+    from jsae.store import open_array, write_rows
+
+    t0 = time.time() if started is None else started
+    out = cfg.out
+    sr = encoder.sample_rate
+    start = shard * cfg.rows_per_shard
+    stop = min(start + cfg.rows_per_shard, len(table))
+    if array is None:
+        array = open_array(out, write=True)
+    if waves is None:
+        waves = _shard_waves(table.iloc[start:stop], sr)
+    if bar is None:
+        bar = _tqdm(False)
+    device = str(getattr(encoder, "device", "cpu"))
+    batch_size = cfg.batch_size or (32 if device.startswith("cuda") else encoder.cpu_batch_size)
+    emb = _embed_shard(encoder, waves, batch_size, bar, check_stop)
+    check_stop()
+    write_rows(array, start, emb)
+    seconds = float(sum(w.shape[0] for w in waves)) / sr
+    described = {}
+    if cfg.describe:
+        bar.set_postfix_str("describing")
+        t_describe = time.time()
+        failed = _describe_shard(out, shard, table["id"].iloc[start:stop], waves, sr)
+        described = {"describe_seconds": time.time() - t_describe, "describe_failed": failed}
+    marker = {
+        "shard": shard, "start": start, "stop": stop, "rows": stop - start, "audio_seconds": seconds,
+        "wall_seconds": time.time() - t0, "worker": worker or f"{cfg.shard_index}/{cfg.num_shards}",
+        "host": socket.gethostname(), "device": device, "batch_size": batch_size,
+        "finished_at": time.time(), **described,
+    }
+    _write_json(_marker(out, shard), marker)
+    return marker
+
+
 def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table: pd.DataFrame,
                 signals: SignalStop | None = None) -> list[int]:
-    from jsae.store import open_array, write_rows
+    """Embed this worker's unfinished shards one after the other (reading the next while one embeds)."""
+    from jsae.store import open_array
 
     out = cfg.out
     bounds = shard_bounds(info["num_rows"], cfg.rows_per_shard)
-    done = _finished_shards(cfg, len(bounds))
-    mine = [s for s in range(len(bounds)) if s % cfg.num_shards == cfg.shard_index]
-    todo = [s for s in mine if s not in done]
+    todo = pending_shards(cfg, info["num_rows"])
     if not todo:
         return []
     array = open_array(out, write=True)
     sr = encoder.sample_rate
-    device = str(getattr(encoder, "device", "cpu"))
-    batch_size = cfg.batch_size or (32 if device.startswith("cuda") else encoder.cpu_batch_size)
     total = sum(bounds[s][1] - bounds[s][0] for s in todo)
     bar = _tqdm(cfg.progress, total=total, desc=f"embed [{cfg.shard_index}/{cfg.num_shards}]", unit="seg")
     audio_done = 0.0
@@ -508,24 +570,9 @@ def _run_shards(cfg: ExportConfig, encoder: Encoder, info: dict[str, Any], table
             waves = pending.result()
             if j + 1 < len(todo):
                 pending = pool.submit(load, todo[j + 1])
-            start, stop = bounds[s]
-            emb = _embed_shard(encoder, waves, batch_size, bar, check_stop)
-            check_stop()
-            write_rows(array, start, emb)
-            seconds = float(sum(w.shape[0] for w in waves)) / sr
-            described = {}
-            if cfg.describe:
-                bar.set_postfix_str("describing")
-                t_describe = time.time()
-                failed = _describe_shard(out, s, table["id"].iloc[start:stop], waves, sr)
-                described = {"describe_seconds": time.time() - t_describe, "describe_failed": failed}
-            _write_json(_marker(out, s), {
-                "shard": s, "start": start, "stop": stop, "rows": stop - start, "audio_seconds": seconds,
-                "wall_seconds": time.time() - t0, "worker": f"{cfg.shard_index}/{cfg.num_shards}",
-                "host": socket.gethostname(), "device": device, "batch_size": batch_size,
-                "finished_at": time.time(), **described,
-            })
-            audio_done += seconds
+            marker = export_shard(cfg, encoder, table, s, array=array, waves=waves, bar=bar,
+                                  check_stop=check_stop, started=t0)
+            audio_done += marker["audio_seconds"]
             bar.set_postfix_str(f"{audio_done / max(time.time() - t_start, 1e-9):.0f} audio s/s")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -590,7 +637,7 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
     out = Path(out)
     if not (out / PLAN_INFO).exists():
         raise ExportError(f"{out}: no {PLAN_INFO}; nothing to merge. Run `jsae embed ... --out {out}` first.")
-    info, table = _read_plan(out)
+    info, table = read_plan(out)
     status = export_status(out)
     if status["missing"]:
         miss = status["missing"]
@@ -669,10 +716,18 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- entry
 
-def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, Any]:
+#: embeds a worker's unfinished shards: ``(cfg, encoder, plan info, plan table, signals) -> shards made``
+ShardRunner = Callable[[ExportConfig, Encoder, dict, pd.DataFrame, "SignalStop | None"], list]
+
+
+def run_export(cfg: ExportConfig, encoder: Encoder | None = None, *,
+               run_shards: ShardRunner | None = None) -> dict[str, Any]:
     """Run one worker of an export (plan if needed, own shards, merge if last).
 
     ``encoder``: an already loaded encoder (else ``cfg.encoder``/``cfg.model`` are loaded).
+    ``run_shards``: what embeds the worker's unfinished shards (:func:`pending_shards`, each with
+    :func:`export_shard`); default: here, one after the other; :mod:`embed.ray_export` passes
+    one that hands them to encoder actors on a Ray cluster.
     Returns ``{"status": "complete" | "planned" | "partial", "summary": ..., "shards": [...]}``.
     Raises :class:`~jsae.errors.Interrupted` (``exit_status`` 130 / 143) on SIGINT / SIGTERM
     in the main thread, after abandoning the shard being embedded (finished shards are kept).
@@ -681,10 +736,11 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None) -> dict[str, A
     with SignalStop() as signals, writing_to(f"the embedding store {out}",
                                              kept=f"the shards finished before are kept in {out} (the same command "
                                                   "resumes from them)"):
-        return _run_export(cfg, encoder, signals)
+        return _run_export(cfg, encoder, signals, run_shards or _run_shards)
 
 
-def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop) -> dict[str, Any]:
+def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop,
+                run_shards: ShardRunner) -> dict[str, Any]:
     from jsae.store import check_can_write, check_store_files
 
     out = Path(cfg.out)
@@ -727,7 +783,7 @@ def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop)
             _make_plan(cfg, encoder, signals)
         else:
             _wait_for_plan(cfg)
-    info, table = _read_plan(out)
+    info, table = read_plan(out)
     _check_settings(out, info["settings"], wanted)
     if (info["dim"], info["encoder"]["sample_rate"]) != (encoder.dim, encoder.sample_rate):
         raise ExportError(
@@ -745,7 +801,7 @@ def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop)
                           f"(see {out / SUMMARY_NAME}). First reasons: {reasons}")
     if cfg.plan_only:
         return {"status": "planned", "summary": {}, "shards": []}
-    shards = _run_shards(cfg, encoder, info, table, signals)
+    shards = run_shards(cfg, encoder, info, table, signals)
     status = export_status(out)
     if not status["missing"] and not status["complete"]:
         summary = finalize(out, force=False)
