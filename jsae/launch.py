@@ -144,24 +144,27 @@ def launch(n: int, command: Sequence[str], *, devices_per_process: int | None = 
             procs.append(p)
         while True:
             codes = [p.poll() for p in procs]
-            if all(c is not None for c in codes):
-                break
             if any(c not in (None, 0) for c in codes) and not forwarded:
-                # one failed on its own; the others either fail alike (the same config error: each says it) or
-                # wait for it in a collective forever: give them a moment, then stop them
-                deadline = time.monotonic() + GRACE_SECONDS
-                while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-                    time.sleep(poll_seconds)
+                # the one that failed first: a process killed by a signal before one that exited (a peer's
+                # death can make the others exit with an error in the same moment)
+                failed = min((i for i, c in enumerate(codes) if c not in (None, 0)), key=lambda i: (codes[i] >= 0, i))
+                if codes[failed] > 0:
+                    # it exited on its own: the others either fail alike (the same config error: each says
+                    # it) or wait for it in a collective forever; give them a moment, then stop them
+                    deadline = time.monotonic() + GRACE_SECONDS
+                    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                        time.sleep(poll_seconds)
                 stopped = [i for i, p in enumerate(procs) if p.poll() is None]
                 for i in stopped:
                     procs[i].kill()
                 codes = [p.wait() for p in procs]
                 for t in readers:
                     t.join(timeout=5)
-                failed = next(i for i, c in enumerate(codes) if c != 0 and i not in stopped)
                 if failed or codes[0] < 0:  # process 0 says itself why it stopped (one line)
                     _say_failed(err, failed, n, codes[failed], tails[failed], stopped)
                 return _status(codes[failed])
+            if all(c is not None for c in codes):
+                break
             time.sleep(poll_seconds)
         for t in readers:
             t.join(timeout=5)
