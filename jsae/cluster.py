@@ -29,7 +29,7 @@ import numpy as np
 from .errors import JsaeError
 
 __all__ = ["ENV_COORDINATOR", "ENV_PROCESSES", "ENV_PROCESS_ID", "ClusterError",
-           "launched_by", "slurm_tasks", "initialize", "is_multiprocess", "process_index", "process_count",
+           "launched_by", "slurm_tasks", "initialize", "is_multiprocess", "process_index",
            "is_primary", "to_global", "to_host", "barrier", "any_process", "text_from_primary"]
 
 #: set by ``jsae launch``: the coordinator's ``host:port``, the number of processes, this one's id
@@ -121,10 +121,6 @@ def is_multiprocess() -> bool:
 
 def process_index() -> int:
     return jax.process_index() if jax.distributed.is_initialized() else 0
-
-
-def process_count() -> int:
-    return jax.process_count() if jax.distributed.is_initialized() else 1
 
 
 def is_primary() -> bool:

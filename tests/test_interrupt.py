@@ -40,6 +40,25 @@ def _wait(predicate, timeout: float = 5.0) -> None:
 
 # ---------------------------------------------------------------- the handler
 
+def _signalled(cmd: list[str], run: Path, *signums: int) -> tuple[int, str]:
+    """Start the sweep ``cmd``, send it ``signums`` (back to back) once its step-50 checkpoint is
+    written, and return its exit status and stderr."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while _step(run) < 50:  # sweep.json is written last by the step-50 checkpoint
+            assert proc.poll() is None, f"the sweep ended before it was signalled: {proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.005)
+        for signum in signums:
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_first_signal_sets_the_flag_and_a_second_raises_at_once(signum, status):
     before = {s: signal.getsignal(s) for s in SignalStop.SIGNALS}
@@ -160,19 +179,8 @@ def test_a_signalled_sweep_saves_its_step_and_resumes_to_the_uninterrupted_param
 
     run = tmp_path / "run"
     cmd = _sweep_cmd(run, sweep_store)
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while _step(run) < 50:  # sweep.json is written last by the step-50 checkpoint
-            assert proc.poll() is None, f"the sweep ended before it was signalled: {proc.stderr.read()[-3000:]}"
-            assert time.time() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.005)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == status, err[-3000:]
+    returncode, err = _signalled(cmd, run, signum)
+    assert returncode == status, err[-3000:]
     # one line (besides the CLI's one-line warnings about the data, if any): no traceback
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("jsae sweep: warning: ")]
     assert len(lines) == 1 and LINE.fullmatch(lines[0]), err[-3000:]
@@ -202,20 +210,8 @@ def test_a_second_signal_stops_the_sweep_at_once_and_the_rerun_resumes_from_a_sa
 
     run = tmp_path / "run"
     cmd = _sweep_cmd(run, sweep_store)
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while _step(run) < 50:
-            assert proc.poll() is None, f"the sweep ended before it was signalled: {proc.stderr.read()[-3000:]}"
-            assert time.time() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err[-3000:]
+    returncode, err = _signalled(cmd, run, signal.SIGINT, signal.SIGTERM)
+    assert returncode == 143, err[-3000:]
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("jsae sweep: warning: ")]
     assert lines == ["jsae sweep: stopped at once by a second signal (SIGTERM); only what was saved before is kept; "
                      "run the same command to resume"], err[-3000:]
