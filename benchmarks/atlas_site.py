@@ -103,7 +103,7 @@ def folder_stats(folder: Path) -> tuple[int, int, int]:
 
 def jsae_atlas(run: Path, store: Path, out: Path, *extra: str) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "atlas", str(run), "--data", str(store), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "jsae.sweeps", "atlas", str(run), "--data", str(store), "--out", str(out),
                            *extra], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -92,7 +92,7 @@ def main() -> None:
     store = work / "store"
     if not (store / "store.json").exists():
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweeps", "store", "synth", "--out", str(store), "--rows",
+        subprocess.run([sys.executable, "-m", "jsae.sweeps", "store", "synth", "--out", str(store), "--rows",
                         str(args.rows), "--dim", str(args.dim)], env=_env(1), check=True, stdout=subprocess.DEVNULL)
         print(f"store {args.rows} × {args.dim}: {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
@@ -102,7 +102,7 @@ def main() -> None:
         report = work / f"report-{n}"
         child = [sys.executable, str(Path(__file__).resolve()), "--child", "--store", str(store), "--run", str(run),
                  "--report", str(report), "--steps", str(args.steps), "--steps-per-call", str(args.steps_per_call)]
-        cmd = [sys.executable, "-m", "sweeps", "launch", "-n", str(n), "--devices-per-process",
+        cmd = [sys.executable, "-m", "jsae.sweeps", "launch", "-n", str(n), "--devices-per-process",
                str(args.devices_per_process), "--", *child]
         t0 = time.perf_counter()
         subprocess.run(cmd, env=_env(args.devices_per_process), check=True, stdout=subprocess.DEVNULL)

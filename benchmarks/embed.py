@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 # installed): this benchmark runs from a checkout.
 sys.path.insert(0, str(REPO / "tests"))
 
-from embed.encoders import Encoder, get_encoder  # noqa: E402
+from jsae.embed.encoders import Encoder, get_encoder  # noqa: E402
 from stand_ins import build_tiny_titanet, speechlike, titanet_large_config  # noqa: E402
 
 

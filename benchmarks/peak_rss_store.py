@@ -65,7 +65,7 @@ def measure(argv: list[str]) -> tuple[int, float]:
 
 
 def jsae(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sweeps", *args]
+    return [sys.executable, "-m", "jsae.sweeps", *args]
 
 
 def run_case(kind: str, rows: int, dim: int, work: Path) -> dict:

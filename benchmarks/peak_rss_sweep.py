@@ -82,7 +82,7 @@ def make_store(path: Path, rows: int, dim: int, maker: str, block: int = 65536) 
         return 0.0
     t0 = time.perf_counter()
     if maker == "synth":
-        subprocess.run([sys.executable, "-m", "sweeps", "store", "synth", "--out", str(path), "--rows", str(rows),
+        subprocess.run([sys.executable, "-m", "jsae.sweeps", "store", "synth", "--out", str(path), "--rows", str(rows),
                         "--dim", str(dim), "--overwrite"], env=_env(), check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
     import numpy as np

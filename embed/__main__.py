@@ -1,7 +1,8 @@
-"""``python -m embed ARGS`` is ``jsae embed ARGS``."""
-import sys
+"""``python -m embed …`` in a checkout runs ``jsae embed …``.
 
-from embed.cli import main
+The export's code lives in :mod:`jsae.embed`: installed under the ``jsae`` name, a wheel puts
+no top-level ``embed`` package into site-packages (ARCHITECTURE.md, "Layout").
+"""
+import runpy
 
-if __name__ == "__main__":
-    sys.exit(main())
+runpy.run_module("jsae.embed", run_name="__main__", alter_sys=True)

@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by ``jsae`` (:mod:`sweeps`) and ``jsae embed`` (:mod:`embed.cli`).
+"""Command-line plumbing shared by ``jsae`` (:mod:`jsae.sweeps`) and ``jsae embed`` (:mod:`jsae.embed.cli`).
 
 * parsers named ``jsae <command>`` whose usage errors are one line (:class:`ArgumentParser`);
 * help with ``(default: X)`` shown once, only when worth showing (:class:`HelpFormatter`);
@@ -9,7 +9,7 @@
 * :class:`SignalStop`: SIGINT / SIGTERM ask a long command (``jsae sweep``, ``jsae embed``)
   to stop at its next safe point; a second signal stops it at once.
 
-The options the ``jsae`` commands share live in :mod:`sweeps.conventions`.
+The options the ``jsae`` commands share live in :mod:`jsae.sweeps.conventions`.
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ class SignalStop:
 #: the folder holding jsae's top-level packages, and their names: a warning raised from a file
 #: of these is jsae's own
 _HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OWN_PACKAGES = ("jsae", "sweeps", "embed")
+_OWN_PACKAGES = ("jsae",)
 
 
 def _is_own(filename: str) -> bool:

@@ -1,7 +1,7 @@
 """Export trained models to the on-disk layouts of SAELens and EleutherAI's sparsify.
 
 ``jsae export RUN --format saelens|sparsify --out DIR [--model k20_L200 ...]`` (the command:
-:mod:`sweeps.export_cli`) reads ``RUN/models`` (:mod:`jsae.runs.modelfiles`) and writes ``DIR/<model>/`` per model,
+:mod:`jsae.sweeps.export_cli`) reads ``RUN/models`` (:mod:`jsae.runs.modelfiles`) and writes ``DIR/<model>/`` per model,
 each loadable by the library itself::
 
     saelens:  DIR/<model>/cfg.json + sae_weights.safetensors

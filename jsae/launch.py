@@ -52,14 +52,14 @@ def free_port() -> int:
 
 
 def process_command(command: Sequence[str]) -> list[str]:
-    """The command each process runs: ``jsae …`` runs as ``python -m sweeps …`` with this
+    """The command each process runs: ``jsae …`` runs as ``python -m jsae.sweeps …`` with this
     interpreter (the same installation as the launcher, whatever ``PATH`` holds)."""
     command = list(command)
     if not command:
         raise BadValueError("no command after `--`: give the command every process runs, e.g. `jsae launch -n 2 -- "
                             "jsae sweep default --out runs/x`.")
     if os.path.basename(command[0]) == "jsae":
-        return [sys.executable, "-m", "sweeps", *command[1:]]
+        return [sys.executable, "-m", "jsae.sweeps", *command[1:]]
     return command
 
 

@@ -13,7 +13,7 @@ Layout of a store directory::
 
 zarr3 has no string dtype, so ids and labels live in the table. A store counts as
 readable only when ``store.json`` says ``"complete": true``: writers (``write_store``,
-the resumable exporter in ``embed/``) set it last, so an interrupted write is never
+the resumable exporter in ``jsae/embed/``) set it last, so an interrupted write is never
 mistaken for a finished one.
 
 Integrity: every inner chunk and every shard index carries a crc32c checksum (a flipped bit

@@ -55,7 +55,7 @@ def write_audio(folder: Path, d: LabelledData) -> Path:
 
 def train_run(run: Path, store: Path, seed: int) -> Path:
     """A sweep trained by ``jsae sweep`` on the unlabelled rows of ``store`` into ``run``."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run),
                f"data.store={store}", f"train.seed={seed}", *SWEEP_ARGS])
@@ -72,7 +72,7 @@ def fresh_copy(run: Path, dest: Path) -> Path:
 def analyse_run(run: Path, store: Path, other_run: Path, audio: Path) -> Path:
     """Run every analysis command and then ``jsae report`` on ``run`` (a copy of the seed-0
     run; outputs in ``RUN/analysis/``, the page in ``RUN/analysis/report.html``)."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     common = ["--data", str(store), "--label", "lang", "--positive", "es"]
     assert main(["probe", str(run), *common]) == 0

@@ -31,7 +31,7 @@ def write_tiny_store(folder: Path) -> Path:
 
 def train_tiny_run(run: Path, store: Path) -> Path:
     """A finished sweep (k=2, L=8) trained by ``jsae sweep`` on ``store`` into ``run``."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     rc = main(["sweep", str(REPO / "configs" / "default.yaml"), "--out", str(run), f"data.store={store}",
                *TINY_SWEEP])
@@ -41,7 +41,7 @@ def train_tiny_run(run: Path, store: Path) -> Path:
 
 def jsae(capsys, *argv) -> tuple[int, list[str]]:
     """Run ``jsae ARGV`` in-process; returns (exit status, the non-empty stderr lines)."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     capsys.readouterr()
     rc = main([str(a) for a in argv])

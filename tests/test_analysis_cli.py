@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 
-from sweeps.cli import main
+from jsae.sweeps.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from jsae.analyses.probing import probe
 from jsae.analyses.splitting import feature_split
 from jsae.analyses.steering import steer
 from jsae.store import StoreError, write_store
-from sweeps.cli import main
+from jsae.sweeps.cli import main
 
 
 def small_store(path, dim=24, split=True, splits=("train",) * 6 + ("test",) * 4,

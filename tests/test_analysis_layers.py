@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MATH = sorted([p.stem for p in (REPO / "jsae" / "analyses").glob("*.py") if p.stem != "__init__"]
               + [f"atlas.{p.stem}" for p in (REPO / "jsae" / "analyses" / "atlas").glob("*.py") if p.stem != "__init__"]
               + ["atlas"])
-FORBIDDEN = ("matplotlib", "jsae.outputs", "jsae.report", "jsae.plots", "sweeps")
+FORBIDDEN = ("matplotlib", "jsae.outputs", "jsae.report", "jsae.plots", "jsae.sweeps")
 
 
 def test_the_math_modules_are_the_ones_expected():

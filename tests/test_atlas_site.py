@@ -403,7 +403,7 @@ def test_a_latent_named_by_an_analysis_links_to_its_folder(built, run):
 
 
 def _jsae(capsys, *argv):
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     capsys.readouterr()
     rc = main([str(a) for a in argv])

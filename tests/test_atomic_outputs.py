@@ -103,7 +103,7 @@ def run_killed(tmp_path: Path, patch: str, argv: list) -> int:
     """Run ``jsae ARGV`` in a child process after ``patch`` (Python that arranges a SIGKILL
     of the child midway); returns its exit status (-9 when killed)."""
     script = textwrap.dedent(patch) + textwrap.dedent(f"""
-        from sweeps.cli import main
+        from jsae.sweeps.cli import main
         sys.exit(main({[str(a) for a in argv]!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", "import os, signal, sys\n" + script], cwd=tmp_path,
@@ -416,7 +416,7 @@ def test_out_naming_a_file_says_out_must_be_a_folder(run, labelled, capsys, tmp_
 def test_a_missing_audio_file_is_named_in_its_cell_and_counted_once(run, labelled, audio, capsys):
     assert jsae(capsys, *probe_args(run, labelled))[0] == 0
     capsys.readouterr()
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     assert main(["report", str(run), "--top", "8"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

@@ -53,7 +53,7 @@ def test_killed_sweep_resumes_to_the_same_parameters(tmp_path, store, topk_path)
             "grid.latent_size=[64,96]", "train.batch_size=256", "train.steps=1500", "train.steps_per_call=25",
             "train.checkpoint_every=100", "train.keep_checkpoints=3", "train.progress=false", "optim.lr=1e-3"]
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "sweeps", *args[:2], "--out", str(killed), *args[2:]]
+    cmd = [sys.executable, "-m", "jsae.sweeps", *args[:2], "--out", str(killed), *args[2:]]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -1,4 +1,4 @@
-"""Every `jsae` command follows one convention (sweeps/conventions.py, README: Command-line
+"""Every `jsae` command follows one convention (jsae/sweeps/conventions.py, README: Command-line
 conventions): help text on every argument and defaults shown once, errors as one line
 `jsae <command>: error: …` with exit status 2, `jsae --version`, and a closed output pipe
 ending quietly with exit status 141.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import jsae
-from sweeps.cli import build_parser, main
+from jsae.sweeps.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_a_usage_error_is_one_line_and_exit_2(path, capsys):
 
 
 def test_python_m_embed_follows_the_convention(tmp_path, capsys):
-    from embed.cli import main as embed_main
+    from jsae.embed.cli import main as embed_main
 
     capsys.readouterr()
     assert embed_main(["--audio-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "s"), "-q"]) == 2
@@ -159,7 +159,7 @@ def test_run_and_model_options_have_one_name_everywhere():
 
 def _jsae() -> list[str]:
     script = Path(sys.executable).parent / "jsae"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sweeps"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "jsae.sweeps"]
 
 
 def test_version():

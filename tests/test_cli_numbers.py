@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.cli import build_parser, main
+from jsae.sweeps.cli import build_parser, main
 
 COMMON = ["--data", "STORE", "--label", "lang", "--positive", "es"]
 BAD = [

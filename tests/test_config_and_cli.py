@@ -10,7 +10,7 @@ import pytest
 
 from jsae.config import ConfigError, config_from_dict, config_to_dict, load_config
 from jsae.synthetic import make_dictionary_data
-from sweeps.cli import main
+from jsae.sweeps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,5 +103,5 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 
 
 def test_jsae_console_help_runs():
-    out = subprocess.run([sys.executable, "-m", "sweeps", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "jsae.sweeps", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "sweep" in out.stdout and "store" in out.stdout

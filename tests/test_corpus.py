@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed.segment import SegmentConfig
+from jsae.embed.segment import SegmentConfig
 from tools.demo_corpus import APT_PACKAGES, SCALES, CorpusExistsError, MissingToolsError, build_corpus, ensure_tools
 from tools.demo_corpus import tools as corpus_tools
 from tools.demo_corpus.channel import (
@@ -81,7 +81,7 @@ def test_manifests_exist_parse_and_have_labels(corpus):
 
 
 def test_manifests_are_read_by_the_embed_step(corpus):
-    from embed.plan import read_manifest
+    from jsae.embed.plan import read_manifest
 
     for name in MANIFESTS:
         recs = read_manifest(corpus / f"{name}.jsonl")
@@ -213,8 +213,8 @@ def test_silences_between_utterances(corpus):
 
 def test_segment_counts_match_the_embed_segmenter(corpus):
     pytest.importorskip("librosa")
-    from embed.audio import load_audio
-    from embed.segment import SegmentConfig, find_segments
+    from jsae.embed.audio import load_audio
+    from jsae.embed.segment import SegmentConfig, find_segments
 
     for name in MANIFESTS:
         for r in _rows(corpus, name):

@@ -4,8 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from embed.cli import main as embed_main
-from sweeps.demo import run_demo
+from jsae.embed.cli import main as embed_main
+from jsae.sweeps.demo import run_demo
 from tools.demo_corpus.build import build_corpus
 
 # Runs resemblyzer (the embed extra) on a synthesised corpus, then the whole demo: minutes.

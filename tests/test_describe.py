@@ -1,4 +1,4 @@
-"""Per-segment acoustic descriptors (embed/describe.py): openSMILE's eGeMAPS functionals and
+"""Per-segment acoustic descriptors (jsae/embed/describe.py): openSMILE's eGeMAPS functionals and
 silero-vad's speech probability, at embed time (``jsae embed``) and afterwards (``jsae describe``).
 
 The tools are checked on signals whose answer is known: harmonic tones of a given F0 (its
@@ -24,16 +24,16 @@ pytest.importorskip("resemblyzer")
 pytest.importorskip("soundfile")
 # opensmile and silero_vad (the describe extra, installed by `make setup`) are not imported here:
 # importing silero_vad sets torch to one thread for the whole process, which would change the
-# embeddings later tests compute in this process; embed.describe loads both and restores it.
+# embeddings later tests compute in this process; jsae.embed.describe loads both and restores it.
 
-import embed.describe as describe  # noqa: E402
-from embed.audio import load_audio  # noqa: E402
-from embed.cli import main as embed_main  # noqa: E402
-from embed.describe import (ACOUSTIC_COLUMNS, COLUMNS, EGEMAPS_NAMES, ERROR_COLUMN, VALUE_COLUMNS,  # noqa: E402
+import jsae.embed.describe as describe  # noqa: E402
+from jsae.embed.audio import load_audio  # noqa: E402
+from jsae.embed.cli import main as embed_main  # noqa: E402
+from jsae.embed.describe import (ACOUSTIC_COLUMNS, COLUMNS, EGEMAPS_NAMES, ERROR_COLUMN, VALUE_COLUMNS,  # noqa: E402
                             describe_waves, egemaps, vad)
 from embed_support import REPO, write_recording  # noqa: E402
 from jsae.store import StoreError, add_columns, open_store, write_store  # noqa: E402
-from sweeps.cli import main as jsae  # noqa: E402
+from jsae.sweeps.cli import main as jsae  # noqa: E402
 
 SR = 16000
 SENTENCE = ("The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden gate. "
@@ -110,7 +110,7 @@ def test_the_module_table_documents_every_column_once_and_matches_opensmile():
 
 def test_import_embed_loads_no_tool():
     heavy = "('torch', 'opensmile', 'silero_vad', 'audinterface', 'nemo')"
-    code = f"import sys, embed, embed.describe, embed.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, embed, jsae.embed.describe, jsae.embed.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

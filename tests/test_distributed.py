@@ -47,11 +47,11 @@ def _sweep(run: Path, store: Path, *overrides: str, extra: tuple[str, ...] = ())
 
 
 def _launch(n: int, command: list[str]) -> list[str]:
-    return [sys.executable, "-m", "sweeps", "launch", "-n", str(n), "--devices-per-process", "2", "--", *command]
+    return [sys.executable, "-m", "jsae.sweeps", "launch", "-n", str(n), "--devices-per-process", "2", "--", *command]
 
 
 def _single(command: list[str]) -> list[str]:
-    return [sys.executable, "-m", "sweeps", *command[1:]]
+    return [sys.executable, "-m", "jsae.sweeps", *command[1:]]
 
 
 def _run(cmd: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -228,7 +228,7 @@ def test_the_launcher_gives_each_process_the_coordinator_its_id_and_its_devices(
     assert env["JSAE_COORDINATOR_ADDRESS"] == "127.0.0.1:9" and env["JSAE_NUM_PROCESSES"] == "4"
     assert env["JSAE_PROCESS_ID"] == "3"
     assert env["XLA_FLAGS"].split() == ["--xla_foo=1", "--xla_force_host_platform_device_count=2"]
-    assert process_command(["jsae", "sweep", "x"]) == [sys.executable, "-m", "sweeps", "sweep", "x"]
+    assert process_command(["jsae", "sweep", "x"]) == [sys.executable, "-m", "jsae.sweeps", "sweep", "x"]
     assert process_command(["python", "train.py"]) == ["python", "train.py"]
 
 

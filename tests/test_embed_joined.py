@@ -17,12 +17,12 @@ pytestmark = pytest.mark.embed  # soundfile/librosa (the embed extra): `pytest -
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
 
-from embed.audio import load_audio  # noqa: E402
-from embed.encoders import ENCODERS, Encoder  # noqa: E402
-from embed.export import ExportConfig, ExportError, _check_settings, _shard_waves, run_export  # noqa: E402
-from embed.plan import (IMBALANCE_POINTS, imbalance_warnings, label_accounting, make_plan,  # noqa: E402
+from jsae.embed.audio import load_audio  # noqa: E402
+from jsae.embed.encoders import ENCODERS, Encoder  # noqa: E402
+from jsae.embed.export import ExportConfig, ExportError, _check_settings, _shard_waves, run_export  # noqa: E402
+from jsae.embed.plan import (IMBALANCE_POINTS, imbalance_warnings, label_accounting, make_plan,  # noqa: E402
                         read_manifest)
-from embed.segment import (Segment, SegmentConfig, cut_run, find_segments, join_stretches,  # noqa: E402
+from jsae.embed.segment import (Segment, SegmentConfig, cut_run, find_segments, join_stretches,  # noqa: E402
                            segment_recording)
 from embed_support import recording, write_recording  # noqa: E402
 
@@ -260,7 +260,7 @@ def stand_in(monkeypatch):
 
 
 def test_export_summary_screen_and_refused_resume_with_other_segmentation(tmp_path, stand_in, capsys):
-    from embed.cli import main
+    from jsae.embed.cli import main
     from jsae.store import open_store
 
     manifest = _corpus(tmp_path)

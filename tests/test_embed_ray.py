@@ -27,8 +27,8 @@ pytest.importorskip("ray.data")
 
 import ray  # noqa: E402
 
-from embed.cli import main  # noqa: E402
-from embed.export import export_status  # noqa: E402
+from jsae.embed.cli import main  # noqa: E402
+from jsae.embed.export import export_status  # noqa: E402
 from embed_support import write_recording  # noqa: E402
 from jsae.store import open_store  # noqa: E402
 

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.embed  # the resemblyzer extra (torch): `pytest -m 'not
 pytest.importorskip("resemblyzer")
 pytest.importorskip("soundfile")
 
-from embed.audio import load_audio  # noqa: E402
-from embed.cli import main  # noqa: E402
-from embed.encoders import get_encoder  # noqa: E402
+from jsae.embed.audio import load_audio  # noqa: E402
+from jsae.embed.cli import main  # noqa: E402
+from jsae.embed.encoders import get_encoder  # noqa: E402
 from jsae.store import open_store  # noqa: E402
 
 VOICES = ["en+m3", "en+f3", "en-us+m7"]

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.embed  # the NeMo/torch extra: `pytest -m 'not embed'` 
 for _extra in ("soundfile", "torch", "nemo"):
     pytest.importorskip(_extra)
 
-from embed.cli import main  # noqa: E402
-from embed.export import export_status  # noqa: E402
+from jsae.embed.cli import main  # noqa: E402
+from jsae.embed.export import export_status  # noqa: E402
 from embed_support import REPO, tiny_titanet, write_recording  # noqa: E402
 from jsae.store import StoreError, open_store  # noqa: E402
 
@@ -62,7 +62,7 @@ def same_store(out, reference):
 def spawn(cmd_args, log_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "embed", *cmd_args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "jsae.embed", *cmd_args], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT), log
 
 

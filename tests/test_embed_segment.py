@@ -12,9 +12,9 @@ import pytest
 pytestmark = pytest.mark.embed  # soundfile/librosa (the embed extra): `pytest -m 'not embed'` leaves it out
 sf = pytest.importorskip("soundfile")
 
-from embed.audio import AudioReadError, audio_info, load_audio  # noqa: E402
-from embed.plan import make_plan, read_manifest, scan_audio_dir  # noqa: E402
-from embed.segment import Segment, SegmentConfig, find_segments, split_stretch  # noqa: E402
+from jsae.embed.audio import AudioReadError, audio_info, load_audio  # noqa: E402
+from jsae.embed.plan import make_plan, read_manifest, scan_audio_dir  # noqa: E402
+from jsae.embed.segment import Segment, SegmentConfig, find_segments, split_stretch  # noqa: E402
 from embed_support import recording, write_recording  # noqa: E402
 
 # the detector works on 25 ms frames every 10 ms: an edge can be off by half a frame

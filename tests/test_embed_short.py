@@ -5,7 +5,7 @@ The planted case is a user's 8 kHz telephone manifest: clips of a few prompts jo
 strict rule (a recording whose non-silent audio is under ``--min-seconds`` yields nothing)
 that value loses a large share of its clips; with ``--min-keep`` (default 2 s) such a
 clip becomes one segment flagged ``short``. The imbalance warning compares every label
-value's kept fraction with the overall one (:data:`embed.plan.IMBALANCE_POINTS`).
+value's kept fraction with the overall one (:data:`jsae.embed.plan.IMBALANCE_POINTS`).
 
 Audio is generated (:func:`embed_support.recording`); the export tests use a stand-in
 encoder, no torch.
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.embed  # soundfile/librosa (the embed extra): `pytest -
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
 
-from embed.audio import resample  # noqa: E402
-from embed.encoders import ENCODERS, Encoder  # noqa: E402
-from embed.export import ExportError, _check_settings  # noqa: E402
-from embed.plan import IMBALANCE_POINTS, imbalance_warnings, label_accounting, make_plan, read_manifest  # noqa: E402
-from embed.segment import Segment, SegmentConfig, segment_recording  # noqa: E402
+from jsae.embed.audio import resample  # noqa: E402
+from jsae.embed.encoders import ENCODERS, Encoder  # noqa: E402
+from jsae.embed.export import ExportError, _check_settings  # noqa: E402
+from jsae.embed.plan import IMBALANCE_POINTS, imbalance_warnings, label_accounting, make_plan, read_manifest  # noqa: E402
+from jsae.embed.segment import Segment, SegmentConfig, segment_recording  # noqa: E402
 from embed_support import recording  # noqa: E402
 
 SR = 16000           # the encoder rate; the clips are written at 8 kHz and resampled
@@ -260,7 +260,7 @@ def stand_in(monkeypatch):
 
 def test_jsae_embed_stores_short_segments_and_refuses_a_resume_with_another_min_keep(planted, tmp_path, stand_in,
                                                                                       capsys):
-    from embed.cli import main
+    from jsae.embed.cli import main
     from jsae.store import open_store
 
     manifest, _, plan, _ = planted

@@ -18,9 +18,9 @@ pytest.importorskip("nemo")
 
 from nemo.collections.asr.models import EncDecSpeakerLabelModel  # noqa: E402
 
-from embed.audio import load_audio  # noqa: E402
-from embed.cli import main  # noqa: E402
-from embed.encoders import EncoderLoadError, get_encoder  # noqa: E402
+from jsae.embed.audio import load_audio  # noqa: E402
+from jsae.embed.cli import main  # noqa: E402
+from jsae.embed.encoders import EncoderLoadError, get_encoder  # noqa: E402
 from embed_support import tiny_titanet, write_recording  # noqa: E402
 from jsae.store import open_store  # noqa: E402
 from stand_ins import speechlike  # noqa: E402

@@ -171,7 +171,7 @@ def test_store_info_of_a_missing_or_corrupt_store(tmp_path, capsys):
 
 
 def test_a_cli_run_as_a_subprocess_prints_one_line(arrays):
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "store", "import", str(arrays / "text.npy"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "jsae.sweeps", "store", "import", str(arrays / "text.npy"), "--out",
                            str(arrays / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("jsae store import: error:"), proc.stderr
@@ -198,7 +198,7 @@ def _truncate(files) -> None:
 
 
 def _probe_subprocess(run, store) -> tuple[int, list[str]]:
-    proc = subprocess.run([sys.executable, "-m", "sweeps", *map(str, probe(run, store))], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "jsae.sweeps", *map(str, probe(run, store))], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     return proc.returncode, [line for line in proc.stderr.splitlines() if line.strip()]
 
@@ -241,7 +241,7 @@ def test_probe_of_a_run_with_a_broken_config(damaged, capsys, tiny_store):
 def test_a_hostile_pt_model_is_never_unpickled(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("resemblyzer")
-    from embed.cli import main
+    from jsae.embed.cli import main
 
     marker = tmp_path / "PWNED"
 
@@ -276,10 +276,10 @@ def test_a_hostile_pt_model_is_never_unpickled(tmp_path, capsys):
 # ----------------------------------------------------------------------------- the error classes
 
 def test_every_deliberate_error_is_a_jsae_error_and_keeps_its_old_base():
-    from embed.audio import AudioReadError
-    from embed.encoders import EncoderLoadError
-    from embed.export import ExportError
-    from embed.plan import ManifestError
+    from jsae.embed.audio import AudioReadError
+    from jsae.embed.encoders import EncoderLoadError
+    from jsae.embed.export import ExportError
+    from jsae.embed.plan import ManifestError
     from jsae.config import ConfigError
     from jsae.runs.check import RunDirError
     from jsae.safety import UnsafeDeleteError
@@ -330,7 +330,7 @@ def test_load_sweep_and_model_lookup_raise_jsae_errors_with_their_old_bases(tmp_
 
 
 def test_messages_with_a_table_are_one_line(tmp_path):
-    from embed.export import ExportError, _check_settings
+    from jsae.embed.export import ExportError, _check_settings
     from tools.demo_corpus.tools import MissingToolsError
 
     msg = str(MissingToolsError(["program sox", "program flite"], ["sox", "flite"]))

@@ -19,7 +19,7 @@ import pytest
 from jsae.errors import BadValueError, JsaeError, NotFoundError
 from jsae.export import MARKER, export_model, export_models, fold_normalizer, is_export_dir
 from jsae.runs.modelfiles import read_models, write_model_files
-from sweeps.export_cli import add_export_command
+from jsae.sweeps.export_cli import add_export_command
 from jsae.core.normalize import Normalizer
 from jsae.safety import UnsafeDeleteError
 

@@ -88,14 +88,30 @@ def test_the_wheel_carries_the_configs_the_demo_data_and_the_kernels(wheel_env):
 def test_the_wheel_leaves_out_the_corpus_builder_and_the_test_stand_ins(wheel_env):
     names = zipfile.ZipFile(wheel_env["wheel"]).namelist()
     assert (ROOT / "tools" / "demo_corpus" / "__main__.py").is_file()   # there is a builder to leave out
-    assert "embed/__init__.py" in names
-    left_in = [n for n in names if n.startswith(("tools/", "embed/corpus/")) or n == "embed/testing.py"]
+    assert "jsae/embed/__init__.py" in names and "jsae/sweeps/cli.py" in names
+    left_in = [n for n in names if n.startswith(("tools/", "jsae/embed/corpus/")) or n.endswith("/testing.py")]
     assert not left_in, left_in
 
 
 @pytest.mark.slow
+def test_the_wheel_installs_one_top_level_package_named_jsae(wheel_env):
+    names = zipfile.ZipFile(wheel_env["wheel"]).namelist()
+    assert {n.split("/", 1)[0] for n in names} == {"jsae", "jsae-0.1.0.dist-info"}
+    site = Path(_run([wheel_env["python"], "-c", "import jsae, pathlib; print(pathlib.Path(jsae.__file__).parents[1])"],
+                     cwd=wheel_env["cwd"], env=wheel_env["env"]).stdout.strip())
+    assert not (site / "embed").exists() and not (site / "sweeps").exists()
+    for name in ("embed", "sweeps"):
+        out = _run([wheel_env["python"], "-c", f"import {name}"], cwd=wheel_env["cwd"], env=wheel_env["env"],
+                   check=False)
+        assert out.returncode == 1 and f"No module named '{name}'" in out.stderr, out.stderr
+    out = _run([wheel_env["python"], "-c", "import jsae.embed.plan, jsae.sweeps.cli; print('ok')"],
+               cwd=wheel_env["cwd"], env=wheel_env["env"])
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.slow
 def test_the_installed_package_finds_its_own_resources_not_the_checkout(wheel_env):
-    code = ("import json, sys, jsae, sweeps, jsae.resources as r; print(json.dumps({'jsae': jsae.__file__, "
+    code = ("import json, sys, jsae, jsae.sweeps as sweeps, jsae.resources as r; print(json.dumps({'jsae': jsae.__file__, "
             "'sweeps': sweeps.__file__, 'configs': [str(r.config_path(n)) for n in r.CONFIG_NAMES], "
             "'demo': str(r.demo_data_dir()), 'roots': [str(p) for p in r.resource_roots()], "
             "'editable': [m for m in sys.modules if m.startswith('__editable__')]}))")

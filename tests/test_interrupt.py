@@ -133,7 +133,7 @@ def _env() -> dict[str, str]:
 
 
 def _sweep_cmd(run: Path, store: Path) -> list[str]:
-    return [sys.executable, "-m", "sweeps", "sweep", str(ROOT / "configs" / "default.yaml"), "--out", str(run),
+    return [sys.executable, "-m", "jsae.sweeps", "sweep", str(ROOT / "configs" / "default.yaml"), "--out", str(run),
             f"data.store={store}", *SWEEP]
 
 
@@ -254,14 +254,14 @@ def _embed_args(audio_dir: Path, out: Path) -> list[str]:
 @pytest.mark.embed
 def test_a_sigterm_during_embed_keeps_finished_shards_and_the_same_command_completes(audio_dir, tmp_path):
     _embed_extra()
-    from embed.cli import main
-    from embed.export import export_status
+    from jsae.embed.cli import main
+    from jsae.embed.export import export_status
     from jsae.store import open_store
 
     reference = tmp_path / "reference"
     assert main(_embed_args(audio_dir, reference)) == 0
     out = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "embed", *_embed_args(audio_dir, out)], cwd=ROOT, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "jsae.embed", *_embed_args(audio_dir, out)], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240

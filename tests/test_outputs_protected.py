@@ -159,7 +159,7 @@ def test_steer_error_is_the_shared_one():
 
 
 def test_cli_refuses_then_overwrites(sweep, trained_run, labelled_store, tmp_path, capsys):
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     out = tmp_path / "probe"
     common = ["probe", str(trained_run), "--data", str(labelled_store), "--label", "lang", "--positive", "es",

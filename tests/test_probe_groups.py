@@ -156,10 +156,10 @@ def test_a_perfect_latent_beats_the_regularised_all_latent_regression_and_nothin
 
 def test_the_cli_notes_the_regression_without_calling_it_a_ceiling(tiny_latent, data, tmp_path, monkeypatch,
                                                                     capsys):
-    from sweeps import analysis_cli
+    from jsae.sweeps import analysis_cli
 
     monkeypatch.setattr(analysis_cli.cli, "load_models", lambda run, args: tiny_latent)
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     assert main(["probe", "unused", "--data", str(data[0]), "--label", "kind", "--positive", "music",
                  "--C", "0.001", "--group", "track", "--out", str(tmp_path / "out")]) == 0

@@ -74,7 +74,7 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, store) -> tuple[Path, str]:
     """A finished tiny run (checkpoints 20 and 40) and what `jsae sweep` printed on stdout."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     run = tmp_path_factory.mktemp("run") / "run"
     capture = tmp_path_factory.mktemp("out") / "stdout.txt"
@@ -391,7 +391,7 @@ def test_a_store_of_identical_rows_is_refused_at_the_start(tmp_path, capsys):
 # ---------------------------------------------------------------------------------- 5. progress
 
 def test_without_a_terminal_progress_is_a_plain_line_every_n_seconds(tmp_path, store):
-    cmd = [sys.executable, "-m", "sweeps", "sweep", str(DEFAULT), "--out", str(tmp_path / "run"),
+    cmd = [sys.executable, "-m", "jsae.sweeps", "sweep", str(DEFAULT), "--out", str(tmp_path / "run"),
            f"data.store={store}", *TINY, "train.progress=true", "train.steps_per_call=5"]
     out = subprocess.run(cmd, env=_env(JSAE_PROGRESS_SECONDS="0.000001"), capture_output=True, text=True,
                          timeout=600)

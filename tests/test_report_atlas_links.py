@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis_helpers import fresh_copy
-from sweeps.cli import main
+from jsae.sweeps.cli import main
 
 
 @pytest.fixture(scope="module")

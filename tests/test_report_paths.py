@@ -21,7 +21,7 @@ from jsae.outputs.probe import BEST_BY
 
 def jsae_in(cwd: Path, *argv) -> None:
     """``jsae ARGV`` run in-process with ``cwd`` as the working directory."""
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     old = Path.cwd()
     os.chdir(cwd)

@@ -6,8 +6,8 @@ import pytest
 from jsae.config import GridConfig, load_config
 from jsae.errors import MissingPathError
 from jsae.resources import CONFIG_NAMES, ENV_VAR, config_names, config_path, demo_data_dir, resource_roots
-from sweeps.cli import main
-from sweeps.demo import paper_grid_overrides
+from jsae.sweeps.cli import main
+from jsae.sweeps.demo import paper_grid_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -43,7 +43,7 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], env=_env(), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "jsae.sweeps", *args], env=_env(), capture_output=True, text=True,
                           timeout=600)
 
 

@@ -110,7 +110,7 @@ def test_store_folders_honour_the_umask(tmp_path):
 # ----------------------------------------------------------------------------- embed / corpus
 
 def test_embed_overwrite_refuses_the_working_directory_and_user_folders(user_dir, monkeypatch):
-    from embed.export import ExportConfig, ExportError, run_export
+    from jsae.embed.export import ExportConfig, ExportError, run_export
 
     audio = user_dir / "audio"
     audio.mkdir()
@@ -124,7 +124,7 @@ def test_embed_overwrite_refuses_the_working_directory_and_user_folders(user_dir
 
 
 def test_embed_refuses_to_plan_into_a_folder_of_user_files(user_dir):
-    from embed.export import ExportConfig, ExportError, run_export
+    from jsae.embed.export import ExportConfig, ExportError, run_export
 
     (user_dir / "progress").mkdir()            # a planning export used to rmtree OUT/progress
     (user_dir / "progress" / "thesis.tex").write_text("chapter 1\n")
@@ -138,7 +138,7 @@ def test_embed_refuses_to_plan_into_a_folder_of_user_files(user_dir):
 
 
 def test_embed_cli_overwrite_of_a_user_folder_is_one_line(user_dir, capsys):
-    from embed.cli import main
+    from jsae.embed.cli import main
 
     audio = user_dir.parent / "audio"
     audio.mkdir()

@@ -90,7 +90,7 @@ def hostile(tmp_path_factory, tiny_run):
 @pytest.fixture(scope="module")
 def page(hostile):
     run = hostile[0]
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     assert main(["report", str(run), "--top", str(ROWS)]) == 0
     return (run / "analysis" / "report.html").read_text(encoding="utf-8")

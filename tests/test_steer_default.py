@@ -217,7 +217,7 @@ def test_flip_threshold_in_every_unit_converts_as_the_units_define(planted):
 
 
 def test_the_cli_default_is_mean_active():
-    from sweeps.cli import build_parser
+    from jsae.sweeps.cli import build_parser
 
     args = build_parser().parse_args(["steer", "RUN", "--data", "STORE", "--label", "lang", "--positive", "es"])
     assert args.alpha_units == "mean_active" == SteerOptions.alpha_units

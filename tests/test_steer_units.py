@@ -157,7 +157,7 @@ def test_steer_outputs_with_different_parameters_coexist(run, labelled_store):
 
 
 def test_explicit_out_of_other_parameters_is_refused_without_overwrite(run, labelled_store, tmp_path, capsys):
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     out = tmp_path / "mine"
     common = dict(k=3, latent_size=8, out=out)

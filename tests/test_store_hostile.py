@@ -103,7 +103,7 @@ def test_synth_onto_a_read_only_folder_is_one_line_naming_the_store(read_only_di
 
 def test_embed_onto_a_read_only_folder_is_one_line_before_the_encoder_loads(read_only_disk, tmp_path, capsys,
                                                                             monkeypatch):
-    export = pytest.importorskip("embed.export")
+    export = pytest.importorskip("jsae.embed.export")
 
     def never(*args, **kwargs):
         raise AssertionError("the encoder was loaded for an --out that cannot be written")
@@ -133,7 +133,7 @@ def test_store_synth_into_a_folder_this_user_may_not_write_is_one_line():
         if setpriv is None:
             pytest.skip("setpriv (util-linux) is needed to run a command as the user nobody")
         proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                               "sweeps", "store", "synth", "--rows", "50", "--dim", "8", "--out", str(out)],
+                               "jsae.sweeps", "store", "synth", "--rows", "50", "--dim", "8", "--out", str(out)],
                               cwd=REPO, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "HOME": str(base)})
         err = [line for line in proc.stderr.splitlines() if line.strip() and "pkg_resources" not in line]
@@ -190,7 +190,7 @@ def test_a_killed_import_leaves_a_temporary_folder_that_the_next_run_removes(tmp
     _aged(legacy)
     np.save(tmp_path / "x.npy", np.zeros((10, 4), np.float32))
     capsys.readouterr()
-    from sweeps.cli import main
+    from jsae.sweeps.cli import main
 
     assert main(["store", "import", str(tmp_path / "x.npy"), "--out", str(out)]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -227,7 +227,7 @@ def test_overwrite_refuses_a_store_holding_a_link_and_never_follows_it(tmp_path,
 
 
 def test_embed_overwrite_refuses_a_store_holding_a_user_file(tmp_path, capsys, monkeypatch):
-    export = pytest.importorskip("embed.export")
+    export = pytest.importorskip("jsae.embed.export")
     monkeypatch.setattr(export, "get_encoder", lambda *a, **k: pytest.fail("reached the encoder"))
     out = tmp_path / "store"
     _small_store(out)
@@ -243,7 +243,7 @@ def test_embed_overwrite_refuses_a_store_holding_a_user_file(tmp_path, capsys, m
 
 
 def test_embed_never_writes_into_a_linked_folder_inside_its_store(tmp_path, capsys, monkeypatch):
-    export = pytest.importorskip("embed.export")
+    export = pytest.importorskip("jsae.embed.export")
     monkeypatch.setattr(export, "get_encoder", lambda *a, **k: pytest.fail("reached the encoder"))
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -328,8 +328,8 @@ def test_a_semicolon_separated_csv_is_refused_with_a_hint(tmp_path, capsys):
 
 
 def test_a_manifest_that_is_not_utf8_is_one_line_naming_the_line(tmp_path, capsys, monkeypatch):
-    export = pytest.importorskip("embed.export")
-    from embed.plan import ManifestError, read_manifest
+    export = pytest.importorskip("jsae.embed.export")
+    from jsae.embed.plan import ManifestError, read_manifest
 
     (tmp_path / "a.wav").write_bytes(b"")
     manifest = tmp_path / "m.jsonl"
@@ -490,7 +490,7 @@ def test_synth_and_import_hold_a_shard_of_rows_not_all_of_them(tmp_path):
     the rows — and import read the .npy through a memory map: all of it resident)."""
     rows, dim = 200_000, 192
     size = rows * dim * 4
-    cli = [sys.executable, "-m", "sweeps", "store"]
+    cli = [sys.executable, "-m", "jsae.sweeps", "store"]
 
     def synth(n: int) -> int:
         return _peak_rss(cli + ["synth", "--rows", str(n), "--dim", str(dim), "--out", str(tmp_path / f"s{n}")],

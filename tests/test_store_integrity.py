@@ -18,7 +18,7 @@ import pytest
 
 from jsae.store import StoreError, add_columns, open_store, verify_store, write_store
 from safety_helpers import REPO, TINY_SWEEP, jsae
-from sweeps.cli import main
+from jsae.sweeps.cli import main
 
 ROWS, DIM, SHARD, CHUNK = 700, 32, 256, 64
 

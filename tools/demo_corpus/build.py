@@ -12,7 +12,7 @@ manifest next to its audio:
 
 **Targets are counted in segments**, the 4–8 s pieces ``jsae embed`` cuts with its default
 segmenter (``joined`` mode: a recording's non-silent stretches concatenated, then cut):
-:func:`tools.demo_corpus.channel.count_segments` runs :func:`embed.segment.segment_recording`
+:func:`tools.demo_corpus.channel.count_segments` runs :func:`jsae.embed.segment.segment_recording`
 itself on the audio as written and read back at 16 kHz, so the counts are the exporter's.
 Each class — a ``(dataset, split, kind, lang, gender)`` cell — renders
 recordings in a fixed order until it holds its target; the last recording is shortened

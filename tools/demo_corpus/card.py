@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from statistics import median
 
-from embed.segment import SegmentConfig
+from jsae.embed.segment import SegmentConfig
 from tools.demo_corpus.accents import ENGLISH_ACCENTS, SPANISH_ACCENTS
 from tools.demo_corpus.channel import BAND, EMBED_SAMPLE_RATE, SAMPLE_RATE
 from tools.demo_corpus.music import MUSIC_SOURCE

@@ -14,11 +14,11 @@ The telephone channel (:func:`telephone`) follows the path a call centre's audio
 All input reaches 8 kHz first (:func:`to_8k`, polyphase resampling) so the band above
 4 kHz never exists. :func:`median_f0` is a small YIN pitch estimate used to check the gender
 labels; :func:`count_segments` counts the segments ``jsae embed`` will cut from a recording
-by running the embed segmenter itself (:func:`embed.segment.segment_recording` with
+by running the embed segmenter itself (:func:`jsae.embed.segment.segment_recording` with
 :data:`CORPUS_SEGMENTS`: ``joined`` mode, 4–8 s, recordings under 4 s of speech dropped —
 ``jsae embed --min-keep 4``) on the audio as the
 exporter reads it back — quantised as the WAV is written (:func:`as_written`) and resampled
-to :data:`EMBED_SAMPLE_RATE` with :func:`embed.audio.resample` — so the counts cannot drift
+to :data:`EMBED_SAMPLE_RATE` with :func:`jsae.embed.audio.resample` — so the counts cannot drift
 from the exporter (it needs librosa, as ``jsae embed`` does).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from embed.segment import SegmentConfig, Segmentation
+from jsae.embed.segment import SegmentConfig, Segmentation
 
 __all__ = [
     "CORPUS_SEGMENTS",
@@ -244,10 +244,10 @@ CORPUS_SEGMENTS = SegmentConfig(min_keep=4.0)
 def segment_audio(x: np.ndarray, sr: int = SAMPLE_RATE, config: SegmentConfig | None = None,
                   encoding: str = "pcm16") -> Segmentation:
     """What ``jsae embed --min-keep 4`` makes of ``x`` once written as a WAV: the same
-    quantisation, :func:`embed.audio.resample` to :data:`EMBED_SAMPLE_RATE`, then
-    :func:`embed.segment.segment_recording` (``config``: default :data:`CORPUS_SEGMENTS`)."""
-    from embed.audio import resample
-    from embed.segment import segment_recording
+    quantisation, :func:`jsae.embed.audio.resample` to :data:`EMBED_SAMPLE_RATE`, then
+    :func:`jsae.embed.segment.segment_recording` (``config``: default :data:`CORPUS_SEGMENTS`)."""
+    from jsae.embed.audio import resample
+    from jsae.embed.segment import segment_recording
 
     y = resample(as_written(x, encoding, sr), sr, EMBED_SAMPLE_RATE)
     return segment_recording(y, EMBED_SAMPLE_RATE, config if config is not None else CORPUS_SEGMENTS)

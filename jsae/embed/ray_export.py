@@ -1,21 +1,21 @@
 """``jsae embed --ray [ADDRESS]``: the shards of an export embedded by encoder actors on a Ray cluster.
 
-This module only distributes shards; the export itself is :mod:`embed.export`'s:
+This module only distributes shards; the export itself is :mod:`jsae.embed.export`'s:
 
-1. The driver (the ``jsae embed`` process) runs :func:`embed.export.run_export` as one worker
+1. The driver (the ``jsae embed`` process) runs :func:`jsae.embed.export.run_export` as one worker
    would: the same checks, the same plan (made once, on its CPU), the same refusal of a store
    planned with other settings. Only the step that embeds the unfinished shards
-   (:func:`embed.export.pending_shards`) is replaced by :func:`ray_shards`.
+   (:func:`jsae.embed.export.pending_shards`) is replaced by :func:`ray_shards`.
 2. Those shards become a Ray dataset of one row (and one block) per shard, ``{"shard": s}``, and
    ``map_batches(batch_size=1)`` hands each to an actor of a fixed pool of :class:`ShardEmbedder`:
    one per GPU of the cluster (``num_gpus=1``), or one per CPU slot (``num_cpus=1``), or
    ``--ray-workers N``. An actor loads the encoder once, then makes each shard it gets with
-   :func:`embed.export.export_shard` — the function every worker uses: it writes the shard's rows
+   :func:`jsae.embed.export.export_shard` — the function every worker uses: it writes the shard's rows
    straight into the tensorstore array (each shard is its own row range, so writers never
    conflict), then its descriptors, then its ``progress/shard-SSSSS.done`` marker — and returns one
    small row (shard, rows, audio and wall seconds) for the driver's progress bar.
 3. When every shard has its marker the driver finalizes as any last worker does
-   (:func:`embed.export.finalize`: ``metadata.parquet``, ``summary.json``, ``store.json``).
+   (:func:`jsae.embed.export.finalize`: ``metadata.parquet``, ``summary.json``, ``store.json``).
 
 Faults: an actor that dies (a killed process, a lost node) is restarted and its shard run again,
 up to :data:`RETRIES` times (Ray's ``max_restarts`` / ``max_task_retries``); a shard only counts
@@ -48,11 +48,11 @@ from typing import Any
 
 from jsae.errors import Interrupted, JsaeError, one_line, writing_to
 
-from embed.export import ExportConfig, ExportError, export_shard, pending_shards, read_plan, run_export
+from jsae.embed.export import ExportConfig, ExportError, export_shard, pending_shards, read_plan, run_export
 
 __all__ = ["RAY_INSTALL", "RETRIES", "ShardEmbedder", "import_ray", "ray_shards", "run_ray_export"]
 
-log = logging.getLogger("embed")
+log = logging.getLogger("jsae.embed")
 
 #: how Ray is installed (the one-line error of ``--ray`` without it)
 RAY_INSTALL = "pip install 'jsae[ray]'"
@@ -61,7 +61,7 @@ RETRIES = 3
 
 
 def import_ray():
-    """``ray`` with Ray Data, or one :class:`~embed.export.ExportError` line saying how to install it."""
+    """``ray`` with Ray Data, or one :class:`~jsae.embed.export.ExportError` line saying how to install it."""
     try:
         import ray
         import ray.data  # noqa: F401
@@ -73,7 +73,7 @@ def import_ray():
 class ShardEmbedder:
     """A Ray Data actor: loads the encoder once (``device``: ``cuda`` on the GPU Ray gave it, or
     ``cpu``), reads the plan once, then makes every shard it is given with
-    :func:`embed.export.export_shard` and returns one row per shard.
+    :func:`jsae.embed.export.export_shard` and returns one row per shard.
 
     A :class:`~jsae.errors.JsaeError` (an audio file changed since the plan, a full disk, an
     encoder or descriptor tool that does not load on this node) is returned as the row's
@@ -84,7 +84,7 @@ class ShardEmbedder:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")   # the store is written with tensorstore, not JAX
         from jsae.store import open_array
 
-        from embed.encoders import get_encoder
+        from jsae.embed.encoders import get_encoder
 
         self.cfg, self.error = cfg, ""
         self.worker = f"ray:{os.uname().nodename}:{os.getpid()}"
@@ -220,10 +220,10 @@ def ray_shards(cfg: ExportConfig, info: dict[str, Any], signals=None, *, address
 
 
 def run_ray_export(cfg: ExportConfig, *, address: str | None = None, workers: int | None = None) -> dict[str, Any]:
-    """:func:`embed.export.run_export` with the shards embedded on Ray (:func:`ray_shards`).
+    """:func:`jsae.embed.export.run_export` with the shards embedded on Ray (:func:`ray_shards`).
 
     The driver plans on its CPU; the actors load the encoder on ``cfg.device`` (``auto``: a GPU
-    each when the cluster has GPUs). Returns what :func:`~embed.export.run_export` returns.
+    each when the cluster has GPUs). Returns what :func:`~jsae.embed.export.run_export` returns.
     """
     if workers is not None and workers < 1:
         raise ExportError(f"--ray-workers must be >= 1; got {workers}.")

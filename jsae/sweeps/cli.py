@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jsae import __version__
-from sweeps import conventions as cli
-from sweeps.analysis_cli import add_analysis_commands
-from sweeps.demo import add_demo_command
-from sweeps.export_cli import add_export_command
+from jsae.sweeps import conventions as cli
+from jsae.sweeps.analysis_cli import add_analysis_commands
+from jsae.sweeps.demo import add_demo_command
+from jsae.sweeps.export_cli import add_export_command
 
 __all__ = ["main", "build_parser"]
 
@@ -239,7 +239,7 @@ def _embed_missing(error: ImportError):
 def _add_embed_command(sub: argparse._SubParsersAction) -> None:
     what = "export speaker embeddings from audio into a store (resumable, shardable)"
     try:
-        from embed.cli import DESCRIPTION, add_embed_arguments, run_embed
+        from jsae.embed.cli import DESCRIPTION, add_embed_arguments, run_embed
     except ImportError as err:  # only `jsae embed` needs the embed package's dependencies
         p = cli.add_command(sub, "embed", _embed_missing(err), what)
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the options of `jsae embed` (not installed)")
@@ -250,7 +250,7 @@ def _add_embed_command(sub: argparse._SubParsersAction) -> None:
 def _add_describe_command(sub: argparse._SubParsersAction) -> None:
     what = "add per-segment acoustic descriptors (eGeMAPS, speech probability) to a store's metadata"
     try:
-        from embed.cli import DESCRIBE_DESCRIPTION, add_describe_arguments, run_describe
+        from jsae.embed.cli import DESCRIBE_DESCRIPTION, add_describe_arguments, run_describe
     except ImportError as err:  # only `jsae describe` needs the embed package's dependencies
         p = cli.add_command(sub, "describe", _embed_missing(err), what)
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the options of `jsae describe` (not installed)")

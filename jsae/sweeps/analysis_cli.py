@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 
-from sweeps import conventions as cli
+from jsae.sweeps import conventions as cli
 
 __all__ = ["add_analysis_commands"]
 

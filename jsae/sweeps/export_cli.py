@@ -13,13 +13,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sweeps import conventions as cli
+from jsae.sweeps import conventions as cli
 
 __all__ = ["add_export_command"]
 
 
 def _model_files_batch(run: str):
-    """The models of ``RUN/models`` as a ModelBatch (what :func:`sweeps.conventions.select` narrows)."""
+    """The models of ``RUN/models`` as a ModelBatch (what :func:`jsae.sweeps.conventions.select` narrows)."""
     from jsae.models import ModelBatch, RunInfo
     from jsae.runs.modelfiles import PARAM_NAMES, read_models
     from jsae.core.spec import ModelSpec

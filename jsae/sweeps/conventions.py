@@ -17,8 +17,8 @@
   (``--data --label --positive --negative``), the splits (``--train-split``/``--test-split``),
   the output folder (``--out``) and replacing it (``--overwrite``).
 
-:func:`run` parses and runs a command with all of the above; ``jsae`` (:mod:`sweeps.cli`)
-and ``python -m embed`` (:mod:`embed.cli`) both go through it. The parser, help style, error
+:func:`run` parses and runs a command with all of the above; ``jsae`` (:mod:`jsae.sweeps.cli`)
+and ``python -m embed`` (:mod:`jsae.embed.cli`) both go through it. The parser, help style, error
 and pipe handling are :mod:`jsae.console` (``embed`` stands below ``sweeps`` and uses it
 directly); the options the commands share are declared here.
 """

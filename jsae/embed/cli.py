@@ -34,7 +34,7 @@ with a warning for a label value that kept more than 10 percentage points less o
 audio than its label overall.
 
 Descriptors (``--describe``, the default; ``--no-describe`` skips them): every segment also
-gets the acoustic descriptors of :mod:`embed.describe` as metadata columns (``acoustic.*``:
+gets the acoustic descriptors of :mod:`jsae.embed.describe` as metadata columns (``acoustic.*``:
 the 88 eGeMAPS v02 functionals by openSMILE; ``vad.speech_prob``, ``vad.speech_fraction``
 by silero-vad; ``describe.error``), computed on the segment's own audio while it is
 exported. They need the ``describe`` extra. ``jsae describe STORE [--audio-root DIR]
@@ -45,7 +45,7 @@ and ``--device auto`` picks ``cuda:LOCAL_RANK``.
 
 ``--ray [ADDRESS]`` (the ``ray`` extra) hands the shards to encoder actors on a Ray cluster
 instead of workers started by hand: the same plan, shards, markers and merge, the same store
-row for row (:mod:`embed.ray_export`). The store, audio and model must be at the same paths on
+row for row (:mod:`jsae.embed.ray_export`). The store, audio and model must be at the same paths on
 every node.
 
 A killed export resumes when the same command is run again. Exit status: 0 when this
@@ -180,7 +180,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_logging(quiet: bool) -> None:
-    logger = logging.getLogger("embed")
+    logger = logging.getLogger("jsae.embed")
     if not logger.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("jsae embed: %(message)s"))
@@ -200,16 +200,16 @@ def run_embed(args: argparse.Namespace) -> int:
     """The export of parsed ``jsae embed`` arguments; a :class:`~jsae.errors.JsaeError` is the
     caller's one-line error (:func:`jsae.console.run`)."""
     _setup_logging(args.quiet)
-    log = logging.getLogger("embed")
+    log = logging.getLogger("jsae.embed")
     # the store is written with tensorstore; JAX (imported with jsae) stays off the GPU so
     # that its memory preallocation cannot starve the torch encoder
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     from jsae.errors import BadValueError
 
-    from embed.encoders import ENCODERS
-    from embed.export import ExportConfig, export_status, finalize, run_export
-    from embed.segment import SegmentConfig
+    from jsae.embed.encoders import ENCODERS
+    from jsae.embed.export import ExportConfig, export_status, finalize, run_export
+    from jsae.embed.segment import SegmentConfig
 
     if args.status:
         print(json.dumps(export_status(args.out), indent=2))
@@ -248,7 +248,7 @@ def run_embed(args: argparse.Namespace) -> int:
         describe=args.describe,
     )
     if args.ray is not None:
-        from embed.ray_export import run_ray_export
+        from jsae.embed.ray_export import run_ray_export
 
         result = run_ray_export(cfg, address=args.ray or None, workers=args.ray_workers)
     else:
@@ -282,12 +282,12 @@ def add_describe_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    """``jsae describe``: :func:`embed.describe.describe_store` on parsed arguments; a
+    """``jsae describe``: :func:`jsae.embed.describe.describe_store` on parsed arguments; a
     :class:`~jsae.errors.JsaeError` is the caller's one-line error."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from jsae.errors import BadValueError
 
-    from embed.describe import describe_store
+    from jsae.embed.describe import describe_store
 
     if args.batch_size < 1:
         raise BadValueError(f"--batch-size must be >= 1; got {args.batch_size}")

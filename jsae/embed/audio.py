@@ -35,7 +35,7 @@ __all__ = [
     "resample",
 ]
 
-#: File name endings :func:`embed.plan.scan_audio_dir` picks up (lower case).
+#: File name endings :func:`jsae.embed.plan.scan_audio_dir` picks up (lower case).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 
 

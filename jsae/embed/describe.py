@@ -11,7 +11,7 @@ atlas relates SAE latents to them.
 **The audio.** Descriptors are computed on the segment's actual audio — the concatenation
 of its source spans (metadata ``spans``; one span for a contiguous segment), the same
 samples the encoder saw — resampled to :data:`DESCRIBE_RATE` (16 kHz) for both tools.
-``jsae embed`` computes them while it exports (:mod:`embed.export`); ``jsae describe
+``jsae embed`` computes them while it exports (:mod:`jsae.embed.export`); ``jsae describe
 STORE`` adds them to an existing store whose audio is reachable (:func:`describe_store`,
 audio located as ``jsae report`` does: only under the store's audio folders and
 ``--audio-root``).
@@ -166,7 +166,7 @@ from jsae.audioroots import audio_roots, locate_audio
 from jsae.errors import JsaeError, MissingPathError
 from jsae.jsonio import finite_number
 
-from embed.audio import AudioInfo, AudioReadError, audio_info, load_audio, resample
+from jsae.embed.audio import AudioInfo, AudioReadError, audio_info, load_audio, resample
 
 __all__ = [
     "DESCRIBE_RATE",
@@ -521,7 +521,7 @@ def _read_window(lo: float, hi: float | None, info: AudioInfo) -> tuple[float, f
 
 def _cut(audio: np.ndarray, base: int, spans: list[tuple[float, float | None]]) -> np.ndarray:
     """The joined spans of one segment from ``audio`` (16 kHz, whose first sample is sample
-    ``base`` of the file at 16 kHz), cut as :mod:`embed.export` does (sample = round(seconds * rate))."""
+    ``base`` of the file at 16 kHz), cut as :mod:`jsae.embed.export` does (sample = round(seconds * rate))."""
     pieces = []
     for start, end in spans:
         a = round(start * DESCRIBE_RATE) - base

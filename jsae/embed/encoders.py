@@ -69,7 +69,7 @@ __all__ = [
     "ResemblyzerEncoder",
 ]
 
-log = logging.getLogger("embed")
+log = logging.getLogger("jsae.embed")
 
 
 class EncoderLoadError(JsaeError, RuntimeError):

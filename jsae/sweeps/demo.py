@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from sweeps import conventions as cli
+from jsae.sweeps import conventions as cli
 
 __all__ = ["add_demo_command", "paper_grid_overrides", "headline_models", "run_demo"]
 

@@ -7,7 +7,7 @@ manifest's folder) or a folder searched recursively for audio files (sorted by
 relative path). Each input entry is a :class:`Recording`.
 
 :func:`make_plan` reads every recording once (mono, at the encoder rate), finds its
-segments (:mod:`embed.segment`) and returns a table with one row per segment:
+segments (:mod:`jsae.embed.segment`) and returns a table with one row per segment:
 
 ========== ===================================================================
 ``id``        ``<source>:<offset in ms>`` — unique, deterministic
@@ -21,7 +21,7 @@ segments (:mod:`embed.segment`) and returns a table with one row per segment:
               the concatenation of the spans
 ``short``     ``True`` for a segment that is a whole recording (or manifest entry)
               with less non-silent audio than ``--min-seconds`` (at least
-              ``--min-keep``; :attr:`embed.segment.Segment.short`), ``False`` for a
+              ``--min-keep``; :attr:`jsae.embed.segment.Segment.short`), ``False`` for a
               ``--min-seconds``..``--max-seconds`` segment
 labels        the recording's manifest fields, one column each
 ``_...``      private columns the exporter needs to re-read the audio
@@ -52,8 +52,8 @@ import pandas as pd
 
 from jsae.errors import JsaeError, MissingPathError
 
-from embed.audio import AUDIO_EXTENSIONS, AudioReadError, load_audio
-from embed.segment import SegmentConfig, segment_recording
+from jsae.embed.audio import AUDIO_EXTENSIONS, AudioReadError, load_audio
+from jsae.embed.segment import SegmentConfig, segment_recording
 
 __all__ = [
     "ManifestError",
@@ -71,7 +71,7 @@ __all__ = [
     "imbalance_warnings",
 ]
 
-log = logging.getLogger("embed")
+log = logging.getLogger("jsae.embed")
 
 #: columns every plan (and so every store made by ``jsae embed``) starts with
 PUBLIC_COLUMNS = ("id", "source", "offset", "duration", "spans", "short")
@@ -201,7 +201,7 @@ class Plan:
       recordings: per input recording (input order): ``source``, ``offset`` (of the
         manifest excerpt), ``seconds`` (``None`` if unreadable), ``nonsilent_seconds``,
         ``kept_seconds``, ``dropped_seconds``, ``segments``, ``short_segments`` (1 when the
-        recording is one short segment, see :attr:`embed.segment.Segment.short`).
+        recording is one short segment, see :attr:`jsae.embed.segment.Segment.short`).
       labels: :func:`label_accounting` of the recordings.
     """
 
@@ -257,7 +257,7 @@ def _spans_json(spans) -> str:
 
 
 def _too_short(result, config: SegmentConfig) -> str:
-    """Why a recording gave no segment (``result``: its :class:`~embed.segment.Segmentation`)."""
+    """Why a recording gave no segment (``result``: its :class:`~jsae.embed.segment.Segmentation`)."""
     longest, total = result.longest_ms / 1000.0, result.nonsilent_ms / 1000.0
     if config.mode == "contiguous":
         return f"longest non-silent stretch {longest:.2f} s < --min-seconds {config.min_seconds:g} s"

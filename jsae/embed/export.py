@@ -3,7 +3,7 @@
 One export is three steps, all in the store folder ``STORE/``:
 
 1. **Plan** (once, by the worker with ``shard_index == 0``): read and segment every
-   recording (:func:`embed.plan.make_plan`), write ``plan.parquet`` (one row per segment,
+   recording (:func:`jsae.embed.plan.make_plan`), write ``plan.parquet`` (one row per segment,
    in store order), create the ``[N, M]`` zarr3 array, then write ``plan.json``
    (settings, skipped files, counts) — its presence means the plan is complete. Other
    workers wait for ``plan.json``. A plan whose settings differ from the command's
@@ -17,11 +17,11 @@ One export is three steps, all in the store folder ``STORE/``:
    rewritten whole, so a killed run resumes with no duplicated or missing rows.
    Every worker makes a shard with :func:`export_shard`; ``jsae embed --ray`` hands the
    unfinished shards (:func:`pending_shards`) to encoder actors on a Ray cluster instead
-   (:mod:`embed.ray_export`), with the same plan before and the same merge after.
+   (:mod:`jsae.embed.ray_export`), with the same plan before and the same merge after.
    A segment's waveform is the concatenation of its source spans (one span for a
-   contiguous segment; several for a joined one, see :mod:`embed.segment`).
+   contiguous segment; several for a joined one, see :mod:`jsae.embed.segment`).
    With ``describe`` (the default) the same waveforms are described too
-   (:mod:`embed.describe`: eGeMAPS functionals, speech probability) and written to
+   (:mod:`jsae.embed.describe`: eGeMAPS functionals, speech probability) and written to
    ``progress/shard-SSSSS.describe.parquet`` before the marker, so a resumed shard has
    both or neither; a row whose descriptors fail gets NaN and the reason, the rest go on.
 3. **Finalize** (merge): when every shard has its marker, write ``summary.json``, then
@@ -45,13 +45,13 @@ written into, and ``--overwrite`` deletes a store only when every file in it is 
 writer makes (:func:`jsae.store.check_store_files`).
 
 Results do not depend on the number of workers, the batch size or where a run was
-killed: each row is a function of its segment only (see :mod:`embed.encoders`).
+killed: each row is a function of its segment only (see :mod:`jsae.embed.encoders`).
 
 ``summary.json`` also holds ``segmentation_accounting``: the non-silent seconds found,
 the seconds kept in segments and dropped and the segments (and the short ones among
 them, ``--min-keep``), in total, per recording and per label value, and a warning for a
 label value that kept more than ``imbalance_points`` percentage points less of its audio
-than its label column overall (:func:`embed.plan.imbalance_warnings`); ``jsae embed``
+than its label column overall (:func:`jsae.embed.plan.imbalance_warnings`); ``jsae embed``
 prints the totals, the per-label table and the warnings at the end.
 
 The plan is fixed when it is made: files added to ``--audio-dir`` later are not picked
@@ -79,11 +79,11 @@ from jsae.console import SignalStop
 from jsae.errors import Interrupted, JsaeError, writing_to
 from jsae.safety import check_deletable, check_writable_folder, is_store_dir, remove_tree
 
-from embed.audio import AudioReadError, load_audio
-from embed.encoders import Encoder, get_encoder
-from embed.plan import IMBALANCE_POINTS, PUBLIC_COLUMNS, Plan, imbalance_warnings, make_plan, read_manifest, \
+from jsae.embed.audio import AudioReadError, load_audio
+from jsae.embed.encoders import Encoder, get_encoder
+from jsae.embed.plan import IMBALANCE_POINTS, PUBLIC_COLUMNS, Plan, imbalance_warnings, make_plan, read_manifest, \
     scan_audio_dir, shard_bounds
-from embed.segment import SegmentConfig
+from jsae.embed.segment import SegmentConfig
 
 __all__ = [
     "ExportConfig",
@@ -101,7 +101,7 @@ __all__ = [
     "SUMMARY_NAME",
 ]
 
-log = logging.getLogger("embed")
+log = logging.getLogger("jsae.embed")
 
 PLAN_TABLE = "plan.parquet"
 PLAN_INFO = "plan.json"
@@ -136,7 +136,7 @@ class ExportConfig:
       plan_timeout: seconds a worker other than 0 waits for the plan.
       plan_only: stop after the plan.
       progress: show tqdm progress bars.
-      describe: add the per-segment acoustic descriptors (:mod:`embed.describe`; needs the
+      describe: add the per-segment acoustic descriptors (:mod:`jsae.embed.describe`; needs the
         describe extra). A setting of the store: every worker and a resume must agree.
     """
 
@@ -217,7 +217,7 @@ def _marker(out: Path, shard: int) -> Path:
 
 
 def _described(out: Path, shard: int) -> Path:
-    """A shard's descriptors (``id`` + :data:`embed.describe.COLUMNS`), written before its marker."""
+    """A shard's descriptors (``id`` + :data:`jsae.embed.describe.COLUMNS`), written before its marker."""
     return out / PROGRESS_DIR / f"shard-{shard:05d}.describe.parquet"
 
 
@@ -435,7 +435,7 @@ def _embed_shard(encoder: Encoder, waves: list[np.ndarray], batch_size: int, bar
 def _describe_shard(out: Path, shard: int, ids: pd.Series, waves: list[np.ndarray], sample_rate: int) -> int:
     """Describe a shard's waveforms and write its descriptor file atomically; returns the
     number of rows whose descriptors (some or all) failed."""
-    from embed.describe import ERROR_COLUMN, describe_waves
+    from jsae.embed.describe import ERROR_COLUMN, describe_waves
 
     frame = describe_waves(waves, sample_rate)
     frame.insert(0, "id", ids.astype(str).to_numpy())
@@ -450,8 +450,8 @@ def _describe_shard(out: Path, shard: int, ids: pd.Series, waves: list[np.ndarra
 
 
 def _descriptor_table(out: Path, num_shards: int, ids: pd.Series) -> pd.DataFrame:
-    """Every shard's descriptors in store order (``id`` + :data:`embed.describe.COLUMNS`)."""
-    from embed.describe import COLUMNS
+    """Every shard's descriptors in store order (``id`` + :data:`jsae.embed.describe.COLUMNS`)."""
+    from jsae.embed.describe import COLUMNS
 
     missing = [s for s in range(num_shards) if not _described(out, s).exists()]
     if missing:
@@ -489,7 +489,7 @@ def export_shard(cfg: ExportConfig, encoder: Encoder, table: pd.DataFrame, shard
     then its descriptors (``cfg.describe``), then its marker; returns the marker.
 
     The one way a shard is made, by every worker: :func:`run_export`'s loop here and the encoder
-    actors of :mod:`embed.ray_export`. ``array``: the store's array opened for writing (else opened
+    actors of :mod:`jsae.embed.ray_export`. ``array``: the store's array opened for writing (else opened
     here); ``waves``: the shard's waveforms when already read (else read here); ``bar``: a progress
     bar updated per batch; ``check_stop`` runs before each batch and before the write and raises to
     abandon the shard (no marker: it is computed again); ``worker``: who made it (the marker's
@@ -658,7 +658,7 @@ def finalize(out: str | os.PathLike, *, force: bool = True) -> dict[str, Any]:
         metadata = table[[c for c in table.columns if not c.startswith("_")]]
         describe, store_describe = None, {}
         if info["settings"].get("describe"):
-            from embed.describe import ERROR_COLUMN, check_available
+            from jsae.embed.describe import ERROR_COLUMN, check_available
 
             descriptors = _descriptor_table(out, info["num_shards"], table["id"])
             clash = [c for c in descriptors.columns[1:] if c in metadata.columns]
@@ -726,7 +726,7 @@ def run_export(cfg: ExportConfig, encoder: Encoder | None = None, *,
 
     ``encoder``: an already loaded encoder (else ``cfg.encoder``/``cfg.model`` are loaded).
     ``run_shards``: what embeds the worker's unfinished shards (:func:`pending_shards`, each with
-    :func:`export_shard`); default: here, one after the other; :mod:`embed.ray_export` passes
+    :func:`export_shard`); default: here, one after the other; :mod:`jsae.embed.ray_export` passes
     one that hands them to encoder actors on a Ray cluster.
     Returns ``{"status": "complete" | "planned" | "partial", "summary": ..., "shards": [...]}``.
     Raises :class:`~jsae.errors.Interrupted` (``exit_status`` 130 / 143) on SIGINT / SIGTERM
@@ -767,7 +767,7 @@ def _run_export(cfg: ExportConfig, encoder: Encoder | None, signals: SignalStop,
             summary = _read_json(out / SUMMARY_NAME) if (out / SUMMARY_NAME).exists() else {}
             return {"status": "complete", "summary": summary, "shards": []}
     if cfg.describe and not cfg.plan_only:
-        from embed.describe import DescribeUnavailableError, check_available
+        from jsae.embed.describe import DescribeUnavailableError, check_available
 
         try:
             check_available()
