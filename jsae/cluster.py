@@ -147,6 +147,8 @@ def to_host(tree: Any) -> Any:
 
             return np.asarray(multihost_utils.process_allgather(a, tiled=True))
         return np.asarray(jax.device_get(a))
+    # whatever computes the tree finishes first: one cross-process program in flight at a time
+    jax.block_until_ready(tree)
     return jax.tree.map(one, tree)
 
 

@@ -211,8 +211,19 @@ class GridTrainer:
         return None if self.mesh is None else NamedSharding(self.mesh, P("model"))
 
     def unpad(self, state: GridState) -> GridState:
-        """Drop padding copies (the inverse of :meth:`pad`)."""
-        groups = tuple(jax.tree.map(lambda a, n=g.size: a[:n], gs) for g, gs in zip(self.groups, state.groups))
+        """Drop padding copies (the inverse of :meth:`pad`).
+
+        With a mesh, each slice of a sharded leaf is a program that moves shards between
+        devices (and processes); each is finished before the next is dispatched, so every
+        process runs these programs in one order with at most one in flight. Several
+        cross-process CPU programs in flight at once could pair up differently on different
+        processes and wait on each other for ever (seen after a resumed multi-process sweep)."""
+        if self.mesh is None:
+            groups = tuple(jax.tree.map(lambda a, n=g.size: a[:n], gs) for g, gs in zip(self.groups, state.groups))
+            return state.replace(groups=groups)
+        jax.block_until_ready(state)
+        groups = tuple(jax.tree.map(lambda a, n=g.size: jax.block_until_ready(a[:n]), gs)
+                       for g, gs in zip(self.groups, state.groups))
         return state.replace(groups=groups)
 
     def _padded_activations(self, gi: int) -> tuple[Activation, np.ndarray]:
