@@ -165,3 +165,16 @@ def test_a_ray_run_resumes_from_the_shards_another_worker_finished(audio, refere
     assert sorted(m["shard"] for m in made) == list(range(1, 2 * NUM_FILES, 2))
     assert all(m["worker"].startswith("ray:") for m in made)
     assert main(args(audio, out, "--no-describe", "--ray")) == 0     # complete: nothing to do
+
+
+def test_an_address_that_accepts_no_connection_is_one_line_at_once(audio, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on (bound, not listening: refused)
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        assert main(args(audio, tmp_path / "s", "--ray", address)) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and f"cannot reach the Ray cluster at {address}" in err[0], err
+    assert "ray start --head" in err[0]
+    assert not ray.is_initialized()

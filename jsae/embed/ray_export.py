@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import time
 import warnings
 from dataclasses import replace
@@ -122,6 +123,7 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if not address and not os.environ.get("RAY_ADDRESS"):
         options.update(include_dashboard=False, num_cpus=workers)
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(address=address or None, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -129,6 +131,27 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
         raise ExportError(f"--ray: cannot reach {where} ({one_line(err)}); give the address of a running cluster "
                           "(`ray start --head` prints it), or none for a local one") from None
     return True
+
+
+#: seconds to wait for a TCP connection to a Ray cluster's address before giving up
+CONNECT_SECONDS = 10.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """A ``host:port`` (or ``ray://host:port``) address that accepts no TCP connection is one
+    :class:`ExportError` line at once: ``ray.init`` would retry it for minutes. ``auto``, no
+    address and addresses without a port are left to Ray."""
+    if not address:
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as err:
+        raise ExportError(f"--ray: cannot reach the Ray cluster at {address} ({err.strerror or type(err).__name__}, "
+                          f"within {CONNECT_SECONDS:.0f} s); start it with `ray start --head` and give the address "
+                          "it prints, or give no address for a local one") from None
 
 
 def _actors(ray, device: str, workers: int | None, shards: int) -> tuple[str, int, dict[str, Any]]:
