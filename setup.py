@@ -1,4 +1,4 @@
-"""Builds jsae's CPU kernel library (jsae/kernels/cpu_kernels.cc) at install time, and
+"""Builds jsae's CPU kernel libraries (jsae/kernels/cpu_kernels.cc) at install time, and
 puts the bundled configs and demo data into the wheel.
 
 Everything else about the package is in pyproject.toml. The compile recipe lives in
@@ -55,22 +55,36 @@ class BuildPyWithResources(build_py):
 
 
 class BuildKernels(build_ext):
-    """Compiles the kernel library with jsae's own recipe (a plain shared library for ctypes)."""
+    """Compiles the kernel libraries with jsae's own recipe (plain shared libraries for ctypes).
+
+    One extension per library slot of jsae/kernels/build.py (on x86-64: the x86-64-v2
+    baseline and the x86-64-v3 variant, chosen between at load time); a slot the plan
+    leaves out (JSAE_KERNELS_MARCH=native builds one library) is an empty placeholder.
+    """
 
     def build_extension(self, ext):
-        recipe = runpy.run_path(str(HERE / "jsae" / "kernels" / "build.py"))
         out = Path(self.get_ext_fullpath(ext.name))
+        variant = KERNEL_RECIPE["build_plan"]()[ext.name.removeprefix(KERNEL_STEM)]
+        if variant is None:
+            KERNEL_RECIPE["write_placeholder"](out)
+            return
         try:
-            recipe["compile_library"](out)
+            KERNEL_RECIPE["compile_library"](out, march=variant.march)
         except Exception as err:  # no compiler, no jax headers: install anyway, warn at run time
-            print(f"warning: jsae CPU kernels not built ({err}); training falls back to XLA's top_k",
-                  file=sys.stderr)
+            print(f"warning: jsae CPU kernels ({variant.name}) not built ({err}); training falls back to "
+                  "XLA's top_k", file=sys.stderr)
             # An empty placeholder keeps setuptools' copy steps happy; jsae ignores it when it won't load.
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(b"")
+            KERNEL_RECIPE["write_placeholder"](out)
+
+
+# The kernel recipe, loaded by path (the package is not importable yet); one extension per library slot.
+KERNEL_RECIPE = runpy.run_path(str(HERE / "jsae" / "kernels" / "build.py"))
+KERNEL_STEM = f"jsae.kernels.{KERNEL_RECIPE['LIBRARY_STEM']}"
 
 
 setup(
-    ext_modules=[Extension("jsae.kernels._jsae_cpu", sources=["jsae/kernels/cpu_kernels.cc"])],
+    ext_modules=[Extension(f"{KERNEL_STEM}{v.suffix}",
+                           sources=["jsae/kernels/cpu_kernels.cc", "jsae/kernels/march_tag.cc"])
+                 for v in KERNEL_RECIPE["variants"]()],
     cmdclass={"build_ext": BuildKernels, "build_py": BuildPyWithResources},
 )

@@ -10,6 +10,7 @@ About 70 s on 2 CPU cores (the kernel compile and the quick demo are most of it)
 """
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,11 @@ def test_the_wheel_carries_the_configs_the_demo_data_and_the_kernels(wheel_env):
     assert demo and all(f"jsae/_bundled/data/demo/{p.relative_to(ROOT / 'data' / 'demo').as_posix()}" in names
                         for p in demo)
     assert any(n.startswith("jsae/kernels/_jsae_cpu") for n in names)
+    if platform.machine() in ("x86_64", "AMD64"):  # the x86-64-v2 baseline and the x86-64-v3 variant, both built
+        wheel = zipfile.ZipFile(wheel_env["wheel"])
+        libs = {n.split("/")[-1].split(".")[0]: wheel.getinfo(n).file_size for n in names
+                if n.startswith("jsae/kernels/_jsae_cpu")}
+        assert set(libs) == {"_jsae_cpu", "_jsae_cpu_v3"} and all(libs.values()), libs
     assert {"jsae/report/templates/report.html.j2", "jsae/report/templates/report.css"} <= names
     assert not any(n.startswith(("tests/", "data/", "configs/")) for n in names)
 

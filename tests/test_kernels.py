@@ -34,6 +34,20 @@ def test_the_kernel_library_is_built_and_loads():
     assert kernels.available(), kernels.load_error()
 
 
+def test_the_comparisons_run_on_the_portable_variant_the_loader_picks_for_this_cpu():
+    """The library compared below is the one a default install loads here: the x86-64-v3 build
+    on a CPU with every v3 feature, else the baseline (``JSAE_KERNELS_VARIANT=baseline``: the
+    baseline; tests/test_kernels_variants.py runs this file that way too), never a library
+    built for one CPU (``-march=native``)."""
+    from jsae.kernels.build import choose_variant, library_path, variants
+    from jsae.kernels.load import ENV_VARIANT, loaded_variant, this_cpu_flags
+
+    baseline = variants()[0]
+    want = baseline if os.environ.get(ENV_VARIANT) == "baseline" else choose_variant(this_cpu_flags())
+    lib = loaded_variant()
+    assert (lib.path, lib.march) == (library_path(suffix=want.suffix), want.march or "default")
+
+
 def test_a_missing_library_fails_the_comparisons_instead_of_passing_them(tmp_path, monkeypatch):
     """kernels_loaded's condition: with the library path pointing at nothing, available() is
     False and says why (so a test comparing kernels with XLA fails instead of comparing XLA

@@ -9,16 +9,21 @@ figures and printed tables are :mod:`jsae.outputs`, the HTML page :mod:`jsae.rep
 * :mod:`~jsae.analyses.universality`: do two sweeps learn the same features?
 * :mod:`~jsae.analyses.consistency`: is a label one direction for every speaker (no SAE)?
 """
-from .consistency import (ConsistencyResult, consistency, group_shifts, loo_cosines, permuted_shifts,
-                          shared_fraction, unseen_group_predictions)
-from .labelled import ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled, load_train_test
-from .probing import (PAPER_MODEL, family_frame, family_scores, feature_family, fit_probe, probe, scores_from_counts,
-                      single_latent_counts)
-from .splitting import NONE, SplitResult, feature_split
-from .steering import (ALPHA_UNITS, MODES, UNIT_ALIASES, UNIT_TEXT, SteerOptions, SteerResult, canonical_units,
-                       class_centroids, flip_thresholds, relative_similarity, steer, steer_codes, steer_latents)
-from .universality import (METHODS, UniversalityResult, best_correlation_match, best_cosine_match, compare_sweeps,
-                           same_space)
+# Public names are imported on first use (PEP 562), so that importing one light module
+# (jsae.analyses.defaults, read by the command line's parser) loads neither JAX nor pandas.
+_LAZY = {
+    **dict.fromkeys(("ConsistencyResult", "consistency", "group_shifts", "loo_cosines", "permuted_shifts",
+                     "shared_fraction", "unseen_group_predictions"), "consistency"),
+    **dict.fromkeys(("LabelledSplit", "as_store", "check_dim", "load_labelled", "load_train_test"), "labelled"),
+    **dict.fromkeys(("PAPER_MODEL", "family_frame", "family_scores", "feature_family", "fit_probe", "probe",
+                     "scores_from_counts", "single_latent_counts"), "probing"),
+    **dict.fromkeys(("NONE", "SplitResult", "feature_split"), "splitting"),
+    **dict.fromkeys(("UNIT_TEXT", "SteerResult", "canonical_units", "class_centroids", "flip_thresholds",
+                     "relative_similarity", "steer", "steer_codes", "steer_latents"), "steering"),
+    **dict.fromkeys(("UniversalityResult", "best_correlation_match", "best_cosine_match", "compare_sweeps",
+                     "same_space"), "universality"),
+    **dict.fromkeys(("ALL_SPLITS", "ALPHA_UNITS", "MODES", "UNIT_ALIASES", "SteerOptions", "METHODS"), "defaults"),
+}
 
 __all__ = [
     "ALL_SPLITS", "LabelledSplit", "as_store", "check_dim", "load_labelled", "load_train_test",
@@ -31,3 +36,17 @@ __all__ = [
     "ConsistencyResult", "consistency", "group_shifts", "loo_cosines", "permuted_shifts", "shared_fraction",
     "unseen_group_predictions",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

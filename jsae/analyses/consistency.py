@@ -39,14 +39,15 @@ import pandas as pd
 
 from ..errors import BadValueError
 from ..store import EmbeddingStore, StoreError
-from .labelled import ALL_SPLITS, as_store, load_labelled
+from . import defaults as D
+from .labelled import as_store, load_labelled
 from .probing import scores_from_counts
 
 __all__ = ["group_shifts", "loo_cosines", "shared_fraction", "permuted_shifts", "unseen_group_predictions",
            "ConsistencyResult", "consistency"]
 
 
-def group_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_rows: int = 2
+def group_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_rows: int = D.CONSISTENCY_MIN_ROWS
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-group class-mean differences.
 
@@ -95,7 +96,7 @@ def shared_fraction(shifts: np.ndarray) -> float:
 
 
 def permuted_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, rng: np.random.Generator,
-                    min_rows: int = 2) -> np.ndarray:
+                    min_rows: int = D.CONSISTENCY_MIN_ROWS) -> np.ndarray:
     """:func:`group_shifts` with ``y`` shuffled inside each group (the chance reference)."""
     groups = np.asarray(groups).astype(str)
     yp = np.array(y, bool, copy=True)
@@ -105,8 +106,8 @@ def permuted_shifts(x: np.ndarray, y: np.ndarray, groups: np.ndarray, rng: np.ra
     return group_shifts(x, yp, groups, min_rows)[1]
 
 
-def unseen_group_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5,
-                             C: float = 1.0, max_iter: int = 5000) -> np.ndarray:
+def unseen_group_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = D.CONSISTENCY_FOLDS,
+                             C: float = D.C, max_iter: int = 5000) -> np.ndarray:
     """Predict every row with a logistic regression that never saw the row's group.
 
     Groups are dealt to ``min(n_splits, G)`` folds (``sklearn.model_selection.GroupKFold``);
@@ -164,8 +165,10 @@ class ConsistencyResult:
 
 
 def consistency(store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
-                speaker: str = "speaker", group: str | None = None, test_split: str = ALL_SPLITS,
-                min_rows: int = 2, n_splits: int = 5, C: float = 1.0, seed: int = 0) -> ConsistencyResult:
+                speaker: str = D.CONSISTENCY_SPEAKER, group: str | None = None,
+                test_split: str = D.ALL_SPLITS, min_rows: int = D.CONSISTENCY_MIN_ROWS,
+                n_splits: int = D.CONSISTENCY_FOLDS, C: float = D.C,
+                seed: int = D.CONSISTENCY_SEED) -> ConsistencyResult:
     """Measure how consistently ``label == positive`` moves the embeddings of each ``speaker`` group.
 
     ``speaker``: the column whose groups must hold both classes; ``group``: a sub-group

@@ -19,11 +19,9 @@ import pandas as pd
 
 from ..models import ModelBatch
 from ..store import EmbeddingStore, StoreError, open_store
+from .defaults import ALL_SPLITS, TEST_SPLIT, TRAIN_SPLIT  # ALL_SPLITS: pass as ``split`` to use every row
 
 __all__ = ["LabelledSplit", "load_labelled", "load_train_test", "check_dim", "as_store", "ALL_SPLITS"]
-
-#: pass as ``split`` to use every row (every split value)
-ALL_SPLITS = "all"
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def check_dim(models: ModelBatch, store: EmbeddingStore | None = None, x: np.nda
 
 
 def load_labelled(store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
-                  split: str | Sequence[str] | None = "train", split_column: str = "split") -> LabelledSplit:
+                  split: str | Sequence[str] | None = TRAIN_SPLIT, split_column: str = "split") -> LabelledSplit:
     """The rows of ``split`` with ``y = (label == positive)``.
 
     ``negative``: keep only rows whose label is ``positive`` or ``negative``
@@ -161,7 +159,7 @@ def load_labelled(store: EmbeddingStore | str, label: str, positive: str, *, neg
 
 
 def load_train_test(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *,
-                    negative: str | None = None, train_split: str = "train", test_split: str = "test",
+                    negative: str | None = None, train_split: str = TRAIN_SPLIT, test_split: str = TEST_SPLIT,
                     train: LabelledSplit | None = None,
                     test: LabelledSplit | None = None) -> tuple[EmbeddingStore, LabelledSplit, LabelledSplit]:
     """``(store, train, test)`` for an analysis of ``models``, dimensions checked.

@@ -68,6 +68,7 @@ import pandas as pd
 
 from ..models import ModelBatch
 from ..store import EmbeddingStore
+from . import defaults as D
 from .labelled import LabelledSplit, load_train_test
 
 __all__ = ["single_latent_counts", "scores_from_counts", "fit_probe", "feature_family", "family_scores",
@@ -108,7 +109,7 @@ def scores_from_counts(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return precision, recall, f1
 
 
-def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int = 2000,
+def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = D.C, max_iter: int = 2000,
               standardize: bool = False, seed: int = 0):
     """Logistic regression on latents ``codes [B, L]``; returns ``(φ, w_φ, model)``.
 
@@ -130,8 +131,8 @@ def fit_probe(codes: np.ndarray, y: np.ndarray, *, C: float = 1.0, max_iter: int
     return phi, float(w[phi]), model
 
 
-def feature_family(active: np.ndarray, y: np.ndarray, *, min_precision: float = 0.9, max_members: int = 5,
-                   min_gain: float = 0.02) -> list[int]:
+def feature_family(active: np.ndarray, y: np.ndarray, *, min_precision: float = D.FAMILY_MIN_PRECISION,
+                   max_members: int = D.FAMILY_MAX, min_gain: float = D.FAMILY_MIN_GAIN) -> list[int]:
     """The latents that each predict ``y`` with high precision and together cover it (greedy).
 
     Args:
@@ -253,10 +254,10 @@ def group_recall(latents: Sequence[int], active: np.ndarray, y: np.ndarray,
 
 
 def probe(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, *, negative: str | None = None,
-          train_split: str = "train", test_split: str = "test", C: float = 1.0, standardize: bool = False,
+          train_split: str = D.TRAIN_SPLIT, test_split: str = D.TEST_SPLIT, C: float = D.C, standardize: bool = False,
           max_iter: int = 2000, train: LabelledSplit | None = None, test: LabelledSplit | None = None,
-          family_min_precision: float = 0.9, family_max: int = 5, family_min_gain: float = 0.02,
-          groups: Sequence[str] = ()) -> pd.DataFrame:
+          family_min_precision: float = D.FAMILY_MIN_PRECISION, family_max: int = D.FAMILY_MAX,
+          family_min_gain: float = D.FAMILY_MIN_GAIN, groups: Sequence[str] = ()) -> pd.DataFrame:
     """Probe every model of ``models`` (a Sweep or any ModelBatch) for the feature ``label == positive``.
 
     Returns one row per model (batch order) with ``name, k, latent_size, activation,

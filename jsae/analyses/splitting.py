@@ -56,6 +56,7 @@ import pandas as pd
 from ..errors import BadValueError, NotFoundError
 from ..models import ModelBatch
 from ..store import EmbeddingStore, is_descriptor
+from . import defaults as D
 from .labelled import ALL_SPLITS, LabelledSplit, as_store, check_dim, load_labelled
 from .probing import feature_family, fit_probe, scores_from_counts, single_latent_counts
 
@@ -165,11 +166,13 @@ def suggest_group_columns(table: pd.DataFrame, rows: np.ndarray, exclude: Sequen
 
 def feature_split(models: ModelBatch, store: EmbeddingStore | str, label: str, positive: str, group: str, k: int, *,
                   latent_sizes: Sequence[int] | None = None, negative: str | None = None,
-                  train_split: str = "train", test_split: str | None = "test",
-                  root_latent_size: int | None = None, min_coverage: float = 0.2, min_within: float | None = 0.8,
-                  min_cosine: float | None = None, max_overlap: float | None = 0.5,
-                  family_min_precision: float = 0.9, family_max: int = 5, family_min_gain: float = 0.02,
-                  C: float = 1.0) -> SplitResult:
+                  train_split: str = D.TRAIN_SPLIT, test_split: str | None = D.TEST_SPLIT,
+                  root_latent_size: int | None = None, min_coverage: float = D.SPLIT_MIN_COVERAGE,
+                  min_within: float | None = D.SPLIT_MIN_WITHIN, min_cosine: float | None = None,
+                  max_overlap: float | None = D.SPLIT_MAX_OVERLAP,
+                  family_min_precision: float = D.FAMILY_MIN_PRECISION, family_max: int = D.FAMILY_MAX,
+                  family_min_gain: float = D.FAMILY_MIN_GAIN,
+                  C: float = D.C) -> SplitResult:
     """Follow the ``label == positive`` feature of the ``k`` models of ``models`` (a Sweep
     or any ModelBatch) as L grows.
 

@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,7 @@ import pandas as pd
 from ..errors import BadValueError, NotFoundError, OutOfRangeError
 from ..models import ModelBatch, SAEModel
 from ..store import EmbeddingStore
+from .defaults import ALPHA_UNITS, MODES, UNIT_ALIASES, SteerOptions
 from .labelled import LabelledSplit, load_train_test
 from .probing import fit_probe
 
@@ -91,43 +92,11 @@ __all__ = ["MODES", "ALPHA_UNITS", "UNIT_ALIASES", "UNIT_TEXT", "canonical_units
            "relative_similarity", "class_centroids", "steer_latents", "SteerOptions", "SteerResult", "steer",
            "flip_thresholds"]
 
-MODES = ("flip", "ablate")
-ALPHA_UNITS = ("raw", "mean_active", "normalized")
-#: older names of a unit, accepted and reported under the new name
-UNIT_ALIASES = {"absolute": "normalized"}
 UNIT_TEXT = {
     "raw": "raw-embedding norm of the change (the space of the embeddings given)",
     "mean_active": "multiples of the latent's mean activation where it fires (train split)",
     "normalized": "latent units = norm of the change in the normalised space (‖d_φ‖ = 1)",
 }
-
-
-@dataclass(frozen=True)
-class SteerOptions:
-    """The steering options and their defaults (the one place they are set)."""
-
-    latent: int | Literal["auto"] | Mapping[str, int] = "auto"
-    """The steered latent: ``"auto"`` (the probe latent), an index, or ``{model name: index}``."""
-    alpha: float | Sequence[float] = (1.0,)
-    """The steering value(s) ``a_φ`` (paper: 1), in ``alpha_units``; several values sweep it."""
-    alpha_units: str = "mean_active"
-    """The unit of ``alpha``: ``mean_active`` (a = 1: the latent's mean activation where it fires), ``raw``
-    (the raw-space norm of the change; the paper's likeliest unit) or ``normalized`` (latent units; alias
-    ``absolute``)."""
-    mode: str = "flip"
-    """``flip`` (Eqs. 1–2: ``−a`` for positive rows, ``+a`` for negative ones) or ``ablate`` (``0``)."""
-    flip_threshold: bool = False
-    """Also find, per model and class, the smallest ``a`` that flips the class mean δ_s."""
-    a_max: float = 50.0
-    """The largest ``a`` (in ``alpha_units``) the flip-threshold search tries."""
-    n_grid: int = 1024
-    """Grid points of the flip-threshold search over ``[0, a_max]``."""
-    tol: float = 1e-6
-    """Bisection tolerance of the flip threshold, as a fraction of ``a_max``."""
-    train_split: str = "train"
-    """The ``split`` value the probe latent and the class centroids come from."""
-    test_split: str = "test"
-    """The ``split`` value of the steered rows."""
 
 
 def canonical_units(alpha_units: str) -> str:

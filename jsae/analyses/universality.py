@@ -28,12 +28,13 @@ import pandas as pd
 from ..errors import BadValueError, NotFoundError
 from ..models import ModelBatch
 from ..store import EmbeddingStore, StoreError
+from . import defaults as D
+from .defaults import METHODS
 from .labelled import as_store
 
 __all__ = ["METHODS", "best_cosine_match", "best_correlation_match", "UniversalityResult", "compare_sweeps",
            "same_space"]
 
-METHODS = ("auto", "decoder", "activation")
 
 
 def best_cosine_match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +136,9 @@ def _shared_rows(store_a: EmbeddingStore, store_b: EmbeddingStore, max_rows: int
 
 
 def compare_sweeps(sweep_a: ModelBatch, sweep_b: ModelBatch, *, store: EmbeddingStore | str | None = None,
-                   store_b: EmbeddingStore | str | None = None, method: str = "auto", threshold: float = 0.9,
-                   max_rows: int = 20000, seed: int = 0) -> UniversalityResult:
+                   store_b: EmbeddingStore | str | None = None, method: str = D.UNIVERSALITY_METHOD,
+                   threshold: float = D.UNIVERSALITY_THRESHOLD, max_rows: int = D.UNIVERSALITY_MAX_ROWS,
+                   seed: int = 0) -> UniversalityResult:
     """Compare the features of two sweeps (or any two ModelBatches) model by model (see the
     module docstring): every model of A with a namesake (same k or l1_coef, same latent size) in B.
 

@@ -10,12 +10,17 @@ The export step of jsae (``jsae embed``). Modules, one concern each:
 - :mod:`jsae.embed.describe`  per-segment acoustic descriptors (openSMILE eGeMAPS, silero-vad)
 - :mod:`jsae.embed.cli`       the command lines (``jsae embed``, ``jsae describe``)
 
-Importing this package imports neither torch, NeMo, opensmile nor silero-vad.
+Importing this package imports nothing beyond the standard library; its public names load their
+modules on first use (and none of them imports torch, NeMo, opensmile or silero-vad).
 """
-from jsae.embed.describe import describe_store, describe_waves
-from jsae.embed.encoders import ENCODERS, Encoder, EncoderLoadError, get_encoder, register
-from jsae.embed.export import ExportConfig, ExportError, export_status, finalize, run_export
-from jsae.embed.segment import SegmentConfig
+# Public names are imported on first use (PEP 562): `jsae --help` builds the embed
+# command's parser from jsae.embed.cli without loading pandas, SciPy or PyArrow.
+_LAZY = {
+    **dict.fromkeys(("describe_store", "describe_waves"), "describe"),
+    **dict.fromkeys(("ENCODERS", "Encoder", "EncoderLoadError", "get_encoder", "register"), "encoders"),
+    **dict.fromkeys(("ExportConfig", "ExportError", "export_status", "finalize", "run_export"), "export"),
+    "SegmentConfig": "segment",
+}
 
 __all__ = [
     "ENCODERS",
@@ -32,3 +37,17 @@ __all__ = [
     "describe_store",
     "describe_waves",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import jinja2
 
+from ..analyses.defaults import REPORT_TOP
 from ..errors import MissingPathError, NotFoundError, writing_to
 from ..jsonio import atomic_write_text
 from ..safety import UnsafeDeleteError, check_no_link
@@ -90,7 +91,7 @@ def render(context: dict) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int = 5,
+def build_report(run_dir: str | Path, *, out: str | Path | None = None, top: int = REPORT_TOP,
                  audio_root: str | Path | None = None, store: str | Path | None = None,
                  models: Sequence[str] | None = None, max_features: int = 12) -> Path:
     """Write ``RUN_DIR/analysis/report.html`` (or ``out``) and return its path.

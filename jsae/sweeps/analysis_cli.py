@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 
+from jsae.analyses import defaults as D  # the analyses' defaults, without importing the analyses
 from jsae.sweeps import conventions as cli
 
 __all__ = ["add_analysis_commands"]
@@ -193,23 +194,20 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = cli.add_command(sub, "probe", _cmd_probe,
                         "find the latent of a label in every model (precision/recall heatmaps)")
     cli.add_run(p)
-    cli.add_labelled(p)
+    cli.add_labelled(p, train_split=D.TRAIN_SPLIT, test_split=D.TEST_SPLIT)
     cli.add_selection(p)
-    from jsae.analyses.probing import probe
-    from jsae.outputs.folders import signature_defaults
-
-    d = signature_defaults(probe, ("C", "family_min_precision", "family_max", "family_min_gain"))
     g = p.add_argument_group("probe")
     g.add_argument("--group", action="append", metavar="COL",
                    help="a metadata column whose sub-groups each family member covers, e.g. speaker; "
                         "repeat for several")
-    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=d["C"],
+    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=D.C,
                    help="inverse L2 strength of the logistic regression (> 0)")
     g.add_argument("--standardize", action="store_true", help="fit the regression on unit-variance latents")
-    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=d["family_min_precision"],
+    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=D.FAMILY_MIN_PRECISION,
                    help="train precision every feature-family latent needs")
-    g.add_argument("--family-max", type=cli.number(int, lo=1), default=d["family_max"], help="at most this many latents in a family")
-    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=d["family_min_gain"],
+    g.add_argument("--family-max", type=cli.number(int, lo=1), default=D.FAMILY_MAX,
+                   help="at most this many latents in a family")
+    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=D.FAMILY_MIN_GAIN,
                    help="stop adding latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("probe-LABEL-POSITIVE[-vs-NEGATIVE][-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a probe of other parameters")
@@ -222,38 +220,32 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                                     "selected models must be of one k (--k K); the feature is taken at the "
                                     "smallest selected latent size and followed through the larger ones")
     cli.add_run(p)
-    cli.add_labelled(p, all_rows=True)
+    cli.add_labelled(p, train_split=D.TRAIN_SPLIT, test_split=D.TEST_SPLIT, all_rows=True)
     cli.add_selection(p)
-    from jsae.analyses.splitting import feature_split
-    from jsae.outputs.folders import signature_defaults
-
-    d = signature_defaults(feature_split, ("min_coverage", "min_within", "max_overlap", "family_min_precision",
-                                           "family_max", "family_min_gain"))
     g = p.add_argument_group("split")
     g.add_argument("--group", required=True, metavar="COL", help="sub-group column of the positives, e.g. gender")
-    g.add_argument("--min-coverage", type=cli.number(lo=0, hi=1), default=d["min_coverage"],
+    g.add_argument("--min-coverage", type=cli.number(lo=0, hi=1), default=D.SPLIT_MIN_COVERAGE,
                    help="a child takes at least this share of the root's rows")
-    g.add_argument("--min-within", type=cli.number(lo=0, hi=1), default=d["min_within"],
+    g.add_argument("--min-within", type=cli.number(lo=0, hi=1), default=D.SPLIT_MIN_WITHIN,
                    help="at least this share of a child's rows are the root's")
     g.add_argument("--min-cosine", type=cli.number(lo=-1, hi=1), metavar="C",
                    help="also require this decoder cosine with the root (without it the cosine is only reported)")
-    g.add_argument("--max-overlap", type=_overlap, default=d["max_overlap"], metavar="F|none",
+    g.add_argument("--max-overlap", type=_overlap, default=D.SPLIT_MAX_OVERLAP, metavar="F|none",
                    help="children of one root whose rows overlap this much (overlap coefficient) are one branch, "
                         "not a split; `none`: every child is its own branch")
-    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=d["family_min_precision"],
+    g.add_argument("--family-min-precision", type=cli.number(lo=0, hi=1), default=D.FAMILY_MIN_PRECISION,
                    help="train precision every root latent needs (the roots are the feature's family at the "
                         "smallest latent size)")
-    g.add_argument("--family-max", type=cli.number(int, lo=1), default=d["family_max"], help="at most this many root latents")
-    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=d["family_min_gain"],
+    g.add_argument("--family-max", type=cli.number(int, lo=1), default=D.FAMILY_MAX,
+                   help="at most this many root latents")
+    g.add_argument("--family-min-gain", type=cli.number(lo=0, hi=1), default=D.FAMILY_MIN_GAIN,
                    help="stop adding root latents when the next adds less train recall than this")
     cli.add_out(p, _out_help("split-LABEL-POSITIVE-GROUP-kK[-other options]"))
     cli.add_overwrite(p, "replace an output folder that holds a split of other parameters")
 
 
 def _add_steer(sub: argparse._SubParsersAction) -> None:
-    from jsae.analyses.steering import ALPHA_UNITS, MODES, UNIT_ALIASES, SteerOptions
-
-    d = SteerOptions()
+    d = D.SteerOptions()
     p = cli.add_command(sub, "steer", _cmd_steer,
                         "switch a latent off/on (paper Eqs. 1-3) and measure δ_s before/after")
     cli.add_run(p)
@@ -264,12 +256,12 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
                    help="the latent to steer: `auto` (each model's probe latent) or a latent index")
     g.add_argument("--alpha", type=cli.number(lo=-1e6, hi=1e6), nargs="+", default=list(d.alpha), metavar="A",
                    help="steering value(s) a_φ (paper: 1)")
-    g.add_argument("--alpha-units", choices=(*ALPHA_UNITS, *UNIT_ALIASES), default=d.alpha_units,
+    g.add_argument("--alpha-units", choices=(*D.ALPHA_UNITS, *D.UNIT_ALIASES), default=d.alpha_units,
                    help="raw: the raw-embedding norm of the change; mean_active: multiples of the latent's "
                         "mean activation when it fires; normalized: latent units, the norm in the normalised "
-                        f"space (aliases: {', '.join(f'{a} = {u}' for a, u in UNIT_ALIASES.items())}). Every "
+                        f"space (aliases: {', '.join(f'{a} = {u}' for a, u in D.UNIT_ALIASES.items())}). Every "
                         "table prints the conversion")
-    g.add_argument("--mode", choices=MODES, default=d.mode,
+    g.add_argument("--mode", choices=D.MODES, default=d.mode,
                    help="flip: Eqs. 1-2 (−a for positives, +a for negatives); ablate: set the latent to 0")
     g.add_argument("--flip-threshold", action="store_true",
                    help="also find, per model and class, the smallest a (in --alpha-units) that flips the class "
@@ -281,11 +273,6 @@ def _add_steer(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_universality(sub: argparse._SubParsersAction) -> None:
-    from jsae.analyses.universality import METHODS, compare_sweeps
-    from jsae.outputs.folders import signature_defaults
-
-    d = signature_defaults(compare_sweeps, ("method", "threshold", "max_rows"))
-
     p = cli.add_command(sub, "universality", _cmd_universality,
                         "match the features of two sweeps (seeds or encoders)")
     cli.add_run(p, "run_a", help="run directory of the first sweep (the outputs go into its analysis folder)")
@@ -295,12 +282,14 @@ def _add_universality(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", metavar="STORE", help="rows for activation matching and dead latents")
     g.add_argument("--data-b", metavar="STORE_B",
                    help="RUN_B's embeddings of the same segments (same ids); default: --data")
-    g.add_argument("--method", choices=METHODS, default=d["method"],
+    g.add_argument("--method", choices=D.METHODS, default=D.UNIVERSALITY_METHOD,
                    help="decoder: cosine of the decoder directions (one embedding space); activation: "
                         "correlation of the activations over shared rows; auto: decoder when both runs share "
                         "their embedding space and no --data-b is given, else activation")
-    g.add_argument("--threshold", type=cli.number(lo=-1, hi=1), default=d["threshold"], help="a feature counts as matched at this score")
-    g.add_argument("--max-rows", type=cli.number(int, lo=1), default=d["max_rows"], metavar="N", help="rows used for activation matching")
+    g.add_argument("--threshold", type=cli.number(lo=-1, hi=1), default=D.UNIVERSALITY_THRESHOLD,
+                   help="a feature counts as matched at this score")
+    g.add_argument("--max-rows", type=cli.number(int, lo=1), default=D.UNIVERSALITY_MAX_ROWS, metavar="N",
+                   help="rows used for activation matching")
     cli.add_out(p, "output folder (default: RUN_A/analysis/universality-<RUN_B's name>-<hash of RUN_B's path>[-other options])")
     cli.add_overwrite(p, "replace an output folder that holds a comparison of other parameters")
 
@@ -313,21 +302,19 @@ def _add_consistency(sub: argparse._SubParsersAction) -> None:
                                     "RUN/analysis/ (shown by `jsae report RUN`)")
     cli.add_run(p, help="run directory of `jsae sweep` whose analysis folder receives the outputs "
                         "(default: none; the outputs go to runs/consistency/)", optional=True)
-    cli.add_labelled(p, train_split=None, test_split="all", all_rows=True)
-    from jsae.analyses.consistency import consistency
-    from jsae.outputs.folders import signature_defaults
-
-    d = signature_defaults(consistency, ("speaker", "min_rows", "n_splits", "C", "seed"))
+    cli.add_labelled(p, train_split=None, test_split=D.ALL_SPLITS, all_rows=True)
     g = p.add_argument_group("consistency")
-    g.add_argument("--speaker", default=d["speaker"], metavar="COL",
+    g.add_argument("--speaker", default=D.CONSISTENCY_SPEAKER, metavar="COL",
                    help="column whose groups (speakers) must each hold rows of both classes")
     g.add_argument("--group", metavar="COL", help="also measure within each sub-group of this column, e.g. gender")
-    g.add_argument("--min-rows", type=cli.number(int, lo=0), default=d["min_rows"], metavar="N",
+    g.add_argument("--min-rows", type=cli.number(int, lo=0), default=D.CONSISTENCY_MIN_ROWS, metavar="N",
                    help="rows of each class a speaker needs (at least 1 is used); refused when under 2 qualify")
-    g.add_argument("--folds", type=cli.number(int, lo=2), default=d["n_splits"], help="folds of held-out speakers for the linear bound")
-    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=d["C"],
+    g.add_argument("--folds", type=cli.number(int, lo=2), default=D.CONSISTENCY_FOLDS,
+                   help="folds of held-out speakers for the linear bound")
+    g.add_argument("--C", type=cli.number(lo=0, lo_open=True), default=D.C,
                    help="inverse L2 strength of the logistic regression (> 0)")
-    g.add_argument("--seed", type=cli.number(int, lo=0), default=d["seed"], help="seed of the within-speaker label shuffle (chance)")
+    g.add_argument("--seed", type=cli.number(int, lo=0), default=D.CONSISTENCY_SEED,
+                   help="seed of the within-speaker label shuffle (chance)")
     cli.add_out(p, "output folder (default: RUN/analysis/consistency-…, without a RUN runs/consistency/…)")
     cli.add_overwrite(p, "replace an output folder that holds a consistency output of other parameters")
 
@@ -338,7 +325,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     cli.add_selection(p)
     g = p.add_argument_group("report")
     g.add_argument("--data", metavar="STORE", help="store for the segments (default: each analysis's store)")
-    g.add_argument("--top", type=cli.number(int, lo=0), default=5, metavar="N", help="top-activating segments per feature")
+    g.add_argument("--top", type=cli.number(int, lo=0), default=D.REPORT_TOP, metavar="N",
+                   help="top-activating segments per feature")
     g.add_argument("--audio-root", metavar="DIR", help="folder that relative `source` paths are relative to")
     cli.add_out(p, "HTML file (default: RUN/analysis/report.html)", metavar="FILE")
 
@@ -355,9 +343,6 @@ def _count(text: str) -> int:
 
 
 def _add_atlas(sub: argparse._SubParsersAction) -> None:
-    from jsae.analyses.atlas import AtlasOptions
-
-    d = AtlasOptions()
     p = cli.add_command(sub, "atlas", _cmd_atlas,
                         "a static site with a page per latent: statistics, examples with audio, matches",
                         description="a static site describing every latent of the selected models on a store: "
@@ -371,8 +356,8 @@ def _add_atlas(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", required=True, metavar="STORE",
                    help="embedding store whose rows describe the latents (its metadata: labels, numeric columns, "
                         "source audio)")
-    g.add_argument("--top", type=_count, default=d.n_top, metavar="N", help="top-activating examples per latent")
-    g.add_argument("--per-band", type=_count, default=d.per_band, metavar="N",
+    g.add_argument("--top", type=_count, default=D.ATLAS_N_TOP, metavar="N", help="top-activating examples per latent")
+    g.add_argument("--per-band", type=_count, default=D.ATLAS_PER_BAND, metavar="N",
                    help="random examples from each quarter of the firing rows (by activation rank)")
     g.add_argument("--audio-root", metavar="DIR",
                    help="folder audio may be read from besides the store's own (relative `source` paths are "

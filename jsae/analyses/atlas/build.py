@@ -21,6 +21,7 @@ from .geometry import cross_model_matches, decoder_neighbours
 from .metadata import EXCLUDED_COLUMNS, MetadataDesign, categorical_columns, metadata_design, numeric_columns
 from .stats import (activation_histograms, activation_quantiles, enrichment, firing_summary, numeric_effects,
                           sorted_activations)
+from ..defaults import ATLAS_N_TOP, ATLAS_PER_BAND
 from ..labelled import as_store, check_dim
 
 __all__ = ["AtlasOptions", "ModelAtlas", "AtlasResult", "model_atlas", "latent_atlas"]
@@ -48,9 +49,9 @@ class AtlasOptions:
 
     n_bins: int = 20
     quantiles: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 0.99)
-    n_top: int = 10
+    n_top: int = ATLAS_N_TOP
     bands: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
-    per_band: int = 3
+    per_band: int = ATLAS_PER_BAND
     seed: int = 0
     n_neighbours: int = 5
     exclude: tuple[str, ...] = EXCLUDED_COLUMNS
