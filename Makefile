@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# JAX first: setup.py compiles jsae's CPU kernels against the FFI headers it ships (needs g++).
 	$(PIP) install -q 'jax>=0.6'
 	# webrtcvad (resemblyzer) builds from source and imports pkg_resources: no build isolation.
-	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer,export,describe,ray]'
+	$(PIP) install -q --no-build-isolation -e '.[dev,bench,embed,resemblyzer,export,describe,ray,tensorboard,wandb]'
 	-$(PY) -m jsae.kernels status
 	touch $@
 
@@ -55,7 +55,8 @@ bench: setup
 
 # dist/jsae-*.whl with the configs and the demo data inside (setup.py bundles them into
 # jsae/_bundled/); `pip install dist/jsae-*.whl` then runs `jsae demo` from any folder.
-# The kernels are compiled for this CPU (-march=native; JSAE_KERNEL_MARCH=x86-64-v3 for others).
+# The kernels are compiled for portable targets (x86-64-v2 and x86-64-v3, chosen at load time;
+# JSAE_KERNELS_MARCH=native: for this CPU only).
 wheel: setup
 	rm -rf build
 	$(PIP) wheel -q --no-deps --no-build-isolation -w dist .

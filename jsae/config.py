@@ -49,6 +49,7 @@ Normalization = Literal["none", "scale", "center_scale", "standardize"]
 BPreInit = Literal["geometric_median", "mean", "zeros"]
 MatmulDtype = Literal["float32", "bfloat16"]
 TopKPath = Literal["auto", "sparse", "dense"]
+LogBackend = Literal["tensorboard", "wandb"]
 
 
 class ConfigError(JsaeError, ValueError):
@@ -221,6 +222,8 @@ class TrainConfig(_Section):
     """Shard the model axis over all devices."""
     progress: bool = True
     """Show a progress bar."""
+    log: tuple[LogBackend, ...] = ()
+    """Live training curves (:mod:`jsae.training.logs`): ``tensorboard`` (``RUN/logs/<model>/``) and/or ``wandb``."""
 
     def check(self) -> None:
         if self.batch_size <= 0:
@@ -232,6 +235,15 @@ class TrainConfig(_Section):
                               f"got {self.val_fraction}.")
         if self.steps_per_call <= 0 or self.checkpoint_every <= 0 or self.keep_checkpoints <= 0:
             raise ConfigError("train.steps_per_call, train.checkpoint_every and train.keep_checkpoints must be > 0.")
+        fix = "write e.g. train.log=[tensorboard] or train.log=[tensorboard,wandb] ([] for none)"
+        if isinstance(self.log, str):
+            raise ConfigError(f"train.log={self.log!r} is not a list; {fix}.")
+        for value in self.log:
+            if value not in typing.get_args(LogBackend):
+                raise ConfigError(f"train.log has {value!r}, which is not one of {list(typing.get_args(LogBackend))}; "
+                                  f"{fix}.")
+        if len(set(self.log)) != len(self.log):
+            raise ConfigError(f"train.log={list(self.log)} names a backend twice; {fix}.")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"train.seed={self.seed} is out of range; give a whole number from 0 to {MAX_SEED} "
                               "(2^63 - 1), e.g. train.seed=0.")

@@ -5,6 +5,8 @@ it runs after every host call that ends on a multiple of ``N`` steps, and after 
 call. The sweep's hooks, in the order :func:`jsae.training.loop.train_sweep` adds them:
 
 * :func:`record_history` — mean loss / NMSE / dead fraction per model, for the loss curves;
+* :meth:`jsae.training.logs.TrainingLogs.hook` — with ``train.log``: the call's scalars per
+  model in TensorBoard event files and/or a W&B run (live curves);
 * :func:`show_progress` — the progress bar (samples per second, best and worst loss): a
   tqdm bar on a terminal; without one (a log file, a pipe, a batch job) one plain line
   every :data:`PROGRESS_ENV` seconds (default 30) instead of a bar's redraws

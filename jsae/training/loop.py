@@ -64,6 +64,7 @@ from .failures import (DiskFullError, cleanup_failed_start, disk_full_error, div
                        not_writable_error, remove_partial_saves, writing)
 from .grid import GridState, GridTrainer, make_groups, make_mesh
 from .hooks import CallResult, Hook, RunRecorder, progress_bar, record_history, show_progress, stop_if_diverged
+from .logs import TrainingLogs, check_log_backends
 from .memory import available_memory, check_memory, estimate_memory, memory_line
 from .resume import check_resumable, check_same_data, restored_normalizer
 
@@ -356,6 +357,7 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
                   stop_after: int | None, signals: SignalStop | None = None,
                   say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     check_resumable(run_dir, cfg)
+    check_log_backends(cfg.train.log)  # a missing package: one line before anything is read
     store = open_training_store(cfg, data)
     _check_memory(cfg, planned_shape(cfg, data, store), say, from_array=data is not None)  # before a row is read or a program compiled
     td = prepare_data(cfg, data, store=store)
@@ -398,7 +400,9 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
         trainer = Trainer(grid, td, normalizer, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                           steps_per_call=cfg.train.steps_per_call, rows=rows)
         bar = progress_bar(total, step, f"sweep {len(grid.specs)} models", cfg.train.progress and primary)
+        logs = TrainingLogs(cfg, run_dir, grid, run_id=recorder.run_id, start=step)  # train.log: TensorBoard, W&B
         trainer.add_hook(record_history(history, grid))
+        trainer.add_hook(logs.hook)
         trainer.add_hook(show_progress(bar, grid, cfg.train.batch_size))
         trainer.add_hook(stop_if_diverged(run_dir, grid))
         trainer.add_hook(recorder.checkpoint, every=cfg.train.checkpoint_every)
@@ -407,6 +411,7 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
                                   stop_requested=None if signals is None else (lambda: signals.requested))
         finally:
             bar.close()
+            logs.close()
         if trainer.step < stop:  # SIGINT / SIGTERM: the step reached is saved (the hooks of a last call)
             raise _interrupted(run_dir, trainer.step, total, signals.exit_status)
         step = max(step, stop)

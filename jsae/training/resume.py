@@ -24,7 +24,7 @@ __all__ = ["RESUMABLE_KEYS", "NORMALIZER_RTOL", "NormalizerChangedError", "DataC
 
 # Keys that may differ when a run is resumed (they do not change the trained models).
 RESUMABLE_KEYS = ("train.steps", "train.topk_path", "train.epochs", "train.progress", "train.keep_checkpoints",
-                  "train.checkpoint_every", "train.steps_per_call")
+                  "train.checkpoint_every", "train.steps_per_call", "train.log")
 
 
 class DataChangedError(JsaeError):
