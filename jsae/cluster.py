@@ -26,9 +26,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from .errors import JsaeError
+from .errors import EXIT_PEER_LOST, JsaeError, one_line
 
-__all__ = ["ENV_COORDINATOR", "ENV_PROCESSES", "ENV_PROCESS_ID", "ClusterError",
+__all__ = ["ENV_COORDINATOR", "ENV_PROCESSES", "ENV_PROCESS_ID", "ClusterError", "PeerLostError", "peer_lost",
+           "lost_peer_error",
            "launched_by", "slurm_tasks", "initialize", "is_multiprocess", "process_index",
            "is_primary", "to_global", "to_host", "barrier", "any_process", "text_from_primary"]
 
@@ -40,6 +41,27 @@ ENV_PROCESS_ID = "JSAE_PROCESS_ID"
 #: seconds a process waits for the others to join, and for a silent peer before it is declared dead
 INITIALIZATION_TIMEOUT = 300
 HEARTBEAT_TIMEOUT = 60
+
+
+class PeerLostError(JsaeError):
+    """This process stopped because another process of the sweep ended (its collectives and
+    barriers cannot complete); exit status :data:`jsae.errors.EXIT_PEER_LOST`, so that the
+    launcher names the process that ended first, not its peers."""
+
+    exit_status = EXIT_PEER_LOST
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is JAX's report that the distributed job lost a process (its coordination
+    service failed a barrier, a heartbeat or a collective), with several processes running."""
+    return (is_multiprocess() and isinstance(err, jax.errors.JaxRuntimeError)
+            and any(word in str(err).lower() for word in ("coordination", "gloo")))
+
+
+def lost_peer_error(err: BaseException) -> PeerLostError:
+    """:class:`PeerLostError` naming this process and JAX's first line."""
+    return PeerLostError(f"process {process_index()} stopped: another process of the sweep ended "
+                         f"({one_line(err)[:200]}); run the same command to resume from the newest checkpoint")
 
 
 class ClusterError(JsaeError):

@@ -134,7 +134,8 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         print(f"{command_parser.prog}: {one_line(err)}", file=sys.stderr)
         return err.exit_status
     except JsaeError as err:  # bad input, files or environment: one line; anything else is a bug (traceback)
-        return print_error(err, command_parser.prog)
+        code = print_error(err, command_parser.prog)
+        return int(getattr(err, "exit_status", code))
     except Exception as err:  # a full disk, a read-only or forbidden folder that no writer named: still one line
         converted = storage_error(err, getattr(err, "filename", None) or "the command's output")
         if converted is None:

@@ -20,10 +20,13 @@ from typing import Iterator, TextIO
 
 __all__ = ["JsaeError", "BadValueError", "NotFoundError", "OutOfRangeError", "MissingPathError",
            "Interrupted", "StoppedAtOnce", "StorageError", "storage_problem", "storage_error", "writing_to",
-           "signal_exit_status", "one_line", "print_error", "EXIT_ERROR"]
+           "signal_exit_status", "one_line", "print_error", "EXIT_ERROR", "EXIT_PEER_LOST"]
 
 #: exit status of a CLI that stops on a :class:`JsaeError`
 EXIT_ERROR = 2
+#: exit status of one process of a distributed sweep that stopped because another one ended
+#: (:class:`jsae.cluster.PeerLostError`): ``jsae launch`` reports the other one, the cause
+EXIT_PEER_LOST = 3
 
 
 def signal_exit_status(signum: int) -> int:

@@ -34,7 +34,7 @@ import time
 from typing import Sequence, TextIO
 
 from .cluster import ENV_COORDINATOR, ENV_PROCESS_ID, ENV_PROCESSES
-from .errors import BadValueError
+from .errors import EXIT_PEER_LOST, BadValueError
 
 __all__ = ["launch", "process_command", "free_port", "TAIL_LINES"]
 
@@ -84,6 +84,15 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def _cause(codes: Sequence[int | None]) -> int:
+    """The process whose failure stopped the job, of those that ended (``None``: running or
+    stopped by the launcher) with a failure: one killed by a signal first, then one that exited
+    with an error, last one that stopped only because a peer ended
+    (:data:`jsae.errors.EXIT_PEER_LOST`); the lowest id among equals."""
+    ended = [i for i, c in enumerate(codes) if c not in (None, 0)]
+    return min(ended, key=lambda i: (codes[i] >= 0, codes[i] == EXIT_PEER_LOST, i))
 
 
 def _say_failed(err: TextIO, i: int, n: int, code: int, tail, stopped: list[int]) -> None:
@@ -145,9 +154,7 @@ def launch(n: int, command: Sequence[str], *, devices_per_process: int | None = 
         while True:
             codes = [p.poll() for p in procs]
             if any(c not in (None, 0) for c in codes) and not forwarded:
-                # the one that failed first: a process killed by a signal before one that exited (a peer's
-                # death can make the others exit with an error in the same moment)
-                failed = min((i for i, c in enumerate(codes) if c not in (None, 0)), key=lambda i: (codes[i] >= 0, i))
+                failed = _cause(codes)
                 if codes[failed] > 0:
                     # it exited on its own: the others either fail alike (the same config error: each says
                     # it) or wait for it in a collective forever; give them a moment, then stop them
@@ -158,6 +165,8 @@ def launch(n: int, command: Sequence[str], *, devices_per_process: int | None = 
                 for i in stopped:
                     procs[i].kill()
                 codes = [p.wait() for p in procs]
+                # a process that ended in the grace (process 0 refusing after a peer saw it go) may be the cause
+                failed = _cause([None if i in stopped else c for i, c in enumerate(codes)])
                 for t in readers:
                     t.join(timeout=5)
                 if failed or codes[0] < 0:  # process 0 says itself why it stopped (one line)

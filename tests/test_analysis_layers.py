@@ -29,7 +29,7 @@ FORBIDDEN = ("matplotlib", "jsae.outputs", "jsae.report", "jsae.plots", "jsae.sw
 
 def test_the_math_modules_are_the_ones_expected():
     assert MATH == ["atlas", "atlas.build", "atlas.describe", "atlas.examples", "atlas.geometry", "atlas.metadata",
-                    "atlas.stats", "consistency", "labelled", "probing", "splitting", "steering", "universality"]
+                    "atlas.stats", "consistency", "defaults", "labelled", "probing", "splitting", "steering", "universality"]
 
 
 @pytest.mark.parametrize("module", ["jsae.analyses", *(f"jsae.analyses.{m}" for m in MATH)])

@@ -232,6 +232,39 @@ def test_the_launcher_gives_each_process_the_coordinator_its_id_and_its_devices(
     assert process_command(["python", "train.py"]) == ["python", "train.py"]
 
 
+def test_the_launcher_names_the_cause_not_a_peer_that_stopped_because_of_it():
+    from jsae.errors import EXIT_PEER_LOST
+    from jsae.launch import _cause
+
+    lost = EXIT_PEER_LOST
+    assert _cause([2, lost]) == 0 and _cause([lost, 2]) == 1      # a refusal, not the peer that lost it
+    assert _cause([lost, -9, 1]) == 1                              # killed by a signal comes first
+    assert _cause([1, None, 2]) == 0 and _cause([None, 2, 1]) == 1  # equals: the lowest id
+    assert _cause([lost, None]) == 0 and _cause([None, 0, lost]) == 2  # only peers-lost: still one of them
+
+
+def test_a_lost_peer_is_its_own_exit_status_through_the_command_line(monkeypatch, capsys):
+    import jax
+
+    from jsae import cluster
+    from jsae.errors import EXIT_PEER_LOST
+    from jsae.sweeps import cli
+
+    err = jax.errors.JaxRuntimeError("UNAVAILABLE: Barrier failed: tensorflow.CoordinationServiceError=''")
+    monkeypatch.setattr(cluster, "is_multiprocess", lambda: True)
+    assert cluster.peer_lost(err) and not cluster.peer_lost(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: oom"))
+    assert not cluster.peer_lost(RuntimeError("coordination"))
+
+    def train_sweep(*args, **kwargs):
+        raise err
+    monkeypatch.setattr("jsae.training.loop.train_sweep", train_sweep)
+    monkeypatch.setattr(cluster, "initialize", lambda *a: False)
+    code = cli.main(["sweep", str(DEFAULT), "--out", "/nonexistent/never/made", "train.progress=false"])
+    assert code == EXIT_PEER_LOST
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "another process of the sweep ended" in lines[0] and "resume" in lines[0], lines
+
+
 def test_inconsistent_launch_variables_are_one_line():
     from jsae.cluster import ClusterError, launched_by, slurm_tasks
 
