@@ -18,13 +18,14 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).resolve().parent
 
 # (source under the project root, glob) → jsae/_bundled/<same relative path> in the wheel.
-# The top-level configs/ and data/demo/ stay the one source of truth; jsae.resources finds
-# them in jsae/_bundled/ when installed from a wheel and in place in a checkout.
-BUNDLED = (("configs", "*.yaml"), ("data/demo", "**/*"))
+# The top-level configs/ and data/ stay the one source of truth; jsae.resources finds them in
+# jsae/_bundled/ when installed from a wheel and in place in a checkout (data/synthetic: the
+# store configs/default.yaml names, so `jsae sweep default` runs from any folder).
+BUNDLED = (("configs", "*.yaml"), ("data/demo", "**/*"), ("data/synthetic", "**/*"))
 
 
 class BuildPyWithResources(build_py):
-    """build_py, plus a copy of configs/*.yaml and data/demo/** into jsae/_bundled/.
+    """build_py, plus a copy of configs/*.yaml, data/demo/** and data/synthetic/** into jsae/_bundled/.
 
     Why a copy at build time: the repository keeps configs/ and data/ at the top level
     (its layout says so), and package data must lie inside a package to be importable.

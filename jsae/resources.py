@@ -1,19 +1,31 @@
-"""Where jsae finds its bundled sweep configs and the demo corpus, installed or not.
+"""Where jsae finds its bundled sweep configs and stores, installed or not.
 
-    from jsae.resources import config_path, demo_data_dir
+    from jsae.resources import bundled_store, config_path, demo_data_dir
     config_path("paper_grid")        # → .../configs/paper_grid.yaml
     config_path("my_sweep.yaml")     # an existing file is returned as it is
     demo_data_dir()                  # → .../data/demo (sae_train, language, music stores)
+    bundled_store("data/synthetic")  # → .../data/synthetic, unless ./data/synthetic exists (then None)
 
-The repository's top-level ``configs/*.yaml`` and ``data/demo/`` are the source of
-truth. A built wheel carries copies of them in ``jsae/_bundled/`` (``setup.py`` copies
-them there at build time: ``jsae/_bundled/configs/`` and ``jsae/_bundled/data/demo/``);
-a source checkout or an editable install (``pip install -e .``) reads them in place.
+The repository's top-level ``configs/*.yaml``, ``data/demo/`` and ``data/synthetic/`` are
+the source of truth. A built wheel carries copies of them in ``jsae/_bundled/``
+(``setup.py`` copies them there at build time: ``jsae/_bundled/configs/``,
+``jsae/_bundled/data/demo/``, ``jsae/_bundled/data/synthetic/``); a source checkout or
+an editable install (``pip install -e .``) reads them in place.
+
+**A sweep's ``data.store``** is a path relative to the working directory (or absolute).
+The bundled configs name bundled stores (``configs/default.yaml``: ``data/synthetic``).
+So that ``jsae sweep default --out RUN`` works from any folder, ``jsae sweep`` resolves
+``data.store`` with :func:`bundled_store`: a folder that exists under the working
+directory always wins; a relative path that does not exist there but names a store jsae
+ships (:data:`STORE_NAMES`, e.g. ``data/synthetic``, ``data/demo/sae_train``) is read
+from the first root below that has it, and the sweep prints one line saying so (the
+run's ``config.yaml`` records the store it used); anything else is left as it is, so a
+typo (``data.store=missing_store``) stays the one-line "does not exist" error.
 
 Every resource is looked up in these roots, in order; the first that has it wins:
 
 1. ``$JSAE_DATA``: a folder laid out like the repository (``configs/NAME.yaml``,
-   ``data/demo/``), e.g. a checkout or your own copy with edited configs;
+   ``data/demo/``, ``data/synthetic/``), e.g. a checkout or your own copy with edited configs;
 2. the package data of an installed wheel (``jsae/_bundled/``);
 3. the source checkout that this module lies in (``<repo>/jsae/resources.py``).
 
@@ -27,12 +39,15 @@ from pathlib import Path
 
 from .errors import MissingPathError
 
-__all__ = ["ENV_VAR", "CONFIG_NAMES", "config_path", "config_names", "demo_data_dir", "resource_roots"]
+__all__ = ["ENV_VAR", "CONFIG_NAMES", "STORE_NAMES", "bundled_store", "config_path", "config_names", "demo_data_dir",
+           "resource_roots"]
 
 #: environment variable naming a folder laid out like the repository (``configs/``, ``data/demo/``)
 ENV_VAR = "JSAE_DATA"
 #: the configs jsae ships (``configs/NAME.yaml``)
 CONFIG_NAMES = ("default", "demo", "paper_grid", "relu_l1")
+#: the embedding stores jsae ships, as a config names them (relative to a resource root)
+STORE_NAMES = ("data/synthetic", "data/demo/sae_train", "data/demo/language", "data/demo/music")
 
 _HERE = Path(__file__).resolve().parent
 _BUNDLED = _HERE / "_bundled"      # filled by setup.py's build_py in a wheel (absent in a checkout)
@@ -112,3 +127,25 @@ def demo_data_dir(path: str | os.PathLike | None = None) -> Path:
             return found
     raise MissingPathError(f"the bundled demo data (data/demo) was not found (searched: {_where()}); reinstall "
                            f"jsae from a wheel or a checkout, set {ENV_VAR}, or pass --data.")
+
+
+def bundled_store(store: str | os.PathLike) -> Path | None:
+    """The bundled copy that a sweep's ``data.store`` stands for, or ``None`` to read it as given.
+
+    ``None`` when ``store`` exists (relative paths are relative to the working directory,
+    which always wins), is absolute, or is not one of :data:`STORE_NAMES` (``./`` and
+    doubled separators aside: ``data/synthetic``, ``./data/synthetic``); otherwise the store
+    of that name in the first of :func:`resource_roots` that holds one (its ``store.json``),
+    or ``None`` when none does (opening ``store`` then fails: "does not exist").
+    """
+    given = Path(store).expanduser()
+    if given.is_absolute() or os.path.lexists(given):
+        return None
+    name = os.path.normpath(os.fspath(store)).replace(os.sep, "/")
+    if name not in STORE_NAMES:
+        return None
+    for root in resource_roots():
+        found = root / name
+        if (found / "store.json").is_file():
+            return found
+    return None

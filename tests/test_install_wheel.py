@@ -158,3 +158,29 @@ def test_jsae_sweep_takes_a_bundled_config_by_name(wheel_env):
     assert not (wheel_env["cwd"] / "paper").exists()
     out = _run([jsae, "sweep", "paper_grd", "--out", "paper"], cwd=wheel_env["cwd"], env=wheel_env["env"], check=False)
     assert out.returncode == 2 and "paper_grid" in out.stderr and "bundled config" in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_the_default_sweep_runs_from_an_empty_folder_on_the_bundled_synthetic_store(wheel_env):
+    """configs/default.yaml names data.store=data/synthetic (relative): from a folder without it,
+    the sweep trains on the wheel's copy and says so in one line; a typo stays an error."""
+    synthetic = ROOT / "data" / "synthetic"
+    names = set(zipfile.ZipFile(wheel_env["wheel"]).namelist())
+    files = [p for p in synthetic.rglob("*") if p.is_file()]
+    assert files and all(f"jsae/_bundled/data/synthetic/{p.relative_to(synthetic).as_posix()}" in names for p in files)
+    cwd = wheel_env["cwd"] / "default-sweep"
+    cwd.mkdir()
+    out = _run([wheel_env["venv"] / "bin" / "jsae", "sweep", "default", "--out", "r", *QUICK], cwd=cwd,
+               env=wheel_env["env"])
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("data.store:")]
+    used = Path(line.rsplit(" ", 1)[1])
+    assert used.name == "synthetic" and "_bundled" in used.parts
+    assert used.resolve().is_relative_to(wheel_env["venv"].resolve()), line   # the wheel's copy, not the checkout
+    assert "checksums" not in out.stderr, out.stderr                           # its store.json records them
+    sweep = json.loads((cwd / "r" / "sweep.json").read_text())
+    assert Path(sweep["data"]["source"]) == used
+    assert (sweep["data"]["n_train"] + sweep["data"]["n_val"], sweep["dim"]) == (16000, 192)
+    index = json.loads((cwd / "r" / "models" / "index.json").read_text())
+    assert index["complete"] and index["models"] == ["k20_L200"]
+    assert (cwd / "r" / "models" / "k20_L200" / "sae.safetensors").is_file()
+    assert sorted(p.name for p in cwd.iterdir()) == ["r"]                      # nothing else written here

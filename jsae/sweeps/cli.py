@@ -33,21 +33,32 @@ __all__ = ["main", "build_parser"]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from jsae.cluster import initialize, is_primary
+    from dataclasses import replace
+
+    from jsae.cluster import initialize, is_primary, lost_peer_error, peer_lost
     from jsae.config import load_config
-    from jsae.resources import config_path
+    from jsae.resources import bundled_store, config_path
     from jsae.runs.check import check_run_dir
     from jsae.training.data import check_validation_rows
     from jsae.training.loop import train_sweep
 
     cfg = load_config(config_path(args.config), args.overrides)  # a file, else a bundled name (jsae.resources)
+    store = bundled_store(cfg.data.store)  # e.g. data/synthetic, not under the working directory: jsae's copy
+    if store is not None:
+        print(f"data.store: {cfg.data.store} is not in {Path.cwd()}; using the bundled store {store}", flush=True)
+        cfg = replace(cfg, data=replace(cfg.data, store=str(store)))
     # one of several processes (jsae launch, srun, --distributed): join the others before any device is used
     initialize(True if args.distributed else None)
     if is_primary():
         check_run_dir(args.out)      # empty, absent or a jsae run: never the user's own files
     check_validation_rows(cfg)       # refuse before training, not after
     # the memory estimate is one line on stdout before training (stderr keeps errors one line)
-    records = train_sweep(cfg, args.out, stop_after=args.stop_after, say=lambda line: print(line, flush=True))
+    try:
+        records = train_sweep(cfg, args.out, stop_after=args.stop_after, say=lambda line: print(line, flush=True))
+    except Exception as err:
+        if peer_lost(err):  # another process ended first (it says why); this one's exit status says so
+            raise lost_peer_error(err) from None
+        raise
     if is_primary():
         _print_metrics(records)
         print(f"run directory: {Path(args.out).resolve()}")
