@@ -23,6 +23,8 @@ __version__ = "0.1.0"
 
 # Public names are imported on first use, so that importing one module (e.g.
 # jsae.store from an export worker) does not load JAX.
+from .lazy import lazy_exports
+
 _LAZY = {
     'ConfigError': 'config',
     'SweepConfig': 'config',
@@ -95,15 +97,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'jsae' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

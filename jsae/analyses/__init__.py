@@ -11,6 +11,8 @@ figures and printed tables are :mod:`jsae.outputs`, the HTML page :mod:`jsae.rep
 """
 # Public names are imported on first use (PEP 562), so that importing one light module
 # (jsae.analyses.defaults, read by the command line's parser) loads neither JAX nor pandas.
+from ..lazy import lazy_exports
+
 _LAZY = {
     **dict.fromkeys(("ConsistencyResult", "consistency", "group_shifts", "loo_cosines", "permuted_shifts",
                      "shared_fraction", "unseen_group_predictions"), "consistency"),
@@ -38,15 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -15,6 +15,8 @@ modules on first use (and none of them imports torch, NeMo, opensmile or silero-
 """
 # Public names are imported on first use (PEP 562): `jsae --help` builds the embed
 # command's parser from jsae.embed.cli without loading pandas, SciPy or PyArrow.
+from ..lazy import lazy_exports
+
 _LAZY = {
     **dict.fromkeys(("describe_store", "describe_waves"), "describe"),
     **dict.fromkeys(("ENCODERS", "Encoder", "EncoderLoadError", "get_encoder", "register"), "encoders"),
@@ -39,15 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
