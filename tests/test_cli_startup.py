@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from jsae.sweeps.cli import build_parser
+from test_cli_convention import _parsers  # every (path, parser) of the command line
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("jax", "jaxlib", "scipy", "tensorstore", "pandas", "pyarrow", "torch", "matplotlib")
@@ -41,14 +42,6 @@ for path in paths(build_parser()):
     helps[" ".join(path)] = [status, out.getvalue()]
 json.dump({"helps": helps, "modules": sorted(sys.modules)}, sys.__stdout__)
 """
-
-
-def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _parsers(sub, (*path, name))
 
 
 PARSERS = dict(_parsers(build_parser()))
