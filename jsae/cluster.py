@@ -31,7 +31,8 @@ from .errors import EXIT_PEER_LOST, JsaeError, one_line
 __all__ = ["ENV_COORDINATOR", "ENV_PROCESSES", "ENV_PROCESS_ID", "ClusterError", "PeerLostError", "peer_lost",
            "lost_peer_error",
            "launched_by", "slurm_tasks", "initialize", "is_multiprocess", "process_index",
-           "is_primary", "to_global", "to_host", "barrier", "any_process", "text_from_primary"]
+           "is_primary", "to_global", "to_host", "barrier", "any_process", "text_from_primary", "host_id",
+           "processes_on_this_host"]
 
 #: set by ``jsae launch``: the coordinator's ``host:port``, the number of processes, this one's id
 ENV_COORDINATOR = "JSAE_COORDINATOR_ADDRESS"
@@ -190,6 +191,34 @@ def any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)]))))
+
+
+def host_id() -> str:
+    """What names this machine among the processes of a sweep: the kernel's boot id (one per
+    running machine, shared by the containers on it), else the host name."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        if boot:
+            return boot
+    except OSError:
+        pass
+    import socket
+
+    return socket.gethostname()
+
+
+def processes_on_this_host() -> int:
+    """How many processes of the sweep run on this machine, this one included (1 with one
+    process): they share its RAM, so a memory check counts them all. Every process must call it."""
+    if not is_multiprocess():
+        return 1
+    from jax.experimental import multihost_utils
+    import hashlib
+
+    mine = np.frombuffer(hashlib.sha256(host_id().encode()).digest()[:16], np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)  # one row per process
+    return int(np.sum(np.all(every == mine, axis=1)))
 
 
 def text_from_primary(text: str, size: int = 200) -> str:

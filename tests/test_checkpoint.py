@@ -108,6 +108,11 @@ trainer = GridTrainer(make_groups(cfg.grid), x.shape[1], cfg.sae, cfg.optim, mes
 state = trainer.pad(trainer.init(jax.random.key(cfg.train.seed), x.mean(axis=0)))
 steps = 12
 idx = batch_indices(cfg.train.seed, 0, steps, len(x), cfg.train.batch_size)
+def gathers(jitted, *args):  # collectives that move models between devices in the compiled program
+    text = jitted.lower(*args).compile().as_text()
+    return sum(text.count(op) for op in ("all-gather(", "all-to-all(", "collective-permute("))
+collectives = {"step": gathers(trainer.jit_run_steps(), state, jnp.asarray(x), jnp.asarray(idx)),
+               "eval": gathers(jax.jit(trainer.eval_sums), state, jnp.asarray(x[:64]))}
 state, metrics = trainer.jit_run_steps()(state, jnp.asarray(x), jnp.asarray(idx))
 xq = jnp.asarray(norm.apply(np.load(x_path)).astype(np.float32))
 res, placement = {}, {}
@@ -127,7 +132,7 @@ for g, gs, m in zip(trainer.groups, state.groups, metrics):
         res[f"{spec.name}/since_fired"] = np.asarray(gs.since_fired[i])
 np.savez(out + "/outputs.npz", **res)
 records = evaluate(trainer, state, td.val, norm)
-json.dump({"placement": placement, "records": records}, open(out + "/outputs.json", "w"))
+json.dump({"placement": placement, "records": records, "collectives": collectives}, open(out + "/outputs.json", "w"))
 """
 
 
@@ -170,6 +175,10 @@ def test_grid_computed_on_8_devices_equals_1_device_and_restores_on_1(tmp_path, 
     # Where it ran: 3 models per group padded to 8, one per device; on 1 device, one device.
     for name, where in j8["placement"].items():
         assert where == {"state": 8, "state_shards": 8, "recon": 8}, (name, where)
+    # Each device computes only the models it holds: no model's parameters or activations are
+    # gathered onto other devices in the compiled step or evaluation (the CPU kernels are custom
+    # calls; partitioned by XLA alone, every device would run them on the whole gathered group).
+    assert j8["collectives"] == {"step": 0, "eval": 0}, j8["collectives"]
     assert all(w == {"state": 1, "state_shards": 1, "recon": 1} for w in j1["placement"].values())
 
     # What it computed: the grid's step (parameters, per-step loss, dead counters), encode/decode

@@ -129,6 +129,9 @@ def test_a_sweep_on_several_processes_equals_the_one_process_run(tmp_path, store
             assert g[key] == pytest.approx(w[key], rel=1e-6, abs=1e-9), (g["name"], key)
     # process 0 printed the results; the run's files name one run id
     assert "run directory:" in done.stdout
+    # its memory line counts every process on this machine: they share its RAM
+    memory = next(line for line in done.stdout.splitlines() if line.startswith("memory: "))
+    assert f"per process; {n} processes on this machine:" in memory, memory
     run_id = json.loads((run / "sweep.json").read_text())["run_id"]
     for name in json.loads((run / "models" / "index.json").read_text())["models"]:
         assert json.loads((run / "models" / name / "cfg.json").read_text())["run"]["id"] == run_id

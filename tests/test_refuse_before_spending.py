@@ -184,6 +184,39 @@ def test_the_estimate_names_streaming_when_the_rows_dominate():
     check_memory(cfg, streamed, Available(host=16 * 2**30))  # streamed, the same rows fit
 
 
+def test_on_a_cpu_every_device_and_every_process_of_the_sweep_on_this_machine_counts():
+    """CPU devices and the processes of one sweep (``jsae launch -n N``) share the host's RAM."""
+    from jsae.training.memory import Available, NotEnoughMemoryError, check_memory, estimate_memory
+
+    cfg = load_config(None, ["grid.k=[8,16,32,64]", "grid.latent_size=[3000]", "train.batch_size=256"])
+    one = estimate_memory(cfg, 10_000, 500, 192)
+    four = estimate_memory(cfg, 10_000, 500, 192, devices=4, sharded=True)   # 4 devices of this process
+    per_device = estimate_memory(cfg, 10_000, 500, 192, devices=4, sharded=True, local_devices=1)
+    L, M = 3000, 192
+    params = 4 * (2 * M * L + L + M)                                       # one model's float32 parameters
+    assert one.parts()["parameters"] == 4 * params                         # the 4 models on one device
+    assert per_device.parts()["parameters"] == params                      # a quarter of them on one of 4
+    assert four.parts()["parameters"] == 4 * params                        # 4 devices × a quarter, in one RAM
+    assert four.parts()["training rows on the device"] == 4 * 10_000 * M * 4   # every device holds the rows
+    assert sum(four.parts().values()) == four.total == 4 * four.device_total + four.host_total
+    # two processes of the sweep on this machine, two devices each: each needs its own, the RAM holds both
+    two = estimate_memory(cfg, 10_000, 500, 192, devices=4, sharded=True, local_devices=2, processes_on_host=2)
+    assert two.host_need == 2 * two.total and two.total == 2 * two.device_total + two.host_total
+    assert "per process; 2 processes on this machine:" in two.summary()
+    check_memory(cfg, two, Available(host=two.host_need + 1), 4)
+    with pytest.raises(NotEnoughMemoryError) as info:
+        check_memory(cfg, two, Available(host=two.total + (two.host_need - two.total) // 2), 4)  # fits one, not two
+    message = str(info.value)
+    assert "\n" not in message and "2 processes of the sweep on this machine" in message
+    assert "fewer processes on this machine (now 2" in message
+    # the processes on one machine share its host RAM on an accelerator too: their host parts add up
+    gpus = estimate_memory(cfg, 10_000, 500, 192, devices=8, sharded=True, platform="gpu", local_devices=1,
+                           processes_on_host=8)
+    assert gpus.host_need == 8 * gpus.host_total
+    with pytest.raises(NotEnoughMemoryError, match=r"host RAM together \(8 processes"):
+        check_memory(cfg, gpus, Available(host=4 * gpus.host_total, device=10**15, where="GPU"), 8)
+
+
 def test_on_an_accelerator_each_device_is_checked_against_its_own_memory(tmp_path):
     from jsae.training.memory import (Available, NotEnoughMemoryError, _cgroup_room, available_memory, check_memory,
                                       estimate_memory)

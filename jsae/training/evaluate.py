@@ -20,7 +20,9 @@ METRIC_KEYS = ("val_nmse", "fraction_variance_explained", "dead_fraction", "trai
 
 def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer: Normalizer,
              block: int = 4096) -> list[dict[str, Any]]:
-    """Validation metrics per model, in spec order.
+    """Validation metrics per model, in spec order, of ``state`` as trained (padded, possibly
+    sharded: :meth:`~jsae.training.grid.GridTrainer.pad`; without a mesh the padded state is the
+    unpadded one).
 
     ``val_nmse = Σ‖x̂ − x‖² / Σ‖x − mean(x)‖²`` in the raw space (= fraction of
     variance unexplained); ``mean_l0``; ``dead_fraction``: latents that never fired
@@ -34,8 +36,7 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     if len(val) == 0:  # train_sweep never gets here: prepare_data refuses a val_fraction that leaves none
         raise BadValueError("evaluate() was given 0 validation rows; the metrics need at least one: pass a "
                             "non-empty val (train_sweep takes round(train.val_fraction × the training rows)).")
-    state = trainer.unpad(state)
-    fn = jax.jit(trainer.eval_sums)
+    fn = jax.jit(trainer.eval_sums)  # on the state as trained: padding copies are dropped on the host
     totals = None
     for start in range(0, len(val), block):
         xb = to_global(normalizer.apply(val[start:start + block]).astype(np.float32), trainer.replicated)
@@ -52,6 +53,7 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     records = []
     step, since_fired = to_host((state.step, [gs.since_fired for gs in state.groups]))
     for g, since, (err, l0, fired) in zip(trainer.groups, since_fired, totals):
+        err, l0, fired, since = err[:g.size], l0[:g.size], fired[:g.size], since[:g.size]
         train_dead = since >= trainer.sae_cfg.dead_after_samples
         raw_err = err @ scale_sq  # [n]: Σ_d s_d² e_d
         for i, spec in enumerate(g.models):

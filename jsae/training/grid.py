@@ -16,7 +16,10 @@ k active latents of a row are touched, through the CPU kernels of :mod:`jsae.ker
 
 The model axis can be sharded over devices (mesh axis ``"model"``); groups are
 padded to a multiple of the device count with zero-weight copies that are
-dropped before anything is saved.
+dropped before anything is saved. With a mesh, each group's step and validation
+sums run under ``shard_map``: every device computes only the models it holds (the
+CPU kernels are custom calls, which XLA's partitioner would otherwise run on the
+whole gathered group on every device), and no model's step needs another's.
 """
 from __future__ import annotations
 
@@ -226,6 +229,14 @@ class GridTrainer:
                        for g, gs in zip(self.groups, state.groups))
         return state.replace(groups=groups)
 
+    def _per_device(self, fn, in_specs, out_specs):
+        """``fn`` as it is without a mesh; with one, ``shard_map``-ed over the mesh's ``"model"``
+        axis (``P("model")``: the leading model axis split, ``P()``: every device the whole),
+        so that each device runs ``fn`` on its own models only."""
+        if self.mesh is None:
+            return fn
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
     def _padded_activations(self, gi: int) -> tuple[Activation, np.ndarray]:
         """The group's stacked activations padded to its padded size, and the loss
         weights (0 for padding copies)."""
@@ -235,9 +246,10 @@ class GridTrainer:
         return jax.tree.map(jnp.asarray, leading(g.activations(), n_pad)), w
 
     # ------------------------------------------------------------------ math
-    def _group_loss(self, gi: int, params: sae.SAEParams, x: jax.Array, dead: jax.Array):
+    def _group_loss(self, gi: int, params: sae.SAEParams, x: jax.Array, dead: jax.Array, acts: Activation,
+                    w: jax.Array):
+        """The weighted sum of the models' losses (``w``: 1, 0 for padding copies) and each one's outputs."""
         g = self.groups[gi]
-        acts, w = self._padded_activations(gi)
         c = self.sae_cfg
 
         def losses(with_auxk: bool):
@@ -249,16 +261,18 @@ class GridTrainer:
             else:
                 fn = partial(loss.relu_l1_loss, fire_threshold=c.fire_threshold, matmul_dtype=self.matmul_dtype)
                 ls, outs = jax.vmap(lambda p, a, d: fn(p, x, a.coef, d))(params, acts, dead)
-            return jnp.sum(ls * jnp.asarray(w)), (ls, outs)
+            return jnp.sum(ls * w), (ls, outs)
 
         if not isinstance(acts, TopK) or c.auxk_coef <= 0:
             return losses(False)
         # The AuxK top-k is only paid for while some model of the group has a dead latent.
         return jax.lax.cond(jnp.any(dead), lambda: losses(True), lambda: losses(False))
 
-    def _group_step(self, gi: int, gs: GroupState, x: jax.Array):
+    def _group_step(self, gi: int, gs: GroupState, x: jax.Array, acts: Activation, w: jax.Array):
+        """One step of the models of ``gs`` (a group, or one device's share of it) on ``x [B, M]``."""
         dead = gs.since_fired >= self.sae_cfg.dead_after_samples
-        grads, (losses, outs) = jax.grad(partial(self._group_loss, gi), argnums=0, has_aux=True)(gs.params, x, dead)
+        grads, (losses, outs) = jax.grad(partial(self._group_loss, gi), argnums=0, has_aux=True)(
+            gs.params, x, dead, acts, w)
         grads = jax.vmap(sae.project_decoder_grad)(gs.params, grads)
         updates, opt_state = jax.vmap(self.tx.update)(grads, gs.opt_state, gs.params)
         params = jax.vmap(sae.normalize_decoder)(optax.apply_updates(gs.params, updates))
@@ -271,7 +285,10 @@ class GridTrainer:
         """One optimisation step of every model on the batch ``x [B, M]`` (normalised)."""
         new_groups, metrics = [], []
         for gi, gs in enumerate(state.groups):
-            ngs, m = self._group_step(gi, gs, x)
+            acts, w = self._padded_activations(gi)
+            step = self._per_device(partial(self._group_step, gi), (P("model"), P(), P("model"), P("model")),
+                                    (P("model"), P("model")))
+            ngs, m = step(gs, x, acts, jnp.asarray(w))
             new_groups.append(ngs)
             metrics.append(m)
         return GridState(state.step + 1, tuple(new_groups)), tuple(metrics)
@@ -309,7 +326,9 @@ class GridTrainer:
 
     # ------------------------------------------------------------ evaluation
     def eval_sums(self, state: GridState, x: jax.Array):
-        """Per-model sums over a validation block ``x [B, M]`` (normalised).
+        """Per-model sums over a validation block ``x [B, M]`` (normalised), for the state as
+        trained (padded: the leading axis of every result is the group's padded size, and
+        rows past the group's size belong to padding copies).
 
         Returns per group: the squared error per dimension in the normalised space
         (``[n, M]``: ``e_d = Σ_b (x̂_bd − x_bd)²``; the raw-space error ``Σ_d s_d² e_d`` is
@@ -317,15 +336,16 @@ class GridTrainer:
         number of active latents, and ``[n, L]`` bool of latents that fired.
         """
         out = []
-        for g, gs in zip(self.groups, state.groups):
-            params = jax.tree.map(lambda a, n=g.size: a[:n], gs.params)
+        for gi, (g, gs) in enumerate(zip(self.groups, state.groups)):
+            def sums(params, acts, x, g=g):
+                def one(p, act):
+                    v = sae.encode(p, x, act, g.k_max or None, matmul_dtype=self.matmul_dtype)
+                    err = jnp.sum(jnp.square(sae.decode(p, v) - x), axis=0)
+                    return err, jnp.sum(v > 0), jnp.any(v > self.sae_cfg.fire_threshold, axis=0)
+                return jax.vmap(one)(params, acts)
 
-            def one(p, act, g=g):
-                v = sae.encode(p, x, act, g.k_max or None, matmul_dtype=self.matmul_dtype)
-                err = jnp.sum(jnp.square(sae.decode(p, v) - x), axis=0)
-                return err, jnp.sum(v > 0), jnp.any(v > self.sae_cfg.fire_threshold, axis=0)
-
-            out.append(jax.vmap(one)(params, jax.tree.map(jnp.asarray, g.activations())))
+            acts, _ = self._padded_activations(gi)
+            out.append(self._per_device(sums, (P("model"), P("model"), P()), P("model"))(gs.params, acts, x))
         return tuple(out)
 
 

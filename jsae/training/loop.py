@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..cluster import any_process, barrier, is_primary, to_global, to_host
+from ..cluster import any_process, barrier, is_primary, processes_on_this_host, to_global, to_host
 from ..config import SweepConfig, config_to_yaml
 from ..console import SignalStop
 from ..core.normalize import Normalizer, fit_normalizer, geometric_median
@@ -346,7 +346,10 @@ def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[
                   from_array: bool) -> None:
     """Estimate the sweep's memory, say it in one line, and refuse a sweep that cannot fit."""
     devices = jax.devices()
-    est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform, from_array=from_array)
+    sharded = make_mesh(cfg.train.shard_models) is not None  # the mesh the grid will train on
+    est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform, from_array=from_array,
+                          sharded=sharded, local_devices=len(jax.local_devices()) if sharded else 1,
+                          processes_on_host=processes_on_this_host())  # they share this machine's RAM
     avail = available_memory(jax.local_devices())  # with several processes: this process's devices
     if say is not None:
         say(memory_line(est, avail))

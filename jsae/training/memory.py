@@ -75,13 +75,18 @@ def format_bytes(n: float) -> str:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a sweep needs, by part: ``device`` (per device: the grid, the device rows) and
-    ``host`` (the host's copies of the rows). On a CPU both are the same RAM."""
+    ``host`` (the host's copies of the rows), for one process. On a CPU both are the same RAM,
+    and this process's ``local_devices`` devices each hold their ``device`` parts in it;
+    ``processes_on_host`` processes of one sweep (``jsae launch -n N`` on one machine) each
+    need as much of the same RAM."""
 
     device: dict[str, int]
     host: dict[str, int]
     models: int
     platform: str = "cpu"
     devices: int = 1
+    local_devices: int = 1
+    processes_on_host: int = 1
 
     @property
     def device_total(self) -> int:
@@ -92,25 +97,44 @@ class MemoryEstimate:
         return sum(self.host.values())
 
     @property
+    def _device_copies(self) -> int:
+        """How many devices' parts one process keeps in the host's RAM: its devices on a CPU, else one (shown)."""
+        return self.local_devices if self.platform == "cpu" else 1
+
+    @property
     def total(self) -> int:
-        """All of it: what a CPU sweep needs from the host's RAM."""
-        return self.device_total + self.host_total
+        """All of one process's parts: on a CPU, the host RAM it needs (``local_devices ×
+        device_total + host_total``); on an accelerator, one device's parts and the host's."""
+        return self._device_copies * self.device_total + self.host_total
+
+    @property
+    def host_need(self) -> int:
+        """The host RAM all of this machine's processes of the sweep need together: on a CPU
+        ``processes_on_host × total``, on an accelerator ``processes_on_host × host_total``."""
+        own = self.total if self.platform == "cpu" else self.host_total
+        return self.processes_on_host * own
 
     def parts(self) -> dict[str, int]:
-        """Every part, device and host together, largest first."""
+        """Every part of one process, device and host together (on a CPU, its devices' parts
+        times ``local_devices``), largest first; they add up to :attr:`total`."""
         merged: dict[str, int] = {}
-        for d in (self.device, self.host):
+        for d, times in ((self.device, self._device_copies), (self.host, 1)):
             for k, v in d.items():
-                merged[k] = merged.get(k, 0) + v
+                merged[k] = merged.get(k, 0) + times * v
         return dict(sorted(merged.items(), key=lambda kv: -kv[1]))
 
     def summary(self, share: float = 0.05) -> str:
-        """``about 1.2 GiB for 8 models (parameters 300 MiB, …)``: the parts of at least ``share`` of the total."""
+        """``about 1.2 GiB for 8 models (parameters 300 MiB, …)``: the parts of at least ``share``
+        of the total; with several processes on this machine, what they need together."""
         parts = self.parts()
         big = [f"{k} {format_bytes(v)}" for k, v in parts.items() if v and v >= share * self.total]
         rest = sum(1 for v in parts.values() if v and v < share * self.total)
         shown = ", ".join(big) + (f", {rest} smaller part(s)" if rest else "")
-        return f"about {format_bytes(self.total)} for {self.models} model(s) ({shown})"
+        text = f"about {format_bytes(self.total)} for {self.models} model(s) ({shown})"
+        if self.processes_on_host > 1:
+            text += (f" per process; {self.processes_on_host} processes on this machine: "
+                     f"{format_bytes(self.host_need)} of host RAM together")
+        return text
 
 
 @dataclass(frozen=True)
@@ -134,7 +158,9 @@ def _group_parts(g: GroupSpec, n_pad: int, dim: int, batch: int, sparse: bool) -
 
 def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, devices: int = 1,
                     platform: str = "cpu", groups: Sequence[GroupSpec] | None = None,
-                    sparse: Sequence[bool] | None = None, from_array: bool = False) -> MemoryEstimate:
+                    sparse: Sequence[bool] | None = None, from_array: bool = False,
+                    local_devices: int | None = None, processes_on_host: int = 1,
+                    sharded: bool | None = None) -> MemoryEstimate:
     """The :class:`MemoryEstimate` of ``cfg``'s grid on ``n_train`` + ``n_val`` rows of dimension ``dim``.
 
     ``devices``: the devices the model axis is sharded over (``train.shard_models``); each
@@ -143,10 +169,15 @@ def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, dev
     on the sparse CPU path; default: :func:`~jsae.training.grid.prefers_sparse` with
     ``train.topk_path``) are those of the :class:`~jsae.training.grid.GridTrainer` that will train.
     ``from_array``: the rows come as a host array (``train_sweep(data=…)``), not from a store.
+    ``sharded``: whether the model axis is sharded over the ``devices`` (default
+    ``train.shard_models``; several processes always shard). ``local_devices``: how many of
+    them are this process's (default: all of them when sharded, else one);
+    ``processes_on_host``: the sweep's processes on this machine, this one included.
     """
     groups = tuple(groups if groups is not None else make_groups(cfg.grid))
     sparse = tuple(sparse) if sparse is not None else tuple(prefers_sparse(g, cfg.train.topk_path) for g in groups)
-    shard = max(1, devices if cfg.train.shard_models else 1)
+    shard = max(1, devices if (cfg.train.shard_models if sharded is None else sharded) else 1)
+    local = max(1, min(shard, shard if local_devices is None else local_devices))
     device: dict[str, int] = {}
     for g, sp in zip(groups, sparse):
         n_pad = -(-g.size // shard)  # models per device
@@ -170,7 +201,7 @@ def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, dev
     if platform != "cpu":  # the checkpoint's copies of the state are host memory
         host["checkpoint copies"] = device.pop("checkpoint copies", 0) * shard
     return MemoryEstimate(device=device, host=host, models=sum(g.size for g in groups), platform=platform,
-                          devices=shard)
+                          devices=shard, local_devices=local, processes_on_host=max(1, int(processes_on_host)))
 
 
 # ------------------------------------------------------------------------------------ availability
@@ -262,7 +293,7 @@ def _fix(cfg: SweepConfig, est: MemoryEstimate, n_devices: int) -> str:
     fixes = ["a smaller grid (fewer or smaller grid.latent_size, fewer grid.k)"]
     if parts.get("activations", 0) >= 0.2 * est.total:
         fixes.append(f"a smaller train.batch_size (now {cfg.train.batch_size}: activations grow with it)")
-    if n_devices > 1 and not cfg.train.shard_models:
+    if n_devices > 1 and est.devices == 1:
         fixes.append(f"train.shard_models=true (spreads the models over the {n_devices} devices here)")
     elif n_devices == 1:
         fixes.append("a machine with more devices (train.shard_models=true spreads the models over them)")
@@ -270,20 +301,26 @@ def _fix(cfg: SweepConfig, est: MemoryEstimate, n_devices: int) -> str:
     if not cfg.data.stream and rows >= 0.1 * est.total:
         fixes.append(f"data.stream=true (reads the batches from the store instead of holding its rows, "
                      f"{format_bytes(rows)})")
+    if est.processes_on_host > 1:
+        fixes.append(f"fewer processes on this machine (now {est.processes_on_host}; each holds its own copy of "
+                     "the rows and the runtime)")
     return ", or ".join([", ".join(fixes[:-1]), fixes[-1]] if len(fixes) > 1 else fixes)
 
 
 def check_memory(cfg: SweepConfig, est: MemoryEstimate, avail: Available, n_devices: int = 1) -> None:
-    """Refuse (:class:`NotEnoughMemoryError`, one line) a sweep whose estimate exceeds what is available."""
+    """Refuse (:class:`NotEnoughMemoryError`, one line) a sweep whose estimate exceeds what is
+    available; the host's RAM is checked against what all of its processes of the sweep need."""
     problems = []
+    together = (f" together ({est.processes_on_host} processes of the sweep on this machine, "
+                f"{format_bytes(est.host_need // est.processes_on_host)} each)") if est.processes_on_host > 1 else ""
     if avail.device is None:  # a CPU: everything lives in the host's RAM
-        if avail.host is not None and est.total > avail.host:
-            problems.append((est.total, avail.host, avail.where))
+        if avail.host is not None and est.host_need > avail.host:
+            problems.append((est.host_need, avail.host, avail.where + together))
     else:
         if est.device_total > avail.device:
             problems.append((est.device_total, avail.device, avail.where + " (per device)"))
-        if avail.host is not None and est.host_total > avail.host:
-            problems.append((est.host_total, avail.host, "host RAM"))
+        if avail.host is not None and est.host_need > avail.host:
+            problems.append((est.host_need, avail.host, "host RAM" + together))
     if not problems:
         return
     need, have, where = problems[0]
