@@ -119,6 +119,33 @@ def test_other_store_or_models_are_refused(sweep, labelled_store, tmp_path):
         Path(_info(out)["identity"]["store"]).resolve() == Path(labelled_store).resolve()
 
 
+def test_the_same_store_named_relatively_or_absolutely_is_one_store(sweep, labelled_store, tmp_path, monkeypatch):
+    """``jsae demo`` names its stores by absolute path, a command line usually relatively: the
+    same analysis of the same store again is a rerun, not "other parameters"."""
+    out = tmp_path / "probe"
+    absolute = Path(labelled_store).absolute()
+    run_probe(sweep, absolute, "lang", "es", out=out)
+    monkeypatch.chdir(absolute.parent)
+    run_probe(sweep, absolute.name, "lang", "es", out=out)          # a rerun: not refused
+    assert _info(out)["identity"]["store"] == str(absolute)
+
+
+def test_a_split_with_its_defaults_named_explicitly_is_the_same_split(sweep, labelled_store, tmp_path):
+    """``jsae demo`` splits with the defaults over the whole grid; ``jsae split --k 3`` selects the
+    k's models and names their latent sizes and root: the same split, a rerun, not a refusal."""
+    out = tmp_path / "split"
+    run_split(sweep, labelled_store, "lang", "es", "gender", 3, out=out)
+    of_k = sweep.select(k=3)
+    sizes = sorted(of_k.latent_sizes)
+    run_split(of_k, labelled_store, "lang", "es", "gender", 3, out=out, latent_sizes=sizes,
+              root_latent_size=sizes[0])
+    identity = _info(out)["identity"]
+    assert identity["latent_sizes"] == sizes and identity["root_latent_size"] == sizes[0]
+    assert identity["models"] == list(of_k.names)
+    with pytest.raises(OutputExistsError, match="root_latent_size"):   # another root is another split
+        run_split(of_k, labelled_store, "lang", "es", "gender", 3, out=out, root_latent_size=sizes[-1])
+
+
 def test_default_folders_keep_their_names_and_non_default_options_coexist(run, trained_run_seed1,
                                                                            labelled_store):
     _, p1 = run_probe(run, labelled_store, "lang", "es")

@@ -18,7 +18,7 @@ from ..analyses.labelled import as_store
 from ..plots import pyplot, save_figure
 from .folders import (check_output, check_same_parameters, finish_output, folder_name, format_table, source_record,
                       write_analysis, write_csv, write_json, writing_output)
-from .folders import option_parts, signature_defaults
+from .folders import option_parts, signature_defaults, store_key
 
 __all__ = ["write_consistency", "run_consistency", "consistency_folder_name", "consistency_text"]
 
@@ -114,7 +114,7 @@ def run_consistency(store: str | Path, label: str, positive: str, *, out: str | 
     o = {**_CONS_DEFAULTS, **{k: v for k, v in kwargs.items() if k in _CONS_DEFAULTS}}
     identity = {**o, "label": label, "positive": str(positive), "min_rows": int(o["min_rows"]),
                 "n_splits": int(o["n_splits"]), "C": float(o["C"]), "seed": int(o["seed"]),
-                "store": str(store.path)}
+                "store": store_key(store)}
     source = source_record(None, {"store": store})
     check_same_parameters(folder, "consistency", identity, CONSISTENCY_IDENTITY, overwrite, source=source)
     res = consistency(store, label, positive, **kwargs)

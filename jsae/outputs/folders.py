@@ -83,7 +83,7 @@ __all__ = ["batch_and_dir", "ANALYSIS_DIR", "ANALYSIS_FILE", "ANALYSIS_OUTPUTS",
            "read_analyses", "format_table", "signature_defaults", "option_parts", "OutputExistsError", "check_same_parameters", "record_identity",
            "remove_stale", "finish_output", "folder_name", "short_hash", "num", "IDENTITY_KEY",
            "safe_cell", "raw_cell", "safe_cells", "write_csv", "read_csv", "FORMULA_START",
-           "SOURCE_KEY", "store_fingerprint", "source_record", "record_source", "stale_marks",
+           "SOURCE_KEY", "store_fingerprint", "store_key", "source_record", "record_source", "stale_marks",
            "output_folder", "check_output", "writing_output"]
 
 ANALYSIS_DIR = "analysis"
@@ -643,6 +643,12 @@ def store_fingerprint(store: Any) -> str | None:
     return _FINGERPRINTS[key]
 
 
+def store_key(store: Any) -> str:
+    """How an output records a store (a store or its path): its absolute path, so that the same
+    store named relatively or absolutely, from the command line or by ``jsae demo``, is one store."""
+    return os.path.abspath(str(getattr(store, "path", store)))
+
+
 def source_record(models: ModelBatch | None = None, stores: dict[str, Any] | None = None,
                   models_b: ModelBatch | None = None) -> dict[str, Any]:
     """What an output is computed from (``analysis.json``'s :data:`SOURCE_KEY`): the models'
@@ -656,7 +662,7 @@ def source_record(models: ModelBatch | None = None, stores: dict[str, Any] | Non
                         run_key: None if m.run_dir is None else os.path.abspath(m.run_dir)})
     for key, st in (stores or {}).items():
         if st is not None:
-            rec[key] = os.path.abspath(str(getattr(st, "path", st)))
+            rec[key] = store_key(st)
             rec[f"{key}{_FINGERPRINT}"] = store_fingerprint(st)
     return _jsonable(rec)
 

@@ -27,7 +27,7 @@ from ..models import ModelBatch
 from ..plots import plot_heatmap
 from .folders import (batch_and_dir, check_output, check_same_parameters, finish_output, folder_name, format_table,
                       output_folder, short_hash, source_record, write_analysis, write_csv, write_json, writing_output)
-from .folders import option_parts, signature_defaults
+from .folders import option_parts, signature_defaults, store_key
 
 __all__ = ["write_probe", "run_probe", "probe_folder_name", "probe_table", "family_table", "group_table", "group_matrix", "logreg_note",
            "logreg_description", "best_model", "best_family", "best_by", "reaches_floor", "probe_summary",
@@ -293,7 +293,7 @@ def run_probe(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                 "groups": list(options["groups"] or ()), "train": _rows_identity(kwargs.get("train")),
                 "test": _rows_identity(kwargs.get("test")), "models": list(models.names),
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
-                "store": str(store.path)}
+                "store": store_key(store)}
     source = source_record(models, {"store": store})
     check_same_parameters(folder, "probe", identity, PROBE_IDENTITY, overwrite, source=source)
     df = probe(models, store, label, positive, negative=negative, **kwargs)

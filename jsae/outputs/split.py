@@ -23,7 +23,7 @@ from ..models import ModelBatch
 from ..plots import pyplot, save_figure
 from .folders import (batch_and_dir, check_output, check_same_parameters, finish_output, folder_name, format_table,
                       num, output_folder, source_record, write_analysis, write_csv, write_json, writing_output)
-from .folders import option_parts, signature_defaults
+from .folders import option_parts, signature_defaults, store_key
 
 __all__ = ["plot_split_flow", "draw_split_flow", "node_composition", "LABEL_GID", "write_split", "run_split", "split_folder_name", "split_table"]
 
@@ -320,16 +320,21 @@ def run_split(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
     check_output(folder, "split", run_dir=run_dir, out_given=out is not None)
     o = {**_SPLIT_DEFAULTS, **{k_: v for k_, v in kwargs.items() if k_ in _SPLIT_DEFAULTS}}
     flt = (lambda x: None if x is None else float(x))
+    # what the split uses, resolved: the defaults (every latent size of the k, the smallest as the root, the
+    # k's models) and the same values named explicitly (as `jsae split` does) are one identity
+    used_sizes = sorted({int(x) for x in o["latent_sizes"]}) if o["latent_sizes"] is not None else sizes
+    root = int(o["root_latent_size"]) if o["root_latent_size"] is not None else (used_sizes[0] if used_sizes else None)
+    used = set(used_sizes) | {root}
     identity = {**o, "label": label, "positive": str(positive), "group": group, "k": int(k),
-                "latent_sizes": None if o["latent_sizes"] is None else sorted(int(x) for x in o["latent_sizes"]),
-                "root_latent_size": None if o["root_latent_size"] is None else int(o["root_latent_size"]),
+                "latent_sizes": used_sizes, "root_latent_size": root,
                 "test_split": ALL_SPLITS if o["test_split"] is None else o["test_split"],
                 "min_coverage": flt(o["min_coverage"]), "min_within": flt(o["min_within"]),
                 "min_cosine": flt(o["min_cosine"]), "max_overlap": flt(o["max_overlap"]),
                 "family_min_precision": flt(o["family_min_precision"]), "family_max": int(o["family_max"]),
-                "family_min_gain": flt(o["family_min_gain"]), "C": flt(o["C"]), "models": list(models.names),
+                "family_min_gain": flt(o["family_min_gain"]), "C": flt(o["C"]),
+                "models": [m.name for m in models.specs if m.k == k and m.latent_size in used],
                 "run_dir": None if models.run_dir is None else os.path.abspath(models.run_dir),
-                "store": str(store.path)}
+                "store": store_key(store)}
     source = source_record(models, {"store": store})
     check_same_parameters(folder, "split", identity, SPLIT_IDENTITY, overwrite, source=source)
     result = feature_split(models, store, label, positive, group, k, **kwargs)

@@ -31,7 +31,7 @@ from ..models import ModelBatch
 from ..plots import plot_heatmap, pyplot, save_figure
 from .folders import (OutputExistsError, batch_and_dir, check_output, check_same_parameters, folder_name,
                       format_table, num, output_folder, record_source, short_hash, source_record, write_analysis,
-                      write_csv, write_json, writing_output)
+                      store_key, write_csv, write_json, writing_output)
 
 __all__ = ["write_steer", "run_steer", "steer_folder_name", "SteerOutputExistsError", "steer_table_text",
            "flip_table_text", "units_caption"]
@@ -285,7 +285,7 @@ def run_steer(run_dir: "str | Path | ModelBatch", store: str | Path, label: str,
                "alpha": [0.0] if mode == "ablate" else np.atleast_1d(np.asarray(alpha, np.float64)).tolist(),
                "latent": dict(latent) if isinstance(latent, Mapping) else latent,
                "models": list(chosen.names), "run_dir": None if models.run_dir is None else str(models.run_dir),
-               "store": str(store.path)}
+               "store": store_key(store)}
     if not planned["flip_threshold"]:
         planned.update(a_max=None, n_grid=None, tol=None)
     source = source_record(chosen, {"store": store})
