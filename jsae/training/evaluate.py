@@ -19,7 +19,7 @@ METRIC_KEYS = ("val_nmse", "fraction_variance_explained", "dead_fraction", "trai
 
 
 def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer: Normalizer,
-             block: int = 4096) -> list[dict[str, Any]]:
+             block: int = 1024) -> list[dict[str, Any]]:
     """Validation metrics per model, in spec order, of ``state`` as trained (padded, possibly
     sharded: :meth:`~jsae.training.grid.GridTrainer.pad`; without a mesh the padded state is the
     unpadded one).
@@ -27,6 +27,11 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     ``val_nmse = Σ‖x̂ − x‖² / Σ‖x − mean(x)‖²`` in the raw space (= fraction of
     variance unexplained); ``mean_l0``; ``dead_fraction``: latents that never fired
     on the validation set; ``train_dead_fraction``: dead by the training criterion.
+
+    ``block`` validation rows go through the models at a time. Evaluation encodes densely
+    (codes ``[block, L]`` per model), so its blocks are smaller than a training batch: at 1024
+    rows the paper grid's evaluation peaks below its training step (at 4096 it set the
+    sweep's peak, ≈ 0.6 GiB above it: benchmarks/RESULTS.md, distributed_sweep).
 
     The raw-space error is ``Σ_d s_d² Σ_b (x̂ − x)²_bd`` with the per-dimension sums of the
     normalised space (float32 per block on the device) combined in float64 here, and the
