@@ -100,6 +100,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         # Free what the command left (tables, store handles) while the libraries are whole: a native
         # thread pool torn down during interpreter shutdown can abort the finished process with
         # "terminate called without an active exception" (Arrow's shutdown race, apache/arrow#34314).
+        # A write abandoned half-way (an async checkpoint save cut by a full disk or a signal: already its
+        # one line) leaves coroutines that were never awaited; their RuntimeWarning, when collected now or
+        # at exit, would only repeat that line.
+        warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
         gc.collect()
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
@@ -144,9 +148,6 @@ def _parse_and_run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C (a second signal: StoppedAtOnce): one line, not a traceback
         message = one_line(err) if isinstance(err, StoppedAtOnce) else "interrupted"
         print(f"{command_parser.prog}: {message}", file=sys.stderr)
-        # a write abandoned half-way (an async checkpoint save) leaves coroutines that were never awaited;
-        # their RuntimeWarning at exit would only repeat that the command was stopped
-        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
         return getattr(err, "exit_status", EXIT_SIGINT)
 
 

@@ -349,3 +349,34 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch, capsys, tiny_store):
     monkeypatch.setattr(store_module, "open_store", broken)
     with pytest.raises(ZeroDivisionError):
         jsae(capsys, "store", "info", tiny_store)
+
+
+
+def test_a_write_abandoned_half_way_adds_nothing_after_the_one_line(capsys):
+    """A checkpoint save cut short by a full disk leaves orbax's write coroutines unawaited; when
+    they are collected, Python's "coroutine … was never awaited" must not follow the command's line."""
+    import argparse
+    import gc
+    import warnings
+
+    from jsae import console
+    from jsae.errors import StorageError
+
+    async def write_fragment():  # stands in for orbax's serialisation coroutine
+        pass
+
+    def command(args):
+        pending = [write_fragment()]
+        pending.append(pending)  # a cycle: only the collector frees it, after the command returned
+        raise StorageError("no space left on device while saving checkpoint step 60; re-run the same command")
+
+    parser = argparse.ArgumentParser(prog="jsae")
+    console.add_command(console.add_commands(parser, "command", "commands"), "save", command, "save")
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:  # every warning, and the filters restored after
+        warnings.simplefilter("always")
+        assert console.run(parser, ["save"]) == 2
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device" in err, err
