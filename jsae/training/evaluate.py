@@ -31,7 +31,7 @@ def evaluate(trainer: GridTrainer, state: GridState, val: np.ndarray, normalizer
     ``block`` validation rows go through the models at a time. Evaluation encodes densely
     (codes ``[block, L]`` per model), so its blocks are smaller than a training batch: at 1024
     rows the paper grid's evaluation peaks below its training step (at 4096 it set the
-    sweep's peak, ≈ 0.6 GiB above it: benchmarks/RESULTS.md, distributed_sweep).
+    sweep's peak, ≈ 0.5 GiB above it: benchmarks/RESULTS.md, distributed_sweep).
 
     The raw-space error is ``Σ_d s_d² Σ_b (x̂ − x)²_bd`` with the per-dimension sums of the
     normalised space (float32 per block on the device) combined in float64 here, and the

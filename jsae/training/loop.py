@@ -343,10 +343,11 @@ def _interrupted(run_dir: Path, step: int, total: int, exit_status: int) -> Inte
 
 
 def _check_memory(cfg: SweepConfig, shape: tuple[int, int, int], say: Callable[[str], None] | None,
-                  from_array: bool) -> None:
-    """Estimate the sweep's memory, say it in one line, and refuse a sweep that cannot fit."""
+                  from_array: bool, mesh: jax.sharding.Mesh | None) -> None:
+    """Estimate the sweep's memory on ``mesh`` (the grid's; ``None``: one device), say it in one
+    line, and refuse a sweep that cannot fit."""
     devices = jax.devices()
-    sharded = make_mesh(cfg.train.shard_models) is not None  # the mesh the grid will train on
+    sharded = mesh is not None
     est = estimate_memory(cfg, *shape, devices=len(devices), platform=devices[0].platform, from_array=from_array,
                           sharded=sharded, local_devices=len(jax.local_devices()) if sharded else 1,
                           processes_on_host=processes_on_this_host())  # they share this machine's RAM
@@ -362,14 +363,15 @@ def _train_locked(cfg: SweepConfig, run_dir: Path, data: np.ndarray | None,
     check_resumable(run_dir, cfg)
     check_log_backends(cfg.train.log)  # a missing package: one line before anything is read
     store = open_training_store(cfg, data)
-    _check_memory(cfg, planned_shape(cfg, data, store), say, from_array=data is not None)  # before a row is read or a program compiled
+    mesh = make_mesh(cfg.train.shard_models)
+    _check_memory(cfg, planned_shape(cfg, data, store), say, from_array=data is not None, mesh=mesh)  # before a row is read or a program compiled
     td = prepare_data(cfg, data, store=store)
     fingerprint = data_fingerprint(td)
     check_rows_vary(td)
     normalizer = fit_normalizer(td.fit, cfg.sae.normalize)  # float64 statistics, in blocks
     primary = is_primary()
     grid = GridTrainer(make_groups(cfg.grid), td.fit.shape[1], cfg.sae, cfg.optim,
-                       mesh=make_mesh(cfg.train.shard_models), matmul_dtype=cfg.train.matmul_dtype,
+                       mesh=mesh, matmul_dtype=cfg.train.matmul_dtype,
                        topk_path=cfg.train.topk_path)
     total = cfg.train.num_steps(td.n_train)
     if primary:

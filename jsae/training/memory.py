@@ -177,7 +177,7 @@ def estimate_memory(cfg: SweepConfig, n_train: int, n_val: int, dim: int, *, dev
     groups = tuple(groups if groups is not None else make_groups(cfg.grid))
     sparse = tuple(sparse) if sparse is not None else tuple(prefers_sparse(g, cfg.train.topk_path) for g in groups)
     shard = max(1, devices if (cfg.train.shard_models if sharded is None else sharded) else 1)
-    local = max(1, min(shard, shard if local_devices is None else local_devices))
+    local = shard if local_devices is None else max(1, min(shard, local_devices))
     device: dict[str, int] = {}
     for g, sp in zip(groups, sparse):
         n_pad = -(-g.size // shard)  # models per device
